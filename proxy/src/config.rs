@@ -4,7 +4,12 @@
 //! the other submodules convert protos into the types the data path uses, each error naming
 //! the field path.
 
+// Envoy keeps deprecated fields working, and so must we: configs in the wild use them.
+#![allow(deprecated)]
+
 pub mod error;
+pub mod common;
 pub mod load;
 
 pub use error::{ConfigError, Result};
+pub mod route;

@@ -97,6 +97,15 @@ pub fn decode<M: prost::Message + Default>(
     Err(ConfigError::new("", "too many unknown fields"))
 }
 
+/// Decodes `value` as a dynamic message of type `desc` (used for `TypedStruct` payloads).
+pub fn decode_dynamic(
+    value: Value,
+    desc: &MessageDescriptor,
+    _unknown: UnknownFields,
+) -> Result<DynamicMessage> {
+    decode_once(&value, desc)
+}
+
 fn decode_once(value: &Value, desc: &MessageDescriptor) -> Result<DynamicMessage> {
     let opts = DeserializeOptions::new().deny_unknown_fields(true);
     let mut tracker = serde_path_to_error::Track::new();

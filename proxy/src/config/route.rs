@@ -1,0 +1,624 @@
+//! `RouteConfiguration` -> [`RouteTable`]: virtual hosts, routes and their actions, with
+//! every matcher compiled here so that request time only evaluates them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::route::v3 as pb;
+use http::{HeaderName, StatusCode};
+use regex::Regex;
+
+use super::common::{self, header_name, HeaderMutations, StringMatcher};
+use super::error::{ConfigError, Result, Within};
+
+/// Envoy's default route timeout.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug)]
+pub struct RouteTable {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+    pub domains: super::super::routing::DomainIndex,
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+    pub ignore_port_in_host_matching: bool,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+}
+
+#[derive(Debug)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub case_sensitive: bool,
+    pub headers: Vec<HeaderMatcher>,
+    pub query_parameters: Vec<QueryMatcher>,
+    pub grpc: bool,
+}
+
+#[derive(Debug)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+    /// Matches the prefix only at a `/` boundary.
+    SeparatedPrefix(String),
+}
+
+#[derive(Debug)]
+pub struct HeaderMatcher {
+    pub name: HeaderName,
+    pub kind: HeaderMatch,
+    pub invert: bool,
+    pub treat_missing_as_empty: bool,
+}
+
+#[derive(Debug)]
+pub enum HeaderMatch {
+    String(StringMatcher),
+    Present(bool),
+    /// `[start, end)` on the value parsed as an integer.
+    Range(i64, i64),
+}
+
+#[derive(Debug)]
+pub struct QueryMatcher {
+    pub name: String,
+    /// `None`: the parameter must be present.
+    pub value: Option<StringMatcher>,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Box<Forward>),
+    Redirect(Redirect),
+    Direct(DirectResponse),
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    pub target: ClusterTarget,
+    pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<(Regex, String)>,
+    pub host_rewrite: HostRewrite,
+    /// `None`: no route timeout (configured as 0).
+    pub timeout: Option<Duration>,
+    pub mirrors: Vec<Mirror>,
+    /// Per-route `upgrade_configs` overrides: (upgrade type lowercased, enabled).
+    pub upgrades: Vec<(String, bool)>,
+}
+
+#[derive(Debug)]
+pub enum ClusterTarget {
+    Named(Arc<str>),
+    Weighted(WeightedClusters),
+    Header(HeaderName),
+}
+
+#[derive(Debug)]
+pub struct WeightedClusters {
+    pub clusters: Vec<WeightedCluster>,
+    pub total: u64,
+}
+
+#[derive(Debug)]
+pub struct WeightedCluster {
+    pub name: Arc<str>,
+    pub weight: u32,
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostRewrite {
+    None,
+    Literal(http::HeaderValue),
+    /// Use the upstream host's name (DNS clusters) as the Host header.
+    Auto,
+}
+
+#[derive(Debug)]
+pub struct Mirror {
+    pub cluster: Arc<str>,
+    /// Fraction of requests mirrored, in millionths.
+    pub per_million: u32,
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    pub status: StatusCode,
+    pub strip_query: bool,
+}
+
+#[derive(Debug)]
+pub enum RedirectPath {
+    Keep,
+    Path(String),
+    Prefix(String),
+    Regex(Regex, String),
+}
+
+#[derive(Debug)]
+pub struct DirectResponse {
+    pub status: StatusCode,
+    pub body: Option<bytes::Bytes>,
+}
+
+impl TryFrom<&pb::RouteConfiguration> for RouteTable {
+    type Error = ConfigError;
+    fn try_from(rc: &pb::RouteConfiguration) -> Result<Self> {
+        if rc.vhds.is_some() {
+            return Err(common::unsupported("vhds", "VHDS (on-demand virtual hosts)"));
+        }
+        let mut virtual_hosts = Vec::with_capacity(rc.virtual_hosts.len());
+        for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+            virtual_hosts.push(VirtualHost::try_from(vh).at_index("virtual_hosts", i)?);
+        }
+        let domains = super::super::routing::DomainIndex::build(&virtual_hosts)?;
+        Ok(RouteTable {
+            name: rc.name.clone(),
+            request_headers: HeaderMutations::build(
+                &rc.request_headers_to_add,
+                &rc.request_headers_to_remove,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response_headers: HeaderMutations::build(
+                &rc.response_headers_to_add,
+                &rc.response_headers_to_remove,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
+            ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
+            virtual_hosts,
+            domains,
+        })
+    }
+}
+
+impl TryFrom<&pb::VirtualHost> for VirtualHost {
+    type Error = ConfigError;
+    fn try_from(vh: &pb::VirtualHost) -> Result<Self> {
+        if vh.domains.is_empty() {
+            return Err(ConfigError::new("domains", "at least one domain is required"));
+        }
+        if vh.retry_policy.is_some() {
+            return Err(common::unsupported("retry_policy", "retry policies"));
+        }
+        let mut routes = Vec::with_capacity(vh.routes.len());
+        for (i, r) in vh.routes.iter().enumerate() {
+            routes.push(Route::try_from(r).at_index("routes", i)?);
+        }
+        Ok(VirtualHost {
+            name: vh.name.clone(),
+            domains: vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            routes,
+            request_headers: HeaderMutations::build(
+                &vh.request_headers_to_add,
+                &vh.request_headers_to_remove,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response_headers: HeaderMutations::build(
+                &vh.response_headers_to_add,
+                &vh.response_headers_to_remove,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
+        })
+    }
+}
+
+impl TryFrom<&pb::Route> for Route {
+    type Error = ConfigError;
+    fn try_from(r: &pb::Route) -> Result<Self> {
+        let m = r
+            .r#match
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("match", "is required"))?;
+        let matcher = RouteMatch::try_from(m).within("match")?;
+        let action = match &r.action {
+            Some(pb::route::Action::Route(a)) => {
+                Action::Forward(Box::new(Forward::try_from(a).within("route")?))
+            }
+            Some(pb::route::Action::Redirect(a)) => {
+                Action::Redirect(Redirect::try_from(a).within("redirect")?)
+            }
+            Some(pb::route::Action::DirectResponse(a)) => {
+                Action::Direct(DirectResponse::try_from(a).within("direct_response")?)
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "action",
+                    "only route, redirect and direct_response actions are supported",
+                ))
+            }
+            None => return Err(ConfigError::new("action", "one of route, redirect or direct_response is required")),
+        };
+        Ok(Route {
+            name: r.name.clone(),
+            matcher,
+            action,
+            request_headers: HeaderMutations::build(
+                &r.request_headers_to_add,
+                &r.request_headers_to_remove,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response_headers: HeaderMutations::build(
+                &r.response_headers_to_add,
+                &r.response_headers_to_remove,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
+        })
+    }
+}
+
+impl TryFrom<&pb::RouteMatch> for RouteMatch {
+    type Error = ConfigError;
+    fn try_from(m: &pb::RouteMatch) -> Result<Self> {
+        use pb::route_match::PathSpecifier as P;
+        let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
+        let fold = |s: &str| {
+            if case_sensitive {
+                s.to_string()
+            } else {
+                s.to_ascii_lowercase()
+            }
+        };
+        let path = match &m.path_specifier {
+            Some(P::Prefix(p)) => PathMatch::Prefix(fold(p)),
+            Some(P::Path(p)) => PathMatch::Exact(fold(p)),
+            Some(P::SafeRegex(r)) => PathMatch::Regex(common::regex(r, "safe_regex")?),
+            Some(P::PathSeparatedPrefix(p)) => {
+                if p.contains(['?', '#']) || (p.ends_with('/') && p.len() > 1) {
+                    return Err(ConfigError::new(
+                        "path_separated_prefix",
+                        "must not contain '?' or '#' or end with '/'",
+                    ));
+                }
+                PathMatch::SeparatedPrefix(fold(p))
+            }
+            Some(P::ConnectMatcher(_)) => {
+                return Err(common::unsupported("connect_matcher", "CONNECT matching"))
+            }
+            Some(P::PathMatchPolicy(_)) => {
+                return Err(common::unsupported("path_match_policy", "path match policies"))
+            }
+            None => return Err(ConfigError::new("path_specifier", "one of prefix, path, safe_regex or path_separated_prefix is required")),
+        };
+        if m.runtime_fraction.is_some() {
+            return Err(common::unsupported("runtime_fraction", "runtime fractions on route matches"));
+        }
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for (i, h) in m.headers.iter().enumerate() {
+            headers.push(HeaderMatcher::try_from(h).at_index("headers", i)?);
+        }
+        let mut query_parameters = Vec::with_capacity(m.query_parameters.len());
+        for (i, q) in m.query_parameters.iter().enumerate() {
+            query_parameters.push(QueryMatcher::try_from(q).at_index("query_parameters", i)?);
+        }
+        Ok(RouteMatch {
+            path,
+            case_sensitive,
+            headers,
+            query_parameters,
+            grpc: m.grpc.is_some(),
+        })
+    }
+}
+
+impl TryFrom<&pb::HeaderMatcher> for HeaderMatcher {
+    type Error = ConfigError;
+    fn try_from(h: &pb::HeaderMatcher) -> Result<Self> {
+        use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern as P, StringMatcher as Sm};
+        use pb::header_matcher::HeaderMatchSpecifier as S;
+        // Pseudo-headers (`:authority`, `:method`, `:path`) are matched by name too.
+        let name = HeaderName::from_bytes(h.name.trim_start_matches(':').as_bytes())
+            .map(|_| h.name.to_ascii_lowercase())
+            .map_err(|_| ConfigError::new("name", format!("'{}' is not a valid header name", h.name)))?;
+        let name = pseudo_or_header(&name)?;
+        let exact = |p: P| StringMatcher::try_from(&Sm { ignore_case: false, match_pattern: Some(p) });
+        let kind = match &h.header_match_specifier {
+            Some(S::ExactMatch(s)) => HeaderMatch::String(exact(P::Exact(s.clone()))?),
+            Some(S::PrefixMatch(s)) => HeaderMatch::String(exact(P::Prefix(s.clone()))?),
+            Some(S::SuffixMatch(s)) => HeaderMatch::String(exact(P::Suffix(s.clone()))?),
+            Some(S::ContainsMatch(s)) => HeaderMatch::String(exact(P::Contains(s.clone()))?),
+            Some(S::SafeRegexMatch(r)) => {
+                HeaderMatch::String(exact(P::SafeRegex(r.clone())).within("safe_regex_match")?)
+            }
+            Some(S::StringMatch(m)) => HeaderMatch::String(StringMatcher::try_from(m).within("string_match")?),
+            Some(S::PresentMatch(b)) => HeaderMatch::Present(*b),
+            Some(S::RangeMatch(r)) => HeaderMatch::Range(r.start, r.end),
+            // No specifier: the header must be present.
+            None => HeaderMatch::Present(true),
+        };
+        Ok(HeaderMatcher {
+            name,
+            kind,
+            invert: h.invert_match,
+            treat_missing_as_empty: h.treat_missing_header_as_empty,
+        })
+    }
+}
+
+/// Header names in matchers; `:authority` etc. are stored under reserved names that the
+/// router resolves from the request's URI rather than its header map.
+fn pseudo_or_header(name: &str) -> Result<HeaderName> {
+    let mapped = match name {
+        ":authority" => "host",
+        ":path" => "x-remora-pseudo-path",
+        ":method" => "x-remora-pseudo-method",
+        ":scheme" => "x-remora-pseudo-scheme",
+        n if n.starts_with(':') => {
+            return Err(ConfigError::new("name", format!("unknown pseudo-header '{n}'")))
+        }
+        n => n,
+    };
+    HeaderName::from_bytes(mapped.as_bytes())
+        .map_err(|_| ConfigError::new("name", format!("'{name}' is not a valid header name")))
+}
+
+impl TryFrom<&pb::QueryParameterMatcher> for QueryMatcher {
+    type Error = ConfigError;
+    fn try_from(q: &pb::QueryParameterMatcher) -> Result<Self> {
+        use pb::query_parameter_matcher::QueryParameterMatchSpecifier as S;
+        if q.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        let value = match &q.query_parameter_match_specifier {
+            Some(S::StringMatch(m)) => Some(StringMatcher::try_from(m).within("string_match")?),
+            Some(S::PresentMatch(true)) | None => None,
+            Some(S::PresentMatch(false)) => {
+                return Err(ConfigError::new("present_match", "false is not a valid matcher"))
+            }
+        };
+        Ok(QueryMatcher {
+            name: q.name.clone(),
+            value,
+        })
+    }
+}
+
+impl TryFrom<&pb::RouteAction> for Forward {
+    type Error = ConfigError;
+    fn try_from(a: &pb::RouteAction) -> Result<Self> {
+        use pb::route_action::{ClusterSpecifier as C, HostRewriteSpecifier as H};
+        let target = match &a.cluster_specifier {
+            Some(C::Cluster(c)) if !c.is_empty() => ClusterTarget::Named(c.as_str().into()),
+            Some(C::Cluster(_)) => return Err(ConfigError::new("cluster", "must not be empty")),
+            Some(C::ClusterHeader(h)) => ClusterTarget::Header(header_name(h).within("cluster_header")?),
+            Some(C::WeightedClusters(w)) => {
+                ClusterTarget::Weighted(weighted(w).within("weighted_clusters")?)
+            }
+            Some(_) => return Err(common::unsupported("cluster_specifier_plugin", "cluster specifier plugins")),
+            None => return Err(ConfigError::new("cluster_specifier", "one of cluster, cluster_header or weighted_clusters is required")),
+        };
+        let host_rewrite = match &a.host_rewrite_specifier {
+            None => HostRewrite::None,
+            Some(H::HostRewriteLiteral(h)) => HostRewrite::Literal(
+                http::HeaderValue::from_str(h)
+                    .map_err(|_| ConfigError::new("host_rewrite_literal", "not a valid host"))?,
+            ),
+            Some(H::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
+            Some(H::AutoHostRewrite(_)) => HostRewrite::None,
+            Some(_) => return Err(common::unsupported("host_rewrite_specifier", "host rewrite from header or path regex")),
+        };
+        let regex_rewrite = a
+            .regex_rewrite
+            .as_ref()
+            .map(|r| {
+                let pattern = r.pattern.as_ref().ok_or_else(|| ConfigError::new("pattern", "is required"))?;
+                Ok::<_, ConfigError>((common::regex_unanchored(pattern, "pattern")?, rewrite_substitution(&r.substitution)))
+            })
+            .transpose()
+            .within("regex_rewrite")?;
+        if a.retry_policy.is_some() {
+            return Err(common::unsupported("retry_policy", "retry policies"));
+        }
+        if !a.hash_policy.is_empty() {
+            return Err(common::unsupported("hash_policy", "hash-based load balancing"));
+        }
+        let mut mirrors = Vec::new();
+        for (i, m) in a.request_mirror_policies.iter().enumerate() {
+            mirrors.push(mirror(m).at_index("request_mirror_policies", i)?);
+        }
+        let upgrades = a
+            .upgrade_configs
+            .iter()
+            .map(|u| (u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().is_none_or(|b| b.value)))
+            .collect();
+        Ok(Forward {
+            target,
+            prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
+            regex_rewrite,
+            host_rewrite,
+            timeout: common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?,
+            mirrors,
+            upgrades,
+        })
+    }
+}
+
+/// RE2 substitutions use `\1`; the regex crate uses `${1}`.
+fn rewrite_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn weighted(w: &pb::WeightedCluster) -> Result<WeightedClusters> {
+    if w.clusters.is_empty() {
+        return Err(ConfigError::new("clusters", "at least one cluster is required"));
+    }
+    let mut clusters = Vec::with_capacity(w.clusters.len());
+    for (i, c) in w.clusters.iter().enumerate() {
+        let entry = (|| {
+            if c.name.is_empty() {
+                return Err(ConfigError::new("name", "must not be empty (cluster_header is not supported)"));
+            }
+            Ok(WeightedCluster {
+                name: c.name.as_str().into(),
+                weight: common::u32_or(c.weight.as_ref(), 0),
+                request_headers: HeaderMutations::build(&c.request_headers_to_add, &c.request_headers_to_remove, "request_headers_to_add", "request_headers_to_remove")?,
+                response_headers: HeaderMutations::build(&c.response_headers_to_add, &c.response_headers_to_remove, "response_headers_to_add", "response_headers_to_remove")?,
+            })
+        })();
+        clusters.push(entry.at_index("clusters", i)?);
+    }
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return Err(ConfigError::new("clusters", "the sum of weights must be greater than 0"));
+    }
+    Ok(WeightedClusters { clusters, total })
+}
+
+fn mirror(m: &pb::route_action::RequestMirrorPolicy) -> Result<Mirror> {
+    if m.cluster.is_empty() {
+        return Err(ConfigError::new("cluster", "is required (cluster_header is not supported)"));
+    }
+    let per_million = match &m.runtime_fraction {
+        None => 1_000_000,
+        Some(f) => fraction_per_million(f.default_value.as_ref()),
+    };
+    Ok(Mirror {
+        cluster: m.cluster.as_str().into(),
+        per_million,
+    })
+}
+
+/// A `FractionalPercent` as millionths.
+pub fn fraction_per_million(f: Option<&envoy_types::pb::envoy::r#type::v3::FractionalPercent>) -> u32 {
+    let Some(f) = f else { return 0 };
+    let scale = match f.denominator {
+        0 => 10_000,
+        1 => 100,
+        _ => 1,
+    };
+    f.numerator.saturating_mul(scale).min(1_000_000)
+}
+
+impl TryFrom<&pb::RedirectAction> for Redirect {
+    type Error = ConfigError;
+    fn try_from(r: &pb::RedirectAction) -> Result<Self> {
+        use pb::redirect_action::{PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S};
+        let status = match C::try_from(r.response_code) {
+            Ok(C::MovedPermanently) => StatusCode::MOVED_PERMANENTLY,
+            Ok(C::Found) => StatusCode::FOUND,
+            Ok(C::SeeOther) => StatusCode::SEE_OTHER,
+            Ok(C::TemporaryRedirect) => StatusCode::TEMPORARY_REDIRECT,
+            Ok(C::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
+            Err(_) => return Err(ConfigError::new("response_code", "unknown value")),
+        };
+        let scheme = match &r.scheme_rewrite_specifier {
+            Some(S::HttpsRedirect(true)) => Some("https".to_string()),
+            Some(S::HttpsRedirect(false)) | None => None,
+            Some(S::SchemeRedirect(s)) => Some(s.to_ascii_lowercase()),
+        };
+        let path = match &r.path_rewrite_specifier {
+            None => RedirectPath::Keep,
+            Some(P::PathRedirect(p)) => RedirectPath::Path(p.clone()),
+            Some(P::PrefixRewrite(p)) => RedirectPath::Prefix(p.clone()),
+            Some(P::PathRewrite(_)) => {
+                return Err(common::unsupported("path_rewrite", "substitution-format path redirects"))
+            }
+            Some(P::RegexRewrite(rr)) => {
+                let pattern = rr.pattern.as_ref().ok_or_else(|| ConfigError::new("regex_rewrite.pattern", "is required"))?;
+                RedirectPath::Regex(common::regex_unanchored(pattern, "regex_rewrite.pattern")?, rewrite_substitution(&rr.substitution))
+            }
+        };
+        let port = match r.port_redirect {
+            0 => None,
+            p => Some(u16::try_from(p).map_err(|_| ConfigError::new("port_redirect", "not a valid port"))?),
+        };
+        Ok(Redirect {
+            scheme,
+            host: (!r.host_redirect.is_empty()).then(|| r.host_redirect.clone()),
+            port,
+            path,
+            status,
+            strip_query: r.strip_query,
+        })
+    }
+}
+
+impl TryFrom<&pb::DirectResponseAction> for DirectResponse {
+    type Error = ConfigError;
+    fn try_from(d: &pb::DirectResponseAction) -> Result<Self> {
+        let status = u16::try_from(d.status)
+            .ok()
+            .filter(|s| (200..600).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| ConfigError::new("status", format!("{} is not in [200, 600)", d.status)))?;
+        let body = d.body.as_ref().map(data_source).transpose().within("body")?;
+        Ok(DirectResponse { status, body })
+    }
+}
+
+/// Reads a `DataSource` (inline bytes/string, a file, or an environment variable).
+pub fn data_source(d: &core::DataSource) -> Result<bytes::Bytes> {
+    use core::data_source::Specifier as S;
+    match &d.specifier {
+        Some(S::InlineBytes(b)) => Ok(bytes::Bytes::from(b.clone())),
+        Some(S::InlineString(s)) => Ok(bytes::Bytes::from(s.clone())),
+        Some(S::Filename(f)) => std::fs::read(f)
+            .map(bytes::Bytes::from)
+            .map_err(|e| ConfigError::new("filename", format!("cannot read '{f}': {e}"))),
+        Some(S::EnvironmentVariable(v)) => std::env::var(v)
+            .map(bytes::Bytes::from)
+            .map_err(|_| ConfigError::new("environment_variable", format!("'{v}' is not set"))),
+        None => Ok(bytes::Bytes::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_syntax_is_translated() {
+        assert_eq!(rewrite_substitution(r"/v2/\1/x"), "/v2/${1}/x");
+        assert_eq!(rewrite_substitution("a$b"), "a$$b");
+    }
+
+    #[test]
+    fn fractions() {
+        use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+        let f = |n, d| fraction_per_million(Some(&FractionalPercent { numerator: n, denominator: d }));
+        assert_eq!(f(50, 0), 500_000);
+        assert_eq!(f(5, 1), 500);
+        assert_eq!(f(7, 2), 7);
+        assert_eq!(f(200, 0), 1_000_000);
+    }
+}
