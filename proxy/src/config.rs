@@ -7,9 +7,14 @@
 // Envoy keeps deprecated fields working, and so must we: configs in the wild use them.
 #![allow(deprecated)]
 
+pub mod bootstrap;
 pub mod error;
 pub mod common;
+pub mod listener;
 pub mod load;
 
 pub use error::{ConfigError, Result};
+pub mod cluster;
+pub mod hcm;
 pub mod route;
+pub mod tcp_proxy;

@@ -1,0 +1,160 @@
+//! `Bootstrap` -> [`Bootstrap`]: admin, node identity and static resources.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use envoy_types::pb::envoy::config::bootstrap::v3 as pb;
+
+use super::cluster::Cluster;
+use super::common::{self, BindAddress};
+use super::error::{ConfigError, Result, Within};
+use super::listener::Listener;
+use super::load::{self, UnknownFields};
+
+const BOOTSTRAP: &str = "envoy.config.bootstrap.v3.Bootstrap";
+
+#[derive(Debug)]
+pub struct Bootstrap {
+    pub node: Node,
+    pub admin: Option<BindAddress>,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub id: String,
+    pub cluster: String,
+}
+
+/// Where the bootstrap comes from (`-c`, `--config-yaml`).
+#[derive(Debug, Clone, Default)]
+pub struct Source<'a> {
+    pub path: Option<&'a Path>,
+    pub yaml: Option<&'a str>,
+    pub unknown_fields: Option<UnknownFields>,
+}
+
+/// Reads, merges, decodes and converts the bootstrap. Returns warnings (unknown fields
+/// dropped under `--allow-unknown-static-fields`) alongside.
+pub fn load(src: &Source<'_>) -> Result<(Bootstrap, Vec<ConfigError>)> {
+    let mut value = match src.path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::new("", format!("cannot read config file '{}': {e}", p.display())))?;
+            load::parse_text(&text, &p.display().to_string())?
+        }
+        None => serde_json::json!({}),
+    };
+    if let Some(y) = src.yaml {
+        load::merge(&mut value, load::parse_text(y, "--config-yaml")?);
+    }
+    if src.path.is_none() && src.yaml.is_none() {
+        return Err(ConfigError::new("", "no configuration: pass -c FILE or --config-yaml"));
+    }
+    let (proto, warnings): (pb::Bootstrap, _) =
+        load::decode(value, BOOTSTRAP, src.unknown_fields.unwrap_or(UnknownFields::Reject))?;
+    Ok((Bootstrap::try_from(&proto)?, warnings))
+}
+
+impl TryFrom<&pb::Bootstrap> for Bootstrap {
+    type Error = ConfigError;
+    fn try_from(b: &pb::Bootstrap) -> Result<Self> {
+        if b.dynamic_resources.is_some() {
+            return Err(common::unsupported("dynamic_resources", "dynamic configuration (xDS: ADS, LDS, CDS)"));
+        }
+        if !b.stats_sinks.is_empty() {
+            return Err(common::unsupported("stats_sinks", "stats sinks (statsd, metrics service)"));
+        }
+        if b.tracing.is_some() {
+            return Err(common::unsupported("tracing", "tracing"));
+        }
+        let admin = match &b.admin {
+            Some(a) if a.address.is_some() => Some(common::bind_address(a.address.as_ref()).within("admin.address")?),
+            _ => None,
+        };
+        let node = b
+            .node
+            .as_ref()
+            .map(|n| Node { id: n.id.clone(), cluster: n.cluster.clone() })
+            .unwrap_or_default();
+        let mut listeners = Vec::new();
+        let mut clusters = Vec::new();
+        if let Some(sr) = &b.static_resources {
+            if !sr.secrets.is_empty() {
+                return Err(common::unsupported("static_resources.secrets", "static TLS secrets"));
+            }
+            let mut names = HashSet::new();
+            for (i, l) in sr.listeners.iter().enumerate() {
+                let path = format!("static_resources.listeners[{i}]");
+                let l = Listener::try_from(l).within(&path)?;
+                if !names.insert(l.name.clone()) {
+                    return Err(ConfigError::new(format!("{path}.name"), format!("duplicate listener name '{}'", l.name)));
+                }
+                listeners.push(l);
+            }
+            let mut names = HashSet::new();
+            for (i, c) in sr.clusters.iter().enumerate() {
+                let path = format!("static_resources.clusters[{i}]");
+                let c = Cluster::try_from(c).within(&path)?;
+                if !names.insert(c.name.clone()) {
+                    return Err(ConfigError::new(format!("{path}.name"), format!("duplicate cluster name '{}'", c.name)));
+                }
+                clusters.push(c);
+            }
+        }
+        let out = Bootstrap { node, admin, listeners, clusters };
+        out.check_cluster_references()?;
+        Ok(out)
+    }
+}
+
+impl Bootstrap {
+    /// Routes and TCP proxies must name clusters that exist (Envoy's `validate_clusters`
+    /// default for static route configs).
+    fn check_cluster_references(&self) -> Result<()> {
+        use super::listener::NetworkFilter;
+        use super::route::{Action, ClusterTarget};
+        let known: HashSet<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let check = |name: &str, path: String| -> Result<()> {
+            if known.contains(name) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(path, format!("unknown cluster '{name}'")))
+            }
+        };
+        for (li, l) in self.listeners.iter().enumerate() {
+            for (ci, fc) in l.filter_chains.iter().chain(l.default_filter_chain.iter()).enumerate() {
+                let base = format!("static_resources.listeners[{li}].filter_chains[{ci}].filters");
+                match &fc.filter {
+                    NetworkFilter::Tcp(t) => {
+                        for (n, _) in &t.clusters {
+                            check(n, format!("{base}.typed_config.cluster"))?;
+                        }
+                    }
+                    NetworkFilter::Http(h) => {
+                        for (vi, vh) in h.routes.virtual_hosts.iter().enumerate() {
+                            for (ri, r) in vh.routes.iter().enumerate() {
+                                let p = format!("{base}.typed_config.route_config.virtual_hosts[{vi}].routes[{ri}].route");
+                                let Action::Forward(f) = &r.action else { continue };
+                                match &f.target {
+                                    ClusterTarget::Named(n) => check(n, format!("{p}.cluster"))?,
+                                    ClusterTarget::Weighted(w) => {
+                                        for c in &w.clusters {
+                                            check(&c.name, format!("{p}.weighted_clusters"))?;
+                                        }
+                                    }
+                                    ClusterTarget::Header(_) => {}
+                                }
+                                for m in &f.mirrors {
+                                    check(&m.cluster, format!("{p}.request_mirror_policies"))?;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

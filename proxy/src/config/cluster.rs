@@ -1,0 +1,221 @@
+//! `Cluster` -> [`Cluster`]: discovery type, endpoints, connect timeout, upstream protocol.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as pb;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+
+use super::common::{self, HostAddress};
+use super::error::{ConfigError, Result, Within};
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub discovery: Discovery,
+    pub endpoints: Vec<Endpoint>,
+    pub connect_timeout: Duration,
+    pub protocol: UpstreamProtocol,
+    /// 0: unlimited.
+    pub max_requests_per_connection: u32,
+    pub dns_refresh_rate: Duration,
+    pub dns_family: DnsFamily,
+    pub per_connection_buffer_limit_bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    Static,
+    StrictDns,
+    LogicalDns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFamily {
+    Auto,
+    V4Only,
+    V6Only,
+    V4Preferred,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: HostAddress,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// Same as the downstream request (`use_downstream_protocol_config`).
+    Downstream,
+}
+
+impl TryFrom<&pb::Cluster> for Cluster {
+    type Error = ConfigError;
+    fn try_from(c: &pb::Cluster) -> Result<Self> {
+        use pb::cluster::{ClusterDiscoveryType as D, DiscoveryType as T, LbPolicy};
+        if c.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        let discovery = match &c.cluster_discovery_type {
+            None => Discovery::Static,
+            Some(D::Type(t)) => match T::try_from(*t) {
+                Ok(T::Static) => Discovery::Static,
+                Ok(T::StrictDns) => Discovery::StrictDns,
+                Ok(T::LogicalDns) => Discovery::LogicalDns,
+                Ok(T::Eds) => return Err(common::unsupported("type", "EDS clusters (xDS)")),
+                Ok(T::OriginalDst) => {
+                    return Err(common::unsupported("type", "ORIGINAL_DST clusters (transparent interception)"))
+                }
+                Err(_) => return Err(ConfigError::new("type", format!("unknown discovery type {t}"))),
+            },
+            Some(D::ClusterType(ct)) => {
+                return Err(common::unsupported("cluster_type", &format!("custom cluster type '{}'", ct.name)))
+            }
+        };
+        if LbPolicy::try_from(c.lb_policy) != Ok(LbPolicy::RoundRobin) {
+            return Err(common::unsupported("lb_policy", "load balancing policies other than ROUND_ROBIN"));
+        }
+        if let Some(ts) = &c.transport_socket {
+            if ts.name != "envoy.transport_sockets.raw_buffer" {
+                return Err(common::unsupported("transport_socket", &format!("upstream transport socket '{}' (TLS origination)", ts.name)));
+            }
+        }
+        reject_resilience(c)?;
+        let mut endpoints = Vec::new();
+        if let Some(la) = &c.load_assignment {
+            endpoints = load_assignment(la).within("load_assignment")?;
+        }
+        if discovery == Discovery::Static {
+            if let Some(i) = endpoints.iter().position(|e| matches!(e.address, HostAddress::Name { .. })) {
+                return Err(ConfigError::new(
+                    format!("load_assignment.endpoints[0].lb_endpoints[{i}].endpoint.address.socket_address.address"),
+                    "STATIC clusters need IP addresses; use STRICT_DNS or LOGICAL_DNS for names",
+                ));
+            }
+        }
+        if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
+            return Err(ConfigError::new("load_assignment", "LOGICAL_DNS clusters need exactly one endpoint"));
+        }
+        let (protocol, mut max_requests) = protocol_options(c)?;
+        if let Some(m) = &c.max_requests_per_connection {
+            max_requests = m.value;
+        }
+        Ok(Cluster {
+            name: c.name.clone(),
+            discovery,
+            endpoints,
+            connect_timeout: common::duration_or(c.connect_timeout.as_ref(), "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+            protocol,
+            max_requests_per_connection: max_requests,
+            dns_refresh_rate: common::duration_or(c.dns_refresh_rate.as_ref(), "dns_refresh_rate", DEFAULT_DNS_REFRESH)?,
+            dns_family: dns_family(c.dns_lookup_family),
+            per_connection_buffer_limit_bytes: common::u32_or(c.per_connection_buffer_limit_bytes.as_ref(), 1024 * 1024),
+        })
+    }
+}
+
+fn dns_family(v: i32) -> DnsFamily {
+    use pb::cluster::DnsLookupFamily as F;
+    match F::try_from(v) {
+        Ok(F::V4Only) => DnsFamily::V4Only,
+        Ok(F::V6Only) => DnsFamily::V6Only,
+        Ok(F::V4Preferred) => DnsFamily::V4Preferred,
+        Ok(F::All) => DnsFamily::All,
+        _ => DnsFamily::Auto,
+    }
+}
+
+/// Retries, circuit breakers, health checks and outlier detection arrive with the resilience
+/// work; until then a config that asks for them is refused rather than silently weakened.
+fn reject_resilience(c: &pb::Cluster) -> Result<()> {
+    if !c.health_checks.is_empty() {
+        return Err(common::unsupported("health_checks", "active health checking"));
+    }
+    if c.outlier_detection.is_some() {
+        return Err(common::unsupported("outlier_detection", "outlier detection"));
+    }
+    if c.circuit_breakers.is_some() {
+        return Err(common::unsupported("circuit_breakers", "circuit breaking"));
+    }
+    Ok(())
+}
+
+fn load_assignment(la: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment) -> Result<Vec<Endpoint>> {
+    let mut out = Vec::new();
+    for (i, locality) in la.endpoints.iter().enumerate() {
+        let res = (|| {
+            if locality.priority != 0 {
+                return Err(common::unsupported("priority", "endpoint priorities (failover)"));
+            }
+            for (j, lb) in locality.lb_endpoints.iter().enumerate() {
+                let ep = (|| {
+                    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+                    let endpoint = match &lb.host_identifier {
+                        Some(HostIdentifier::Endpoint(e)) => e,
+                        _ => return Err(ConfigError::new("endpoint", "is required")),
+                    };
+                    let address = common::host_address(endpoint.address.as_ref()).within("endpoint.address")?;
+                    let weight = common::u32_or(lb.load_balancing_weight.as_ref(), 1);
+                    if weight == 0 {
+                        return Err(ConfigError::new("load_balancing_weight", "must be at least 1"));
+                    }
+                    Ok(Endpoint { address, weight })
+                })();
+                out.push(ep.at_index("lb_endpoints", j)?);
+            }
+            Ok(())
+        })();
+        res.at_index("endpoints", i)?;
+    }
+    Ok(out)
+}
+
+/// Upstream HTTP protocol and `max_requests_per_connection` from the cluster's
+/// `typed_extension_protocol_options` (or the deprecated cluster-level fields).
+fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32)> {
+    use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as P;
+    use upstream_http::http_protocol_options::UpstreamProtocolOptions as O;
+    let mut protocol = if c.http2_protocol_options.is_some() {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    };
+    let mut max_requests = c
+        .common_http_protocol_options
+        .as_ref()
+        .and_then(|o| o.max_requests_per_connection.as_ref())
+        .map_or(0, |v| v.value);
+    for (key, any) in &c.typed_extension_protocol_options {
+        let field = format!("typed_extension_protocol_options[\"{key}\"]");
+        let (name, bytes) = common::resolve_any(any).within(&field)?;
+        if name != HTTP_PROTOCOL_OPTIONS {
+            return Err(common::unsupported(&field, &format!("protocol options type '{name}'")));
+        }
+        let opts: upstream_http::HttpProtocolOptions = common::decode_as(&bytes, &name).within(&field)?;
+        protocol = match &opts.upstream_protocol_options {
+            Some(O::ExplicitHttpConfig(e)) => match &e.protocol_config {
+                Some(P::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                Some(P::HttpProtocolOptions(_)) | None => UpstreamProtocol::Http1,
+                Some(P::Http3ProtocolOptions(_)) => {
+                    return Err(common::unsupported(&format!("{field}.explicit_http_config"), "HTTP/3 upstreams"))
+                }
+            },
+            Some(O::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
+            // ALPN-based selection needs TLS; over plaintext Envoy's auto config uses HTTP/1.1.
+            Some(O::AutoConfig(_)) => UpstreamProtocol::Http1,
+            None => protocol,
+        };
+        if let Some(m) = opts.common_http_protocol_options.as_ref().and_then(|o| o.max_requests_per_connection.as_ref()) {
+            max_requests = m.value;
+        }
+    }
+    Ok((protocol, max_requests))
+}
+

@@ -1,0 +1,296 @@
+//! `Listener` -> [`Listener`]: bind address, filter chains with their match criteria, and
+//! the terminal network filter of each chain.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::listener::v3 as pb;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy as TcpProxyPb;
+
+use super::common::{self, BindAddress};
+use super::error::{ConfigError, Result, Within};
+use super::hcm::HttpManager;
+use super::tcp_proxy::TcpProxy;
+
+const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: BindAddress,
+    pub stat_prefix: String,
+    pub filter_chains: Vec<FilterChain>,
+    pub default_filter_chain: Option<FilterChain>,
+    pub per_connection_buffer_limit_bytes: u32,
+    pub bind_to_port: bool,
+    pub reuse_port: bool,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Unspecified,
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug)]
+pub struct FilterChain {
+    pub name: String,
+    pub criteria: ChainMatch,
+    pub filter: NetworkFilter,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    Http(Arc<HttpManager>),
+    Tcp(Arc<TcpProxy>),
+}
+
+/// `FilterChainMatch` with its CIDRs parsed.
+#[derive(Debug, Default, Clone)]
+pub struct ChainMatch {
+    pub destination_port: Option<u16>,
+    pub prefix_ranges: Vec<Cidr>,
+    pub server_names: Vec<String>,
+    pub transport_protocol: Option<String>,
+    pub application_protocols: Vec<String>,
+    pub direct_source_prefix_ranges: Vec<Cidr>,
+    pub source_type: SourceType,
+    pub source_prefix_ranges: Vec<Cidr>,
+    pub source_ports: Vec<u16>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SourceType {
+    #[default]
+    Any,
+    SameIpOrLoopback,
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses match IPv4 ranges.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn cidrs(ranges: &[core::CidrRange], field: &str) -> Result<Vec<Cidr>> {
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let addr: IpAddr = r.address_prefix.parse().map_err(|_| {
+                ConfigError::new(format!("{field}[{i}].address_prefix"), format!("'{}' is not an IP address", r.address_prefix))
+            })?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let len = r.prefix_len.as_ref().map_or(0, |v| v.value);
+            if len > max {
+                return Err(ConfigError::new(format!("{field}[{i}].prefix_len"), format!("{len} exceeds {max}")));
+            }
+            Ok(Cidr { addr: canonical(addr), len: len as u8 })
+        })
+        .collect()
+}
+
+impl TryFrom<&pb::FilterChainMatch> for ChainMatch {
+    type Error = ConfigError;
+    fn try_from(m: &pb::FilterChainMatch) -> Result<Self> {
+        use pb::filter_chain_match::ConnectionSourceType as S;
+        let destination_port = match &m.destination_port {
+            None => None,
+            Some(p) => Some(u16::try_from(p.value).ok().filter(|p| *p > 0).ok_or_else(|| {
+                ConfigError::new("destination_port", format!("{} is not a valid port", p.value))
+            })?),
+        };
+        let source_ports = m
+            .source_ports
+            .iter()
+            .map(|p| u16::try_from(*p).map_err(|_| ConfigError::new("source_ports", format!("{p} is not a valid port"))))
+            .collect::<Result<_>>()?;
+        Ok(ChainMatch {
+            destination_port,
+            prefix_ranges: cidrs(&m.prefix_ranges, "prefix_ranges")?,
+            server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            transport_protocol: (!m.transport_protocol.is_empty()).then(|| m.transport_protocol.clone()),
+            application_protocols: m.application_protocols.clone(),
+            direct_source_prefix_ranges: cidrs(&m.direct_source_prefix_ranges, "direct_source_prefix_ranges")?,
+            source_type: match S::try_from(m.source_type) {
+                Ok(S::SameIpOrLoopback) => SourceType::SameIpOrLoopback,
+                Ok(S::External) => SourceType::External,
+                _ => SourceType::Any,
+            },
+            source_prefix_ranges: cidrs(&m.source_prefix_ranges, "source_prefix_ranges")?,
+            source_ports,
+        })
+    }
+}
+
+impl TryFrom<&pb::FilterChain> for FilterChain {
+    type Error = ConfigError;
+    fn try_from(fc: &pb::FilterChain) -> Result<Self> {
+        if let Some(ts) = &fc.transport_socket {
+            if ts.name != "envoy.transport_sockets.raw_buffer" {
+                return Err(common::unsupported("transport_socket", &format!("downstream transport socket '{}' (TLS termination)", ts.name)));
+            }
+        }
+        let criteria = fc
+            .filter_chain_match
+            .as_ref()
+            .map(ChainMatch::try_from)
+            .transpose()
+            .within("filter_chain_match")?
+            .unwrap_or_default();
+        let filter = network_filters(&fc.filters).within("filters")?;
+        Ok(FilterChain { name: fc.name.clone(), criteria, filter })
+    }
+}
+
+/// A chain holds one terminal filter (HTTP connection manager or TCP proxy); other network
+/// filters come in later work and are refused by name.
+fn network_filters(filters: &[pb::Filter]) -> Result<NetworkFilter> {
+    let Some(last) = filters.len().checked_sub(1) else {
+        return Err(ConfigError::new("", "a filter chain needs a terminal filter (http_connection_manager or tcp_proxy)"));
+    };
+    for (i, f) in filters.iter().enumerate() {
+        let (type_name, bytes) = match &f.config_type {
+            Some(pb::filter::ConfigType::TypedConfig(any)) => common::resolve_any(any).within(&format!("[{i}].typed_config"))?,
+            Some(pb::filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(common::unsupported(&format!("[{i}].config_discovery"), "ECDS for network filters"))
+            }
+            None => return Err(ConfigError::new(format!("[{i}].typed_config"), format!("filter '{}' needs a typed_config", f.name))),
+        };
+        let terminal = match type_name.as_str() {
+            HCM => {
+                let h: HttpConnectionManager = common::decode_as(&bytes, &type_name)?;
+                NetworkFilter::Http(Arc::new(HttpManager::try_from(&h).within(&format!("[{i}].typed_config"))?))
+            }
+            TCP_PROXY => {
+                let t: TcpProxyPb = common::decode_as(&bytes, &type_name)?;
+                NetworkFilter::Tcp(Arc::new(TcpProxy::try_from(&t).within(&format!("[{i}].typed_config"))?))
+            }
+            other => {
+                return Err(common::unsupported(&format!("[{i}]"), &format!("network filter '{}' ({other})", f.name)))
+            }
+        };
+        if i != last {
+            return Err(ConfigError::new(format!("[{i}]"), "a terminal filter must be the last in its chain"));
+        }
+        return Ok(terminal);
+    }
+    unreachable!("the loop returns on the last filter")
+}
+
+impl TryFrom<&pb::Listener> for Listener {
+    type Error = ConfigError;
+    fn try_from(l: &pb::Listener) -> Result<Self> {
+        use core::TrafficDirection as T;
+        if l.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        let address = common::bind_address(l.address.as_ref()).within("address")?;
+        if !l.additional_addresses.is_empty() {
+            return Err(common::unsupported("additional_addresses", "additional listener addresses"));
+        }
+        if l.use_original_dst.as_ref().is_some_and(|b| b.value) {
+            return Err(common::unsupported("use_original_dst", "original destination hand-off (transparent interception)"));
+        }
+        if l.transparent.as_ref().is_some_and(|b| b.value) {
+            return Err(common::unsupported("transparent", "TPROXY listeners"));
+        }
+        if l.api_listener.is_some() {
+            return Err(common::unsupported("api_listener", "API listeners"));
+        }
+        for (i, lf) in l.listener_filters.iter().enumerate() {
+            return Err(common::unsupported(&format!("listener_filters[{i}]"), &format!("listener filter '{}' (protocol sniffing)", lf.name)));
+        }
+        if l.filter_chain_matcher.is_some() {
+            return Err(common::unsupported("filter_chain_matcher", "the unified filter chain matcher"));
+        }
+        let mut filter_chains = Vec::with_capacity(l.filter_chains.len());
+        for (i, fc) in l.filter_chains.iter().enumerate() {
+            filter_chains.push(FilterChain::try_from(fc).at_index("filter_chains", i)?);
+        }
+        let default_filter_chain = l
+            .default_filter_chain
+            .as_ref()
+            .map(FilterChain::try_from)
+            .transpose()
+            .within("default_filter_chain")?;
+        if filter_chains.is_empty() && default_filter_chain.is_none() {
+            return Err(ConfigError::new("filter_chains", "at least one filter chain (or default_filter_chain) is required"));
+        }
+        let stat_prefix = if l.stat_prefix.is_empty() { stat_name(&address) } else { l.stat_prefix.clone() };
+        Ok(Listener {
+            name: l.name.clone(),
+            address,
+            stat_prefix,
+            filter_chains,
+            default_filter_chain,
+            per_connection_buffer_limit_bytes: common::u32_or(l.per_connection_buffer_limit_bytes.as_ref(), 1024 * 1024),
+            bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
+            reuse_port: l.enable_reuse_port.as_ref().is_none_or(|b| b.value),
+            direction: match T::try_from(l.traffic_direction) {
+                Ok(T::Inbound) => Direction::Inbound,
+                Ok(T::Outbound) => Direction::Outbound,
+                _ => Direction::Unspecified,
+            },
+        })
+    }
+}
+
+/// Envoy's listener stat name for an address: `0.0.0.0_10000`, `[::]_80`.
+pub fn stat_name(addr: &BindAddress) -> String {
+    match addr {
+        BindAddress::Tcp(sa) => match sa.ip() {
+            IpAddr::V4(ip) => format!("{ip}_{}", sa.port()),
+            IpAddr::V6(ip) => format!("[{ip}]_{}", sa.port()),
+        },
+        BindAddress::Unix(p) => p.display().to_string().replace('/', "_"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_contains() {
+        let c = Cidr { addr: "10.1.0.0".parse().unwrap(), len: 16 };
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()));
+        let all = Cidr { addr: "0.0.0.0".parse().unwrap(), len: 0 };
+        assert!(all.contains("1.2.3.4".parse().unwrap()));
+        let v6 = Cidr { addr: "fd00::".parse().unwrap(), len: 8 };
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+    }
+}
