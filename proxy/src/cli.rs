@@ -72,6 +72,9 @@ pub struct Options {
     pub skip_hot_restart_on_no_parent: bool,
     #[arg(long = "hot-restart-version")]
     pub hot_restart_version: bool,
+    /// Write the admin address (`ip:port`) to this file once bound.
+    #[arg(long = "admin-address-path")]
+    pub admin_address_path: Option<PathBuf>,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,

@@ -8,6 +8,7 @@
 #![allow(deprecated)]
 
 pub mod bootstrap;
+pub mod dump;
 pub mod error;
 pub mod common;
 pub mod listener;

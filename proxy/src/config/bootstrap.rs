@@ -35,9 +35,17 @@ pub struct Source<'a> {
     pub unknown_fields: Option<UnknownFields>,
 }
 
-/// Reads, merges, decodes and converts the bootstrap. Returns warnings (unknown fields
-/// dropped under `--allow-unknown-static-fields`) alongside.
-pub fn load(src: &Source<'_>) -> Result<(Bootstrap, Vec<ConfigError>)> {
+/// A loaded bootstrap: Remora's types, the proto it came from (for `/config_dump`), and
+/// warnings (unknown fields dropped under `--allow-unknown-static-fields`).
+#[derive(Debug)]
+pub struct Loaded {
+    pub bootstrap: Bootstrap,
+    pub proto: pb::Bootstrap,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Reads, merges, decodes and converts the bootstrap.
+pub fn load(src: &Source<'_>) -> Result<Loaded> {
     let mut value = match src.path {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -54,7 +62,7 @@ pub fn load(src: &Source<'_>) -> Result<(Bootstrap, Vec<ConfigError>)> {
     }
     let (proto, warnings): (pb::Bootstrap, _) =
         load::decode(value, BOOTSTRAP, src.unknown_fields.unwrap_or(UnknownFields::Reject))?;
-    Ok((Bootstrap::try_from(&proto)?, warnings))
+    Ok(Loaded { bootstrap: Bootstrap::try_from(&proto)?, proto, warnings })
 }
 
 impl TryFrom<&pb::Bootstrap> for Bootstrap {
@@ -147,7 +155,9 @@ impl Bootstrap {
                                     ClusterTarget::Header(_) => {}
                                 }
                                 for m in &f.mirrors {
-                                    check(&m.cluster, format!("{p}.request_mirror_policies"))?;
+                                    if let super::route::MirrorTarget::Cluster(c) = &m.target {
+                                        check(c, format!("{p}.request_mirror_policies"))?;
+                                    }
                                 }
                             }
                         }

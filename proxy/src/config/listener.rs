@@ -213,10 +213,9 @@ impl TryFrom<&pb::Listener> for Listener {
     type Error = ConfigError;
     fn try_from(l: &pb::Listener) -> Result<Self> {
         use core::TrafficDirection as T;
-        if l.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
-        }
         let address = common::bind_address(l.address.as_ref()).within("address")?;
+        // Envoy names unnamed static listeners itself; the address is unique and readable.
+        let name = if l.name.is_empty() { address.to_string() } else { l.name.clone() };
         if !l.additional_addresses.is_empty() {
             return Err(common::unsupported("additional_addresses", "additional listener addresses"));
         }
@@ -250,7 +249,7 @@ impl TryFrom<&pb::Listener> for Listener {
         }
         let stat_prefix = if l.stat_prefix.is_empty() { stat_name(&address) } else { l.stat_prefix.clone() };
         Ok(Listener {
-            name: l.name.clone(),
+            name,
             address,
             stat_prefix,
             filter_chains,

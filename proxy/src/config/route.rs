@@ -134,8 +134,15 @@ pub enum HostRewrite {
 }
 
 #[derive(Debug)]
+pub enum MirrorTarget {
+    Cluster(Arc<str>),
+    /// The cluster named by this request header.
+    Header(HeaderName),
+}
+
+#[derive(Debug)]
 pub struct Mirror {
-    pub cluster: Arc<str>,
+    pub target: MirrorTarget,
     /// Fraction of requests mirrored, in millionths.
     pub per_million: u32,
 }
@@ -505,15 +512,17 @@ fn weighted(w: &pb::WeightedCluster) -> Result<WeightedClusters> {
 }
 
 fn mirror(m: &pb::route_action::RequestMirrorPolicy) -> Result<Mirror> {
-    if m.cluster.is_empty() {
-        return Err(ConfigError::new("cluster", "is required (cluster_header is not supported)"));
-    }
+    let target = match (m.cluster.is_empty(), m.cluster_header.is_empty()) {
+        (false, true) => MirrorTarget::Cluster(m.cluster.as_str().into()),
+        (true, false) => MirrorTarget::Header(header_name(&m.cluster_header).within("cluster_header")?),
+        _ => return Err(ConfigError::new("cluster", "exactly one of cluster and cluster_header is required")),
+    };
     let per_million = match &m.runtime_fraction {
         None => 1_000_000,
         Some(f) => fraction_per_million(f.default_value.as_ref()),
     };
     Ok(Mirror {
-        cluster: m.cluster.as_str().into(),
+        target,
         per_million,
     })
 }

@@ -1,0 +1,112 @@
+//! `/server_info`, `/clusters` and `/listeners`.
+
+use std::fmt::Write;
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::{json, text, AdminResponse, Query};
+use crate::config::common::BindAddress;
+use crate::server::{Server, VERSION};
+use crate::upstream::cluster::HostAddr;
+
+pub fn server_info(server: &Server) -> Value {
+    let o = &server.options;
+    let uptime = format!("{}s", server.started.elapsed().as_secs());
+    json!({
+        "version": format!("remora/{VERSION}"),
+        "state": server.state().name(),
+        "hot_restart_version": "disabled",
+        "uptime_current_epoch": uptime,
+        "uptime_all_epochs": uptime,
+        "node": {"id": server.node.id, "cluster": server.node.cluster},
+        "command_line_options": {
+            "base_id": "0",
+            "concurrency": o.workers(),
+            "config_path": o.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "config_yaml": o.config_yaml.clone().unwrap_or_default(),
+            "allow_unknown_static_fields": o.allow_unknown_static_fields,
+            "log_level": o.log_level,
+            "component_log_level": o.component_log_level.clone().unwrap_or_default(),
+            "log_format": o.log_format.clone().unwrap_or_default(),
+            "drain_time": format!("{}s", o.drain_time_s),
+            "drain_strategy": format!("{:?}", o.drain_strategy),
+            "parent_shutdown_time": format!("{}s", o.parent_shutdown_time_s),
+            "service_node": o.service_node.clone().unwrap_or_default(),
+            "service_cluster": o.service_cluster.clone().unwrap_or_default(),
+            "mode": format!("{:?}", o.mode),
+            "disable_hot_restart": o.disable_hot_restart,
+        }
+    })
+}
+
+fn addr_json(a: &HostAddr) -> Value {
+    match a {
+        HostAddr::Tcp(sa) => json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}}),
+        HostAddr::Unix(p) => json!({"pipe": {"path": p.display().to_string()}}),
+    }
+}
+
+pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
+    let mut clusters: Vec<_> = server.clusters.iter().collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    if q.get("format") == Some("json") {
+        let statuses: Vec<Value> = clusters
+            .iter()
+            .map(|c| {
+                let hosts: Vec<Value> = c
+                    .hosts()
+                    .hosts
+                    .iter()
+                    .map(|h| json!({
+                        "address": addr_json(&h.addr),
+                        "hostname": h.hostname.clone().unwrap_or_default(),
+                        "health_status": {"eds_health_status": "HEALTHY"},
+                        "weight": h.weight,
+                    }))
+                    .collect();
+                json!({"name": &*c.name, "observability_name": &*c.name, "host_statuses": hosts})
+            })
+            .collect();
+        return json(json!({"cluster_statuses": statuses}));
+    }
+    let mut out = String::new();
+    for c in clusters {
+        let _ = writeln!(out, "{}::observability_name::{}", c.name, c.name);
+        let _ = writeln!(out, "{}::added_via_api::false", c.name);
+        for h in &c.hosts().hosts {
+            let _ = writeln!(out, "{}::{}::health_flags::healthy", c.name, h.addr);
+            let _ = writeln!(out, "{}::{}::weight::{}", c.name, h.addr, h.weight);
+            if let Some(name) = &h.hostname {
+                let _ = writeln!(out, "{}::{}::hostname::{}", c.name, h.addr, name);
+            }
+        }
+    }
+    text(StatusCode::OK, out)
+}
+
+pub fn listeners(server: &Server, q: &Query) -> AdminResponse {
+    let addrs = server.listener_addrs.lock().map(|a| a.clone()).unwrap_or_default();
+    let rows: Vec<(String, Value, String)> = server
+        .listeners
+        .iter()
+        .zip(addrs)
+        .map(|(l, bound)| {
+            let (j, s) = match (&l.config.address, bound) {
+                (_, Some(sa)) => (json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}}), sa.to_string()),
+                (BindAddress::Tcp(sa), None) => (json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}}), sa.to_string()),
+                (BindAddress::Unix(p), None) => (json!({"pipe": {"path": p.display().to_string()}}), p.display().to_string()),
+            };
+            (l.config.name.clone(), j, s)
+        })
+        .collect();
+    if q.get("format") == Some("json") {
+        let statuses: Vec<Value> = rows.into_iter().map(|(n, a, _)| json!({"name": n, "local_address": a})).collect();
+        return json(json!({"listener_statuses": statuses}));
+    }
+    let mut out = String::new();
+    for (n, _, s) in rows {
+        let _ = writeln!(out, "{n}::{s}");
+    }
+    text(StatusCode::OK, out)
+}

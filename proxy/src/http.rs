@@ -1,0 +1,99 @@
+//! The HTTP connection manager: serving downstream connections (HTTP/1.1 and HTTP/2),
+//! routing each request, forwarding it upstream and answering locally when that fails.
+//!
+//! Stages per request: `handler` (validate, normalize, route, direct/redirect) ->
+//! `forward` (cluster, host, pooled connection, rewrites, timeout) -> back through
+//! `handler` (response headers, stats). `local_reply` is the only place error responses
+//! are made.
+
+pub mod body;
+pub mod forward;
+pub mod handler;
+pub mod headers;
+pub mod local_reply;
+pub mod mirror;
+pub mod redirect;
+pub mod server;
+pub mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::hcm::HttpManager;
+use crate::stats::{Counter, Gauge, Store};
+use crate::upstream::pool::Pools;
+use crate::upstream::ClusterManager;
+
+/// Everything a request on one filter chain needs, built with the config.
+#[derive(Debug)]
+pub struct HttpContext {
+    pub config: Arc<HttpManager>,
+    pub clusters: Arc<ClusterManager>,
+    pub stats: HcmStats,
+}
+
+impl HttpContext {
+    pub fn new(config: Arc<HttpManager>, clusters: Arc<ClusterManager>, store: &Store) -> Self {
+        let stats = HcmStats::new(store, &config.stat_prefix);
+        HttpContext { config, clusters, stats }
+    }
+}
+
+/// The downstream connection a request arrived on, plus the worker's upstream pools.
+#[derive(Debug)]
+pub struct Downstream {
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub pools: Arc<Pools>,
+}
+
+/// `http.<stat_prefix>.*`
+#[derive(Debug, Clone)]
+pub struct HcmStats {
+    pub downstream_rq_total: Counter,
+    pub downstream_rq_active: Gauge,
+    pub downstream_rq_xx: [Counter; 5],
+    pub downstream_rq_http1_total: Counter,
+    pub downstream_rq_http2_total: Counter,
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_cx_http1_total: Counter,
+    pub downstream_cx_http2_total: Counter,
+    pub downstream_cx_idle_timeout: Counter,
+    pub downstream_rq_ws_on_non_ws_route: Counter,
+    pub no_route: Counter,
+    pub no_cluster: Counter,
+    pub rq_direct_response: Counter,
+    pub rq_redirect: Counter,
+    pub downstream_rq_timeout: Counter,
+}
+
+impl HcmStats {
+    pub fn new(store: &Store, prefix: &str) -> Self {
+        let c = |s: &str| store.counter(&format!("http.{prefix}.{s}"));
+        HcmStats {
+            downstream_rq_total: c("downstream_rq_total"),
+            downstream_rq_active: store.gauge(&format!("http.{prefix}.downstream_rq_active")),
+            downstream_rq_xx: [c("downstream_rq_1xx"), c("downstream_rq_2xx"), c("downstream_rq_3xx"), c("downstream_rq_4xx"), c("downstream_rq_5xx")],
+            downstream_rq_http1_total: c("downstream_rq_http1_total"),
+            downstream_rq_http2_total: c("downstream_rq_http2_total"),
+            downstream_cx_total: c("downstream_cx_total"),
+            downstream_cx_active: store.gauge(&format!("http.{prefix}.downstream_cx_active")),
+            downstream_cx_http1_total: c("downstream_cx_http1_total"),
+            downstream_cx_http2_total: c("downstream_cx_http2_total"),
+            downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
+            downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
+            no_route: c("no_route"),
+            no_cluster: c("no_cluster"),
+            rq_direct_response: c("rq_direct_response"),
+            rq_redirect: c("rq_redirect"),
+            downstream_rq_timeout: c("downstream_rq_timeout"),
+        }
+    }
+
+    pub fn response(&self, status: u16) {
+        if let Some(c) = self.downstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
+            c.inc();
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Forwarding a routed request: cluster and host selection, path and host rewrites, the
+//! pooled upstream connection, the route timeout, and the response on its way back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{boxed, PooledBody};
+use super::handler::ResponseMutations;
+use super::local_reply::LocalReply;
+use super::{headers, mirror, upgrade, Downstream, HttpContext};
+use crate::config::cluster::UpstreamProtocol;
+use crate::config::route::{ClusterTarget, Forward, HostRewrite, PathMatch, Route};
+use crate::stats::GaugeGuard;
+use crate::upstream::cluster::ClusterState;
+use crate::upstream::pool::{Proto, ProxyBody, SendError, UpstreamError};
+
+#[allow(clippy::too_many_arguments)]
+pub async fn forward<'r>(
+    mut req: Request<Incoming>,
+    host: &str,
+    path: &str,
+    route: &'r Route,
+    fwd: &'r Forward,
+    ctx: &HttpContext,
+    down: &Downstream,
+    is_upgrade: bool,
+    mutations: &mut ResponseMutations<'r>,
+) -> Result<Response<ProxyBody>, LocalReply> {
+    let cluster_name: &str = match &fwd.target {
+        ClusterTarget::Named(n) => n,
+        ClusterTarget::Weighted(w) => {
+            let mut pick = fastrand::u64(0..w.total);
+            let chosen = w
+                .clusters
+                .iter()
+                .find(|c| {
+                    let hit = pick < u64::from(c.weight);
+                    pick = pick.saturating_sub(u64::from(c.weight));
+                    hit
+                })
+                .unwrap_or(&w.clusters[w.clusters.len() - 1]);
+            chosen.request_headers.apply(req.headers_mut());
+            mutations.levels.push(&chosen.response_headers);
+            &chosen.name
+        }
+        ClusterTarget::Header(h) => req.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or(""),
+    };
+    let Some(cluster) = ctx.clusters.get(cluster_name).cloned() else {
+        ctx.stats.no_cluster.inc();
+        return Err(LocalReply::ClusterNotFound);
+    };
+    let Some(upstream_host) = cluster.pick() else {
+        cluster.stats.upstream_cx_none_healthy.inc();
+        return Err(LocalReply::NoHealthyUpstream);
+    };
+
+    // Rewrites.
+    let new_path = rewrite_path(path, route, fwd);
+    match &fwd.host_rewrite {
+        HostRewrite::None => {}
+        HostRewrite::Literal(v) => {
+            req.headers_mut().insert(header::HOST, v.clone());
+        }
+        HostRewrite::Auto => {
+            if let Some(name) = upstream_host.hostname.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                req.headers_mut().insert(header::HOST, name);
+            }
+        }
+    }
+    if fwd.host_rewrite != HostRewrite::None {
+        req.headers_mut().insert("x-forwarded-host", HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("")));
+    }
+    if let Some(t) = fwd.timeout {
+        req.headers_mut().insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(t.as_millis() as u64));
+    }
+
+    let proto = match (cluster.config.protocol, req.version()) {
+        (UpstreamProtocol::Http2, _) => Proto::Http2,
+        (UpstreamProtocol::Downstream, Version::HTTP_2) => Proto::Http2,
+        _ => Proto::Http1,
+    };
+    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(host)
+        .to_string();
+    parts.uri = upstream_uri(proto, &authority, &new_path)?;
+    parts.version = match proto {
+        Proto::Http2 => {
+            parts.headers.remove(header::HOST);
+            Version::HTTP_2
+        }
+        Proto::Http1 => Version::HTTP_11,
+    };
+    if let Some(v) = parts.headers.get_mut("te") {
+        *v = HeaderValue::from_static("trailers");
+    }
+    let body = if fwd.mirrors.is_empty() {
+        boxed(body)
+    } else {
+        mirror::spawn_mirrors(&parts, body, fwd, ctx, down)
+    };
+    let upstream_req = Request::from_parts(parts, body);
+
+    cluster.stats.upstream_rq_total.inc();
+    let rq_active = GaugeGuard::new(&cluster.stats.upstream_rq_active);
+    let started = Instant::now();
+    let exchange = send(upstream_req, &cluster, &upstream_host, proto, down);
+    let result = match fwd.timeout {
+        Some(t) => match tokio::time::timeout(t, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                cluster.stats.upstream_rq_timeout.inc();
+                cluster.stats.response(504);
+                return Err(LocalReply::UpstreamTimeout);
+            }
+        },
+        None => exchange.await,
+    };
+    let (resp, lease) = match result {
+        Ok(ok) => ok,
+        Err(UpstreamError::Connect(_)) => {
+            cluster.stats.response(503);
+            return Err(LocalReply::ConnectFailure);
+        }
+        Err(UpstreamError::Handshake(_) | UpstreamError::Reset(_)) => {
+            cluster.stats.response(503);
+            return Err(LocalReply::UpstreamReset);
+        }
+    };
+    cluster.stats.response(resp.status().as_u16());
+    let (mut parts, body) = resp.into_parts();
+    let service_time = started.elapsed().as_millis() as u64;
+    parts.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(service_time));
+
+    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down_up) = downstream_upgrade {
+            let up = hyper::upgrade::on(Response::from_parts(parts.clone(), body));
+            upgrade::tunnel(down_up, up, lease);
+            drop(rq_active);
+            return Ok(Response::from_parts(parts, super::body::empty()));
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    let on_end: Box<dyn FnOnce() + Send + Sync> = Box::new(move || drop(rq_active));
+    let body = PooledBody::new(body, lease, Some(on_end));
+    Ok(Response::from_parts(parts, http_body_util::BodyExt::boxed(body)))
+}
+
+/// Sends on a pooled connection; a request that a stale pooled connection never wrote is
+/// sent once more on a fresh one.
+async fn send(
+    req: Request<ProxyBody>,
+    cluster: &Arc<ClusterState>,
+    host: &crate::upstream::Host,
+    proto: Proto,
+    down: &Downstream,
+) -> Result<(Response<Incoming>, crate::upstream::pool::Lease), UpstreamError> {
+    let mut req = req;
+    for _ in 0..3 {
+        let mut lease = down.pools.acquire(cluster, host, proto).await?;
+        match lease.send(req).await {
+            Ok(resp) => return Ok((resp, lease)),
+            Err(SendError::NotSent(r)) => req = r,
+            Err(SendError::Failed(e)) => return Err(UpstreamError::Reset(e)),
+        }
+    }
+    let mut lease = down.pools.acquire(cluster, host, proto).await?;
+    match lease.send(req).await {
+        Ok(resp) => Ok((resp, lease)),
+        Err(SendError::NotSent(_)) => Err(UpstreamError::Connect(crate::upstream::connect::ConnectError::Io(
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "upstream connection closed"),
+        ))),
+        Err(SendError::Failed(e)) => Err(UpstreamError::Reset(e)),
+    }
+}
+
+fn upstream_uri(proto: Proto, authority: &str, path: &str) -> Result<Uri, LocalReply> {
+    let uri = match proto {
+        Proto::Http1 => path.parse::<Uri>(),
+        Proto::Http2 => format!("http://{authority}{path}").parse::<Uri>(),
+    };
+    uri.map_err(|_| LocalReply::BadPath)
+}
+
+/// `prefix_rewrite` replaces the matched prefix (or the whole path for exact matches);
+/// `regex_rewrite` substitutes within the path, leaving the query alone.
+pub fn rewrite_path(path: &str, route: &Route, fwd: &Forward) -> String {
+    if let Some(prefix) = &fwd.prefix_rewrite {
+        let (p, q) = split_query(path);
+        let matched = match &route.matcher.path {
+            PathMatch::Prefix(m) | PathMatch::SeparatedPrefix(m) => m.len().min(p.len()),
+            PathMatch::Exact(_) | PathMatch::Regex(_) => p.len(),
+        };
+        return format!("{prefix}{}{q}", &p[matched..]);
+    }
+    if let Some((re, sub)) = &fwd.regex_rewrite {
+        let (p, q) = split_query(path);
+        return format!("{}{q}", re.replace_all(p, sub.as_str()));
+    }
+    path.to_string()
+}
+
+fn split_query(path: &str) -> (&str, &str) {
+    match path.find('?') {
+        Some(i) => path.split_at(i),
+        None => (path, ""),
+    }
+}

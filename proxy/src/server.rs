@@ -1,0 +1,181 @@
+//! The process: builds the run-time state from config, binds listeners, starts one worker
+//! thread per `--concurrency` (each with its own single-threaded runtime, sockets and
+//! upstream pools), runs the admin API on the main thread, and drains on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cli::Options;
+use crate::config::bootstrap::{Loaded, Node};
+use crate::drain::Drain;
+use crate::listener::ListenerRuntime;
+use crate::logging::LogControl;
+use crate::stats::Store;
+use crate::upstream::ClusterManager;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Envoy's `server.state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ServerState {
+    Live = 0,
+    Draining = 1,
+    PreInitializing = 2,
+    Initializing = 3,
+}
+
+impl ServerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Live => "LIVE",
+            ServerState::Draining => "DRAINING",
+            ServerState::PreInitializing => "PRE_INITIALIZING",
+            ServerState::Initializing => "INITIALIZING",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listener '{name}': cannot bind {address}: {source}")]
+    Bind { name: String, address: String, source: std::io::Error },
+    #[error("admin: cannot bind {address}: {source}")]
+    AdminBind { address: String, source: std::io::Error },
+    #[error("cannot start runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot write admin address to {path}: {source}")]
+    AdminAddressPath { path: String, source: std::io::Error },
+}
+
+/// Shared state of the running server (read by the admin API).
+#[derive(Debug)]
+pub struct Server {
+    pub options: Options,
+    pub node: Node,
+    pub stats: Arc<Store>,
+    pub clusters: Arc<ClusterManager>,
+    pub listeners: Vec<Arc<ListenerRuntime>>,
+    pub listener_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    pub admin_addr: Mutex<Option<SocketAddr>>,
+    pub config_dump: serde_json::Value,
+    pub admin_bind: Option<crate::config::common::BindAddress>,
+    pub log: LogControl,
+    pub started: Instant,
+    state: AtomicU8,
+    health_failed: AtomicBool,
+    /// Fired by SIGTERM, SIGINT or `/quitquitquit`.
+    pub shutdown: Drain,
+}
+
+impl Server {
+    pub fn new(options: Options, loaded: Loaded, log: LogControl) -> Arc<Self> {
+        let stats = Arc::new(Store::default());
+        let Loaded { bootstrap, proto, .. } = loaded;
+        let mut node = bootstrap.node.clone();
+        if let Some(n) = &options.service_node {
+            node.id = n.clone();
+        }
+        if let Some(c) = &options.service_cluster {
+            node.cluster = c.clone();
+        }
+        let clusters = Arc::new(ClusterManager::new(bootstrap.clusters, &stats));
+        let listeners: Vec<_> = bootstrap
+            .listeners
+            .into_iter()
+            .map(|l| Arc::new(ListenerRuntime::new(l, &clusters, &stats)))
+            .collect();
+        let now = humantime_now();
+        let config_dump = crate::config::dump::config_dump(&proto, &now);
+        let server = Arc::new(Server {
+            options,
+            node,
+            stats,
+            clusters,
+            listener_addrs: Mutex::new(vec![None; listeners.len()]),
+            admin_addr: Mutex::new(None),
+            listeners,
+            config_dump,
+            admin_bind: bootstrap.admin.clone(),
+            log,
+            started: Instant::now(),
+            state: AtomicU8::new(ServerState::PreInitializing as u8),
+            health_failed: AtomicBool::new(false),
+            shutdown: Drain::default(),
+        });
+        server.publish_state();
+        server
+    }
+
+    pub fn state(&self) -> ServerState {
+        if self.health_failed.load(Ordering::Relaxed) {
+            return ServerState::Draining;
+        }
+        match self.state.load(Ordering::Relaxed) {
+            0 => ServerState::Live,
+            1 => ServerState::Draining,
+            2 => ServerState::PreInitializing,
+            _ => ServerState::Initializing,
+        }
+    }
+
+    pub(crate) fn set_state(&self, s: ServerState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+        self.publish_state();
+    }
+
+    pub fn set_health_failed(&self, failed: bool) {
+        self.health_failed.store(failed, Ordering::Relaxed);
+        self.publish_state();
+    }
+
+    fn publish_state(&self) {
+        let s = self.state();
+        self.stats.gauge("server.state").set(s as i64);
+        self.stats.gauge("server.live").set(i64::from(s == ServerState::Live));
+    }
+
+    /// Refreshes gauges that are derived rather than counted.
+    pub fn refresh_gauges(&self) {
+        self.stats.gauge("server.uptime").set(self.started.elapsed().as_secs() as i64);
+        self.stats.gauge("cluster_manager.active_clusters").set(self.clusters.len() as i64);
+    }
+
+    /// Drains the listeners matching `inbound_only`; with `graceful`, connections are
+    /// asked to close first and the listeners stop accepting after `--drain-time-s`.
+    pub fn drain_listeners(self: &Arc<Self>, inbound_only: bool, graceful: bool) {
+        use crate::config::listener::Direction;
+        let chosen: Vec<_> = self
+            .listeners
+            .iter()
+            .filter(|l| !inbound_only || l.config.direction == Direction::Inbound)
+            .cloned()
+            .collect();
+        for l in &chosen {
+            l.drain.start();
+        }
+        let wait = Duration::from_secs(self.options.drain_time_s);
+        if graceful {
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                for l in chosen {
+                    l.close.start();
+                }
+            });
+        } else {
+            for l in chosen {
+                l.close.start();
+            }
+        }
+    }
+
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        *self.admin_addr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn humantime_now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,128 @@
+//! `envoy.filters.network.tcp_proxy`: connect to a host of the chosen cluster (with up
+//! to `max_connect_attempts` tries) and copy bytes both ways until either side closes or
+//! the connection idles out.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::config::tcp_proxy::TcpProxy;
+use crate::io::Activity;
+use crate::stats::{Counter, Gauge, GaugeGuard, Store};
+use crate::upstream::connect::{self, ConnectError, Io};
+use crate::upstream::ClusterManager;
+
+#[derive(Debug)]
+pub struct TcpContext {
+    pub config: Arc<TcpProxy>,
+    pub clusters: Arc<ClusterManager>,
+    pub stats: TcpStats,
+}
+
+/// `tcp.<stat_prefix>.*`
+#[derive(Debug, Clone)]
+pub struct TcpStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_rx_bytes_total: Counter,
+    pub downstream_cx_tx_bytes_total: Counter,
+    pub downstream_cx_no_route: Counter,
+    pub idle_timeout: Counter,
+    pub upstream_flush_active: Gauge,
+}
+
+impl TcpContext {
+    pub fn new(config: Arc<TcpProxy>, clusters: Arc<ClusterManager>, store: &Store) -> Self {
+        let p = &config.stat_prefix;
+        let c = |s: &str| store.counter(&format!("tcp.{p}.{s}"));
+        let stats = TcpStats {
+            downstream_cx_total: c("downstream_cx_total"),
+            downstream_cx_rx_bytes_total: c("downstream_cx_rx_bytes_total"),
+            downstream_cx_tx_bytes_total: c("downstream_cx_tx_bytes_total"),
+            downstream_cx_no_route: c("downstream_cx_no_route"),
+            idle_timeout: c("idle_timeout"),
+            upstream_flush_active: store.gauge(&format!("tcp.{p}.upstream_flush_active")),
+        };
+        TcpContext { config, clusters, stats }
+    }
+
+    fn pick_cluster(&self) -> &str {
+        let cfg = &self.config;
+        if cfg.clusters.len() == 1 {
+            return &cfg.clusters[0].0;
+        }
+        let mut pick = fastrand::u64(0..cfg.total_weight);
+        for (name, w) in &cfg.clusters {
+            if pick < u64::from(*w) {
+                return name;
+            }
+            pick -= u64::from(*w);
+        }
+        &cfg.clusters[cfg.clusters.len() - 1].0
+    }
+}
+
+/// Proxies one connection. TCP has no graceful close, so a drain leaves it running until
+/// it ends or the worker's drain deadline passes.
+pub async fn proxy<I: Io>(mut downstream: I, ctx: Arc<TcpContext>) {
+    ctx.stats.downstream_cx_total.inc();
+    let Some(cluster) = ctx.clusters.get(ctx.pick_cluster()).cloned() else {
+        ctx.stats.downstream_cx_no_route.inc();
+        let _ = downstream.shutdown().await;
+        return;
+    };
+    let mut upstream = None;
+    for _ in 0..ctx.config.max_connect_attempts {
+        let Some(host) = cluster.pick() else {
+            cluster.stats.upstream_cx_none_healthy.inc();
+            break;
+        };
+        match connect::connect(&host.addr, cluster.config.connect_timeout).await {
+            Ok(io) => {
+                upstream = Some(io);
+                break;
+            }
+            Err(e) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                if matches!(e, ConnectError::Timeout) {
+                    cluster.stats.upstream_cx_connect_timeout.inc();
+                }
+                tracing::debug!(cluster = %cluster.name, host = %host.addr, error = %e, "tcp_proxy connect failed");
+            }
+        }
+    }
+    let Some(upstream) = upstream else {
+        let _ = downstream.shutdown().await;
+        return;
+    };
+    cluster.stats.upstream_cx_total.inc();
+    let _active = GaugeGuard::new(&cluster.stats.upstream_cx_active);
+    let mut down = Activity::new(downstream);
+    let clock = down.clock();
+    let mut up = upstream;
+    let idle = ctx.config.idle_timeout;
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    loop {
+        let tick = async {
+            match idle {
+                Some(t) => tokio::time::sleep(t.saturating_sub(clock.quiet_for())).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            res = &mut copy => {
+                if let Ok((rx, tx)) = res {
+                    ctx.stats.downstream_cx_rx_bytes_total.add(rx);
+                    ctx.stats.downstream_cx_tx_bytes_total.add(tx);
+                }
+                return;
+            }
+            _ = tick => {
+                if idle.is_some_and(|t| clock.quiet_for() >= t) {
+                    ctx.stats.idle_timeout.inc();
+                    return;
+                }
+            }
+        }
+    }
+}

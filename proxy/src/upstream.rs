@@ -1,0 +1,9 @@
+//! The upstream side: clusters with their hosts and load balancer, name resolution for
+//! DNS clusters, connection establishment and per-worker connection pools.
+
+pub mod cluster;
+pub mod connect;
+pub mod dns;
+pub mod pool;
+
+pub use cluster::{ClusterManager, ClusterState, Host};

@@ -1,0 +1,240 @@
+//! Cluster runtime state: the current host set (swapped atomically when DNS answers
+//! change), a weighted round-robin schedule, and the cluster's stat handles.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::cluster::{Cluster, Discovery};
+use crate::config::common::HostAddress;
+use crate::stats::{Counter, Gauge, Store};
+
+/// A resolved upstream host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Host {
+    pub addr: HostAddr,
+    /// The DNS name it was resolved from (for `auto_host_rewrite`), with port.
+    pub hostname: Option<String>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for HostAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostAddr::Tcp(a) => write!(f, "{a}"),
+            HostAddr::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+/// Hosts plus the round-robin schedule derived from their weights.
+#[derive(Debug, Default)]
+pub struct HostSet {
+    pub hosts: Vec<Host>,
+    schedule: Vec<usize>,
+}
+
+impl HostSet {
+    pub fn new(hosts: Vec<Host>) -> Self {
+        let schedule = wrr_schedule(&hosts);
+        HostSet { hosts, schedule }
+    }
+}
+
+/// Interleaved weighted round-robin (smooth WRR, as nginx does): weights are reduced by
+/// their GCD and each host appears `weight` times, spread out.
+fn wrr_schedule(hosts: &[Host]) -> Vec<usize> {
+    let gcd = hosts.iter().map(|h| h.weight.max(1)).fold(0, gcd);
+    let weights: Vec<i64> = hosts.iter().map(|h| i64::from(h.weight.max(1) / gcd.max(1))).collect();
+    let total: i64 = weights.iter().sum();
+    // Bound the schedule; beyond this, weights are approximated proportionally.
+    let scale = if total > 4096 { total as f64 / 4096.0 } else { 1.0 };
+    let weights: Vec<i64> = weights.iter().map(|w| ((*w as f64 / scale).round() as i64).max(1)).collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..weights.len() {
+            current[i] += weights[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best);
+    }
+    out
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Per-cluster stats (`cluster.<name>.*`).
+#[derive(Debug, Clone)]
+pub struct ClusterStats {
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_active: Gauge,
+    pub upstream_rq_xx: [Counter; 5],
+    pub upstream_rq_timeout: Counter,
+    pub upstream_cx_total: Counter,
+    pub upstream_cx_active: Gauge,
+    pub upstream_cx_connect_fail: Counter,
+    pub upstream_cx_connect_timeout: Counter,
+    pub upstream_cx_none_healthy: Counter,
+    pub membership_total: Gauge,
+    pub membership_healthy: Gauge,
+    pub update_success: Counter,
+    pub update_failure: Counter,
+}
+
+impl ClusterStats {
+    pub fn new(store: &Store, name: &str) -> Self {
+        let c = |s: &str| store.counter(&format!("cluster.{name}.{s}"));
+        let g = |s: &str| store.gauge(&format!("cluster.{name}.{s}"));
+        ClusterStats {
+            upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_active: g("upstream_rq_active"),
+            upstream_rq_xx: [c("upstream_rq_1xx"), c("upstream_rq_2xx"), c("upstream_rq_3xx"), c("upstream_rq_4xx"), c("upstream_rq_5xx")],
+            upstream_rq_timeout: c("upstream_rq_timeout"),
+            upstream_cx_total: c("upstream_cx_total"),
+            upstream_cx_active: g("upstream_cx_active"),
+            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
+            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            membership_total: g("membership_total"),
+            membership_healthy: g("membership_healthy"),
+            update_success: c("update_success"),
+            update_failure: c("update_failure"),
+        }
+    }
+
+    pub fn response(&self, status: u16) {
+        if let Some(c) = self.upstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
+            c.inc();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ClusterState {
+    pub config: Cluster,
+    pub name: Arc<str>,
+    hosts: ArcSwap<HostSet>,
+    rr: AtomicUsize,
+    pub stats: ClusterStats,
+}
+
+impl ClusterState {
+    pub fn new(config: Cluster, store: &Store) -> Self {
+        let stats = ClusterStats::new(store, &config.name);
+        let initial = match config.discovery {
+            Discovery::Static => config.endpoints.iter().filter_map(static_host).collect(),
+            Discovery::StrictDns | Discovery::LogicalDns => Vec::new(),
+        };
+        let state = ClusterState {
+            name: config.name.as_str().into(),
+            config,
+            hosts: ArcSwap::from_pointee(HostSet::default()),
+            rr: AtomicUsize::new(0),
+            stats,
+        };
+        state.set_hosts(initial);
+        state
+    }
+
+    pub fn set_hosts(&self, hosts: Vec<Host>) {
+        self.stats.membership_total.set(hosts.len() as i64);
+        self.stats.membership_healthy.set(hosts.len() as i64);
+        self.hosts.store(Arc::new(HostSet::new(hosts)));
+    }
+
+    pub fn hosts(&self) -> Arc<HostSet> {
+        self.hosts.load_full()
+    }
+
+    /// Picks the next host by weighted round robin; `None` when the cluster has no hosts.
+    pub fn pick(&self) -> Option<Host> {
+        let set = self.hosts.load();
+        if set.schedule.is_empty() {
+            return None;
+        }
+        let n = self.rr.fetch_add(1, Ordering::Relaxed);
+        set.hosts.get(set.schedule[n % set.schedule.len()]).cloned()
+    }
+}
+
+fn static_host(e: &crate::config::cluster::Endpoint) -> Option<Host> {
+    let addr = match &e.address {
+        HostAddress::Ip(a) => HostAddr::Tcp(*a),
+        HostAddress::Unix(p) => HostAddr::Unix(p.clone()),
+        HostAddress::Name { .. } => return None,
+    };
+    Some(Host { addr, hostname: None, weight: e.weight })
+}
+
+/// All clusters by name. Immutable once built; a new config builds a new manager.
+#[derive(Debug, Default)]
+pub struct ClusterManager {
+    clusters: HashMap<Arc<str>, Arc<ClusterState>>,
+}
+
+impl ClusterManager {
+    pub fn new(clusters: Vec<Cluster>, store: &Store) -> Self {
+        let clusters = clusters
+            .into_iter()
+            .map(|c| {
+                let s = Arc::new(ClusterState::new(c, store));
+                (s.name.clone(), s)
+            })
+            .collect();
+        ClusterManager { clusters }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<ClusterState>> {
+        self.clusters.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ClusterState>> {
+        self.clusters.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.clusters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(port: u16, weight: u32) -> Host {
+        Host { addr: HostAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))), hostname: None, weight }
+    }
+
+    #[test]
+    fn weighted_round_robin_is_proportional_and_interleaved() {
+        let set = HostSet::new(vec![host(1, 3), host(2, 1)]);
+        assert_eq!(set.schedule.len(), 4);
+        assert_eq!(set.schedule.iter().filter(|i| **i == 0).count(), 3);
+        // Smooth: the light host is not at the end of a run of heavy ones twice in a row.
+        assert_ne!(set.schedule, vec![0, 0, 0, 1].into_iter().rev().collect::<Vec<_>>());
+        let equal = HostSet::new(vec![host(1, 10), host(2, 10)]);
+        assert_eq!(equal.schedule, vec![0, 1]);
+    }
+}

@@ -1,0 +1,224 @@
+//! Per-worker upstream connection pools.
+//!
+//! Each worker owns its pools (the mutex is never contended across threads). HTTP/1.1
+//! connections carry one request at a time and come back to the idle list when the
+//! response body ends; HTTP/2 connections are shared by all streams of the worker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::cluster::{ClusterState, Host, HostAddr};
+use super::connect::{self, ConnectError};
+use crate::stats::GaugeGuard;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    cluster: Arc<str>,
+    addr: HostAddr,
+    proto: Proto,
+}
+
+enum Sender {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    uses: u32,
+}
+
+#[derive(Default)]
+pub struct Pools {
+    h1: Mutex<HashMap<Key, Vec<Idle>>>,
+    h2: Mutex<HashMap<Key, (http2::SendRequest<ProxyBody>, u32)>>,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pools")
+    }
+}
+
+/// Why a request could not get a response from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(#[from] ConnectError),
+    #[error("handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("reset: {0}")]
+    Reset(hyper::Error),
+}
+
+/// A connection checked out for one request.
+pub struct Lease {
+    sender: Sender,
+    key: Key,
+    uses: u32,
+    max_uses: u32,
+    pools: Arc<Pools>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lease({:?})", self.key)
+    }
+}
+
+impl Pools {
+    /// Checks out a connection to `host`, opening one if none is idle.
+    pub async fn acquire(self: &Arc<Self>, cluster: &ClusterState, host: &Host, proto: Proto) -> Result<Lease, UpstreamError> {
+        let key = Key { cluster: cluster.name.clone(), addr: host.addr.clone(), proto };
+        let max_uses = cluster.config.max_requests_per_connection;
+        match proto {
+            Proto::Http1 => {
+                if let Some(idle) = self.take_idle_h1(&key) {
+                    return Ok(Lease { sender: Sender::H1(idle.sender), key, uses: idle.uses, max_uses, pools: self.clone() });
+                }
+            }
+            Proto::Http2 => {
+                if let Some((sender, uses)) = self.shared_h2(&key, max_uses) {
+                    return Ok(Lease { sender: Sender::H2(sender), key, uses, max_uses, pools: self.clone() });
+                }
+            }
+        }
+        let sender = connect_new(cluster, host, proto).await?;
+        if let Sender::H2(s) = &sender {
+            let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            h2.insert(key.clone(), (s.clone(), 0));
+        }
+        Ok(Lease { sender, key, uses: 0, max_uses, pools: self.clone() })
+    }
+
+    fn take_idle_h1(&self, key: &Key) -> Option<Idle> {
+        let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.get_mut(key)?;
+        while let Some(idle) = list.pop() {
+            if !idle.sender.is_closed() && idle.sender.is_ready() {
+                return Some(idle);
+            }
+        }
+        None
+    }
+
+    fn shared_h2(&self, key: &Key, max_uses: u32) -> Option<(http2::SendRequest<ProxyBody>, u32)> {
+        let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.get_mut(key)?;
+        if entry.0.is_closed() || (max_uses > 0 && entry.1 >= max_uses) {
+            map.remove(key);
+            return None;
+        }
+        entry.1 += 1;
+        Some((entry.0.clone(), entry.1))
+    }
+
+    fn put_idle_h1(&self, key: Key, idle: Idle) {
+        let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_default().push(idle);
+    }
+}
+
+async fn connect_new(cluster: &ClusterState, host: &Host, proto: Proto) -> Result<Sender, UpstreamError> {
+    let stats = &cluster.stats;
+    let io = match connect::connect(&host.addr, cluster.config.connect_timeout).await {
+        Ok(io) => io,
+        Err(e) => {
+            stats.upstream_cx_connect_fail.inc();
+            if matches!(e, ConnectError::Timeout) {
+                stats.upstream_cx_connect_timeout.inc();
+            }
+            return Err(e.into());
+        }
+    };
+    stats.upstream_cx_total.inc();
+    let active = GaugeGuard::new(&stats.upstream_cx_active);
+    let io = TokioIo::new(io);
+    match proto {
+        Proto::Http1 => {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(UpstreamError::Handshake)?;
+            tokio::spawn(async move {
+                let _active = active;
+                let _ = conn.with_upgrades().await;
+            });
+            Ok(Sender::H1(sender))
+        }
+        Proto::Http2 => {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(UpstreamError::Handshake)?;
+            tokio::spawn(async move {
+                let _active = active;
+                let _ = conn.await;
+            });
+            Ok(Sender::H2(sender))
+        }
+    }
+}
+
+impl Lease {
+    /// Sends the request. On a reused HTTP/1.1 connection that turns out to be closed
+    /// before the request was written, the caller gets the request back to try afresh.
+    pub async fn send(&mut self, req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
+        self.uses += 1;
+        match &mut self.sender {
+            Sender::H1(s) => {
+                if s.ready().await.is_err() {
+                    return Err(SendError::NotSent(req));
+                }
+                s.try_send_request(req).await.map_err(|mut e| match e.take_message() {
+                    Some(req) if self.uses > 1 => SendError::NotSent(req),
+                    _ => SendError::Failed(e.into_error()),
+                })
+            }
+            Sender::H2(s) => {
+                if let Err(e) = s.ready().await {
+                    return Err(SendError::Failed(e));
+                }
+                s.send_request(req).await.map_err(SendError::Failed)
+            }
+        }
+    }
+
+    /// Whether this lease reuses a pooled connection (a failure before sending may be retried).
+    pub fn reused(&self) -> bool {
+        self.uses > 1
+    }
+
+    /// Returns the connection to the pool (HTTP/1.1) once its response is complete.
+    pub fn release(self) {
+        if let Sender::H1(sender) = self.sender {
+            let spent = self.max_uses > 0 && self.uses >= self.max_uses;
+            if !spent && !sender.is_closed() {
+                self.pools.put_idle_h1(self.key, Idle { sender, uses: self.uses });
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SendError {
+    /// Not written to the upstream: safe to send on another connection.
+    NotSent(Request<ProxyBody>),
+    Failed(hyper::Error),
+}
