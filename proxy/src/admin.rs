@@ -20,18 +20,36 @@ use crate::server::{Server, ServerError, ServerState};
 
 pub type AdminResponse = Response<Full<Bytes>>;
 
-/// The admin listener, if the bootstrap has an admin address.
+/// The admin socket, bound before the runtime starts.
+#[derive(Debug)]
+pub enum AdminSocket {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
 pub enum AdminListener {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
 }
 
-pub async fn bind(server: &Server) -> Result<Option<AdminListener>, ServerError> {
+impl AdminSocket {
+    /// Must be called inside the runtime that will serve it.
+    pub fn into_tokio(self) -> std::io::Result<AdminListener> {
+        Ok(match self {
+            AdminSocket::Tcp(l) => AdminListener::Tcp(tokio::net::TcpListener::from_std(l)?),
+            AdminSocket::Unix(l) => AdminListener::Unix(tokio::net::UnixListener::from_std(l)?),
+        })
+    }
+}
+
+/// Binds the admin address, if the bootstrap has one, and records the bound address.
+pub fn bind(server: &Server) -> Result<Option<AdminSocket>, ServerError> {
     let Some(addr) = server.admin_bind.clone() else { return Ok(None) };
     let err = |source| ServerError::AdminBind { address: addr.to_string(), source };
-    let listener = match &addr {
+    let socket = match &addr {
         BindAddress::Tcp(sa) => {
-            let l = tokio::net::TcpListener::bind(sa).await.map_err(err)?;
+            let l = std::net::TcpListener::bind(sa).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
             let local = l.local_addr().map_err(err)?;
             *server.admin_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
             if let Some(path) = &server.options.admin_address_path {
@@ -39,16 +57,18 @@ pub async fn bind(server: &Server) -> Result<Option<AdminListener>, ServerError>
                     .map_err(|source| ServerError::AdminAddressPath { path: path.display().to_string(), source })?;
             }
             tracing::info!(address = %local, "admin listening");
-            AdminListener::Tcp(l)
+            AdminSocket::Tcp(l)
         }
         BindAddress::Unix(p) => {
             if p.exists() {
                 std::fs::remove_file(p).map_err(err)?;
             }
-            AdminListener::Unix(tokio::net::UnixListener::bind(p).map_err(err)?)
+            let l = std::os::unix::net::UnixListener::bind(p).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            AdminSocket::Unix(l)
         }
     };
-    Ok(Some(listener))
+    Ok(Some(socket))
 }
 
 pub async fn serve(listener: AdminListener, server: Arc<Server>) {

@@ -17,10 +17,36 @@ use crate::server::{Server, ServerError, ServerState};
 use crate::upstream::dns;
 use crate::upstream::pool::Pools;
 
+/// A started server: its threads run until shutdown.
+#[derive(Debug)]
+pub struct Running {
+    pub server: Arc<Server>,
+    main: std::thread::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Waits for shutdown and the drain to complete.
+    pub fn wait(self) -> Result<(), ServerError> {
+        self.main.join().unwrap_or(Err(ServerError::Panicked))
+    }
+
+    /// Asks for shutdown (as `/quitquitquit` does) and waits for it.
+    pub fn shutdown(self) -> Result<(), ServerError> {
+        self.server.shutdown.start();
+        self.wait()
+    }
+}
+
 /// Runs until shutdown; returns after the drain completes.
 pub fn run(server: Arc<Server>) -> Result<(), ServerError> {
+    start(server)?.wait()
+}
+
+/// Binds the admin and listener sockets (so bind errors are returned here), then starts
+/// the main thread and the workers.
+pub fn start(server: Arc<Server>) -> Result<Running, ServerError> {
     let workers = server.options.workers();
-    // Bind everything before starting threads so bind errors are reported at once.
+    let admin = crate::admin::bind(&server)?;
     let mut sockets: Vec<Vec<BoundSocket>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for (i, l) in server.listeners.iter().enumerate() {
@@ -48,15 +74,19 @@ pub fn run(server: Arc<Server>) -> Result<(), ServerError> {
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("main")
         .build()
         .map_err(ServerError::Runtime)?;
-    rt.block_on(main_loop(server, sockets))
+    let s = server.clone();
+    let main = std::thread::Builder::new()
+        .name("main".into())
+        .spawn(move || rt.block_on(main_loop(s, admin, sockets)))
+        .map_err(ServerError::Runtime)?;
+    Ok(Running { server, main })
 }
 
-async fn main_loop(server: Arc<Server>, sockets: Vec<Vec<BoundSocket>>) -> Result<(), ServerError> {
-    let admin = match crate::admin::bind(&server).await? {
-        Some(l) => Some(tokio::spawn(crate::admin::serve(l, server.clone()))),
+async fn main_loop(server: Arc<Server>, admin: Option<crate::admin::AdminSocket>, sockets: Vec<Vec<BoundSocket>>) -> Result<(), ServerError> {
+    let admin = match admin {
+        Some(sock) => Some(tokio::spawn(crate::admin::serve(sock.into_tokio().map_err(ServerError::Runtime)?, server.clone()))),
         None => None,
     };
     server.set_state(ServerState::Initializing);

@@ -46,6 +46,8 @@ pub enum ServerError {
     AdminBind { address: String, source: std::io::Error },
     #[error("cannot start runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("the main thread panicked")]
+    Panicked,
     #[error("cannot write admin address to {path}: {source}")]
     AdminAddressPath { path: String, source: std::io::Error },
 }
@@ -135,6 +137,12 @@ impl Server {
         let s = self.state();
         self.stats.gauge("server.state").set(s as i64);
         self.stats.gauge("server.live").set(i64::from(s == ServerState::Live));
+    }
+
+    /// The bound address of each listener, by name (port 0 resolved).
+    pub fn listener_address(&self, name: &str) -> Option<SocketAddr> {
+        let i = self.listeners.iter().position(|l| l.config.name == name)?;
+        self.listener_addrs.lock().ok()?.get(i).copied().flatten()
     }
 
     /// Refreshes gauges that are derived rather than counted.

@@ -85,6 +85,7 @@ pub async fn forward<'r>(
     };
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let wants_trailers = headers::te_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
     let authority = parts
         .headers
@@ -100,8 +101,8 @@ pub async fn forward<'r>(
         }
         Proto::Http1 => Version::HTTP_11,
     };
-    if let Some(v) = parts.headers.get_mut("te") {
-        *v = HeaderValue::from_static("trailers");
+    if wants_trailers {
+        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let body = if fwd.mirrors.is_empty() {
         boxed(body)

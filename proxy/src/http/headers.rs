@@ -30,6 +30,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether `TE` asks for trailers (the only `TE` value forwarded, as gRPC needs it).
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// The upgrade type of a request (`Connection: upgrade` + `Upgrade: x`), lowercased.
 pub fn upgrade_type(headers: &HeaderMap) -> Option<String> {
     let conn_upgrade = headers

@@ -35,8 +35,8 @@ pub enum LocalReply {
 impl LocalReply {
     pub fn status(&self) -> StatusCode {
         match self {
-            LocalReply::NoRoute | LocalReply::ClusterNotFound => StatusCode::NOT_FOUND,
-            LocalReply::NoHealthyUpstream | LocalReply::ConnectFailure | LocalReply::UpstreamReset => {
+            LocalReply::NoRoute => StatusCode::NOT_FOUND,
+            LocalReply::ClusterNotFound | LocalReply::NoHealthyUpstream | LocalReply::ConnectFailure | LocalReply::UpstreamReset => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,

@@ -1,0 +1,126 @@
+//! Proxies as real processes: the `remora` binary and Envoy, each started on a config
+//! file with `--admin-address-path` so ephemeral ports can be found, and killed on drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `remora` binary built alongside these tests.
+pub fn remora_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/remora
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("remora");
+    assert!(bin.exists(), "remora binary not found at {} (build it with `cargo build -p remora` or run `cargo test --workspace`)", bin.display());
+    bin
+}
+
+/// A running proxy process.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+    pub stderr_path: PathBuf,
+}
+
+impl ProxyProcess {
+    /// Starts `bin` with `-c <config>` plus `args`, and waits until `/ready` says LIVE.
+    pub fn start(bin: &Path, config_yaml: &str, args: &[&str]) -> ProxyProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, config_yaml).expect("write config");
+        let admin_path = dir.path().join("admin-address");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut p = ProxyProcess { child, admin: "127.0.0.1:0".parse().expect("addr"), _dir: dir, stderr_path };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{} exited early ({status}):\n{}", bin.display(), p.stderr());
+            }
+            if let Some(a) = std::fs::read_to_string(&admin_path).ok().and_then(|s| s.trim().parse().ok()) {
+                p.admin = a;
+                if admin_get(a, "/ready").is_some_and(|(code, _)| code == 200) {
+                    return p;
+                }
+            }
+            assert!(Instant::now() < deadline, "{} did not become ready:\n{}", bin.display(), p.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// `GET` on the admin API: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        admin_get(self.admin, path).unwrap_or_else(|| panic!("admin {path} did not answer"))
+    }
+
+    /// A listener's bound address, from `/listeners?format=json`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let (_, body) = self.admin_get("/listeners?format=json");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("listeners json");
+        let l = v["listener_statuses"]
+            .as_array()
+            .and_then(|a| a.iter().find(|l| l["name"] == name))
+            .unwrap_or_else(|| panic!("no listener {name} in {body}"));
+        let sa = &l["local_address"]["socket_address"];
+        format!("{}:{}", sa["address"].as_str().unwrap_or(""), sa["port_value"]).parse().expect("listener address")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP/1.1 request to an admin endpoint (`GET` unless the path starts with
+/// `POST `).
+pub fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let (method, path) = match path.strip_prefix("POST ") {
+        Some(p) => ("POST", p),
+        None => ("GET", path),
+    };
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    // Admin answers are small: decode a chunked body if needed.
+    Some((code, dechunk(&out, body)))
+}
+
+fn dechunk(head: &str, body: String) -> String {
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return body;
+    }
+    let mut out = String::new();
+    let mut rest = body.as_str();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -1,0 +1,236 @@
+//! Scripted upstream servers: an HTTP server (HTTP/1.1 and h2c) whose behaviour is chosen
+//! by the request path, a WebSocket echo server and a TCP echo server.
+//!
+//! HTTP paths: `/status/N`, `/delay/MS`, `/bytes/N` (streamed, no content-length),
+//! `/echo-body` (streams the request body back), `/trailers`, `/reset` (closes without a
+//! response), `/reset-mid-body`, `/never`; anything else answers 200 with a JSON
+//! description of the request (method, path, version, headers, body length).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("scripted reset")]
+struct ScriptedReset;
+
+/// A running HTTP upstream.
+pub struct HttpUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpUpstream {
+    /// Starts on `127.0.0.1:0` on the current runtime.
+    pub async fn start(name: &str) -> HttpUpstream {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), name).await
+    }
+
+    pub async fn start_on(bind: SocketAddr, name: &str) -> HttpUpstream {
+        let listener = TcpListener::bind(bind).await.expect("bind upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r, n) = (connections.clone(), requests.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (r, n) = (r.clone(), n.clone());
+                tokio::spawn(serve_io(TokioIo::new(stream), r, n));
+            }
+        });
+        HttpUpstream { addr, name: name.to_string(), connections, requests, task }
+    }
+
+    /// Starts on a Unix socket path.
+    pub async fn start_unix(path: &std::path::Path, name: &str) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).expect("bind unix upstream");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (r, n) = (requests.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(serve_io(TokioIo::new(stream), r.clone(), n.clone()));
+            }
+        });
+        (task, requests)
+    }
+}
+
+async fn serve_io<I>(io: TokioIo<I>, requests: Arc<AtomicUsize>, name: String)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        requests.fetch_add(1, Ordering::SeqCst);
+        respond(req, name.clone())
+    });
+    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn headers_json(h: &HeaderMap) -> serde_json::Value {
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in h {
+        m.entry(k.to_string()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    serde_json::json!(m)
+}
+
+async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>, ScriptedReset> {
+    let path = req.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (verb, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut resp = match verb {
+        "status" => {
+            let code = arg.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+            let mut r = Response::new(full(format!("status {code}")));
+            *r.status_mut() = code;
+            r
+        }
+        "delay" => {
+            tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(0))).await;
+            Response::new(full("delayed"))
+        }
+        "bytes" => {
+            let n: usize = arg.parse().unwrap_or(0);
+            let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+            let stream = futures_util::stream::iter((0..n.div_ceil(chunk.len())).map(move |i| {
+                let len = (n - i * chunk.len()).min(chunk.len());
+                Ok::<_, std::io::Error>(Frame::data(chunk.slice(..len)))
+            }));
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        "echo-body" => {
+            let body = req.into_body().map_err(std::io::Error::other).boxed();
+            Response::new(body)
+        }
+        "trailers" => {
+            let mut t = HeaderMap::new();
+            t.insert("x-trailer", "yes".parse().expect("value"));
+            let frames = vec![Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"body"))), Ok(Frame::trailers(t))];
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))));
+            // HTTP/1.1 sends trailers only when the response declares them.
+            r.headers_mut().insert("trailer", "x-trailer".parse().expect("value"));
+            r
+        }
+        "reset" => return Err(ScriptedReset),
+        "reset-mid-body" => {
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+                vec![Ok(Frame::data(Bytes::from_static(b"partial"))), Err(std::io::Error::other("scripted reset"))];
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))));
+            r.headers_mut().insert("content-length", "1000".parse().expect("value"));
+            r
+        }
+        "never" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        _ => {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let version = format!("{:?}", req.version());
+            let headers = headers_json(req.headers());
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let desc = serde_json::json!({
+                "upstream": name, "method": method, "uri": uri, "version": version,
+                "headers": headers, "body_len": body.len(),
+            });
+            let mut r = Response::new(full(desc.to_string()));
+            r.headers_mut().insert("content-type", "application/json".parse().expect("value"));
+            r
+        }
+    };
+    resp.headers_mut().insert("x-upstream", name.parse().unwrap_or(http::HeaderValue::from_static("?")));
+    Ok(resp)
+}
+
+/// A WebSocket echo server (tokio-tungstenite).
+pub async fn websocket_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ws");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A TCP echo server; returns its address and the number of connections accepted.
+pub async fn tcp_echo() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp echo");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, count, task)
+}
+
+/// An address on which nothing listens (bound then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Keeps `Infallible` referenced for service signatures in callers.
+pub type Never = Infallible;
