@@ -131,5 +131,5 @@ pub async fn read_until_close(s: &mut TcpStream, wait: Duration) -> Vec<u8> {
 /// The status code of the first response in raw bytes.
 pub fn raw_status(resp: &[u8]) -> Option<u16> {
     let s = std::str::from_utf8(resp.get(..12)?).ok()?;
-    s.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    s.strip_prefix("HTTP/1.1 ").or_else(|| s.strip_prefix("HTTP/1.0 "))?.get(..3)?.parse().ok()
 }

@@ -146,9 +146,18 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
         }
         "reset" => return Err(ScriptedReset),
         "reset-mid-body" => {
-            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
-                vec![Ok(Frame::data(Bytes::from_static(b"partial"))), Err(std::io::Error::other("scripted reset"))];
-            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))));
+            // Headers and a first chunk go out; the failure comes a little later.
+            let frames = futures_util::stream::unfold(0, |step| async move {
+                match step {
+                    0 => Some((Ok(Frame::data(Bytes::from_static(b"partial"))), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Some((Err(std::io::Error::other("scripted reset")), 2))
+                    }
+                    _ => None,
+                }
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
             r.headers_mut().insert("content-length", "1000".parse().expect("value"));
             r
         }

@@ -101,7 +101,7 @@ async fn env() -> Env {
     Env { proxy, a, b, _unix: unix, _dir: dir }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_with_header_mutations_in_envoy_order() {
     let e = env().await;
     let r = Conn::h1(e.proxy.addr("edge")).await.get("svc.local", "/plain", &[("x-drop-me", "1")]).await;
@@ -123,7 +123,7 @@ async fn forwards_with_header_mutations_in_envoy_order() {
     assert!(r.header("x-envoy-upstream-service-time").is_some());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_and_host_rewrites() {
     let e = env().await;
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
@@ -138,7 +138,7 @@ async fn path_and_host_rewrites() {
     assert_eq!(j["headers"]["host"][0], format!("localhost:{}", e.a.addr.port()));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_clusters_split_traffic() {
     let e = env().await;
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
@@ -153,7 +153,7 @@ async fn weighted_clusters_split_traffic() {
     assert!((260..=340).contains(&a), "a got {a} of 400");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_from_header_and_unknown_cluster() {
     let e = env().await;
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
@@ -164,7 +164,7 @@ async fn cluster_from_header_and_unknown_cluster() {
     assert_eq!(e.proxy.stat("http.edge.no_cluster"), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_connections_are_pooled() {
     let e = env().await;
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
@@ -179,7 +179,7 @@ async fn keep_alive_connections_are_pooled() {
     assert_eq!(e.proxy.stat("listener.127.0.0.1_0.downstream_cx_total"), 1, "listener stats use the configured address");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_downstream_and_translation_both_ways() {
     let e = env().await;
     // h2c (prior knowledge) downstream -> HTTP/1.1 upstream.
@@ -207,7 +207,7 @@ async fn h2c_downstream_and_translation_both_ways() {
     assert!(e.proxy.stat("http.edge.downstream_rq_http2_total") >= 21);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_both_ways() {
     let e = env().await;
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
@@ -223,7 +223,7 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(r.body.len(), big.len());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_and_chunked_upload() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let e = env().await;
@@ -243,7 +243,7 @@ async fn expect_100_continue_and_chunked_upload() {
     assert!(text.contains("hello") && text.contains(" world"), "{text}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailers_pass_through_h2() {
     let e = env().await;
     let mut c = Conn::h2(e.proxy.addr("edge")).await;
@@ -257,7 +257,7 @@ async fn trailers_pass_through_h2() {
     assert_eq!(r.trailers.as_ref().and_then(|t| t.get("x-trailer")).map(|v| v.to_str().unwrap()), Some("yes"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_sends_a_shadow_copy() {
     let e = env().await;
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
@@ -272,7 +272,7 @@ async fn mirror_sends_a_shadow_copy() {
     assert_eq!(e.b.requests.load(Ordering::SeqCst), 1, "the mirror cluster got the copy");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_upstream() {
     let e = env().await;
     let r = client::get(e.proxy.addr("edge"), "h", "/unix/x").await;
