@@ -14,6 +14,8 @@ pub mod local_reply;
 pub mod mirror;
 pub mod redirect;
 pub mod server;
+#[cfg(test)]
+mod tests;
 pub mod upgrade;
 
 use std::net::SocketAddr;

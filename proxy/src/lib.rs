@@ -13,6 +13,8 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod upstream;
 
 /// Envoy's API descriptors, compiled from the protos in `envoy-types` by `build.rs`.
