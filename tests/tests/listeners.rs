@@ -1,0 +1,132 @@
+//! Listeners: IPv6 and Unix-socket (`pipe`) addresses, several listeners per process, and
+//! filter chain selection by destination and source address.
+
+use std::net::SocketAddr;
+
+use tests::client::{self, Conn};
+use tests::proxy::Proxy;
+use tests::render;
+use tests::upstream::HttpUpstream;
+
+fn hcm(prefix: &str, body: &str) -> String {
+    format!(
+        r#"
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {prefix}
+          route_config:
+            virtual_hosts: [{{name: v, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200, body: {{inline_string: "{body}"}}}}}}]}}]
+          http_filters: [{{name: envoy.filters.http.router}}]"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_unix_and_filter_chain_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("listener.sock");
+    let cfg = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: v6
+    address: {{socket_address: {{address: "::1", port_value: 0}}}}
+    filter_chains:
+    - filters:{v6}
+  - name: pipe
+    address: {{pipe: {{path: "{sock}"}}}}
+    filter_chains:
+    - filters:{pipe}
+  - name: chains
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 0}}}}
+    filter_chains:
+    - filter_chain_match: {{prefix_ranges: [{{address_prefix: 127.0.0.2, prefix_len: 32}}]}}
+      filters:{dst}
+    - filter_chain_match: {{source_prefix_ranges: [{{address_prefix: 127.0.0.3, prefix_len: 32}}]}}
+      filters:{src}
+    - filter_chain_match: {{prefix_ranges: [{{address_prefix: 127.0.0.0, prefix_len: 8}}]}}
+      filters:{lo}
+  - name: nomatch
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filter_chain_match: {{source_prefix_ranges: [{{address_prefix: 10.0.0.0, prefix_len: 8}}]}}
+      filters:{never}
+    default_filter_chain:
+      filters:{default}
+"#,
+        v6 = hcm("v6", "v6"),
+        pipe = hcm("pipe", "pipe"),
+        sock = sock.display(),
+        dst = hcm("dst", "by-destination"),
+        src = hcm("src", "by-source"),
+        lo = hcm("lo", "loopback-range"),
+        never = hcm("never", "never"),
+        default = hcm("default", "default-chain"),
+    );
+    let p = tokio::task::spawn_blocking(move || Proxy::start(&cfg)).await.unwrap();
+
+    let v6 = p.addr("v6");
+    assert!(v6.is_ipv6());
+    assert_eq!(client::get(v6, "h", "/").await.text(), "v6");
+
+    // HTTP over the Unix socket listener.
+    let s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    let r = send.send_request(client::request("GET", "h", "/", &[], bytes::Bytes::new(), false)).await.unwrap();
+    use http_body_util::BodyExt;
+    assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], b"pipe");
+
+    let port = p.addr("chains").port();
+    let at = |ip: &str| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
+    assert_eq!(client::get(at("127.0.0.2"), "h", "/").await.text(), "by-destination", "longest destination prefix");
+    assert_eq!(client::get(at("127.0.0.1"), "h", "/").await.text(), "loopback-range");
+    // From source 127.0.0.3: destination 127.0.0.1 matches only the /8 chain at the
+    // destination stage, which wins over the source-only chain (stage order).
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let stream = s.connect(at("127.0.0.1")).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let r = send.send_request(client::request("GET", "h", "/", &[], bytes::Bytes::new(), false)).await.unwrap();
+    assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], b"loopback-range");
+
+    assert_eq!(client::get(p.addr("nomatch"), "h", "/").await.text(), "default-chain");
+    assert_eq!(p.stat("listener.0.0.0.0_0.downstream_cx_total"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_workers_share_the_port() {
+    let up = HttpUpstream::start("a").await;
+    let cfg = render(
+        r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: l
+          route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: a}}]}]}
+          http_filters: [{name: envoy.filters.http.router}]
+  clusters:
+  - name: a
+    load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+"#,
+        &[("a", up.addr.port().to_string())],
+    );
+    let p = tokio::task::spawn_blocking(move || Proxy::start_with(&cfg, &["--concurrency", "4", "--drain-time-s", "2"])).await.unwrap();
+    let addr = p.addr("l");
+    let mut conns = Vec::new();
+    for _ in 0..32 {
+        conns.push(Conn::h1(addr).await);
+    }
+    for c in &mut conns {
+        assert_eq!(c.get("h", "/", &[]).await.status, 200);
+    }
+    assert_eq!(p.stat("http.l.downstream_rq_2xx"), 32);
+    assert_eq!(p.stat("server.concurrency"), 4);
+}
