@@ -73,7 +73,10 @@ fn main() {
             Err(e) if attempts < 64 => {
                 attempts += 1;
                 let Some(file) = e.file().map(str::to_string) else {
-                    panic!("compiling Envoy protos from {}: {e:?}", proto_root.display());
+                    panic!(
+                        "compiling Envoy protos from {}: {e:?}",
+                        proto_root.display()
+                    );
                 };
                 let src = includes[1..]
                     .iter()
@@ -83,13 +86,19 @@ fn main() {
                 let text = fs::read_to_string(&src).expect("read proto");
                 let fixed = qualify_common_refs(&text);
                 if fixed == text {
-                    panic!("compiling Envoy protos from {}: {e:?}", proto_root.display());
+                    panic!(
+                        "compiling Envoy protos from {}: {e:?}",
+                        proto_root.display()
+                    );
                 }
                 let dest = patched.join(&file);
                 fs::create_dir_all(dest.parent().expect("file has a parent")).expect("mkdir");
                 fs::write(&dest, fixed).expect("write patched proto");
             }
-            Err(e) => panic!("compiling Envoy protos from {}: {e:?}", proto_root.display()),
+            Err(e) => panic!(
+                "compiling Envoy protos from {}: {e:?}",
+                proto_root.display()
+            ),
         }
     };
     let bytes = prost::Message::encode_to_vec(&fds);

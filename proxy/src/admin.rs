@@ -44,8 +44,13 @@ impl AdminSocket {
 
 /// Binds the admin address, if the bootstrap has one, and records the bound address.
 pub fn bind(server: &Server) -> Result<Option<AdminSocket>, ServerError> {
-    let Some(addr) = server.admin_bind.clone() else { return Ok(None) };
-    let err = |source| ServerError::AdminBind { address: addr.to_string(), source };
+    let Some(addr) = server.admin_bind.clone() else {
+        return Ok(None);
+    };
+    let err = |source| ServerError::AdminBind {
+        address: addr.to_string(),
+        source,
+    };
     let socket = match &addr {
         BindAddress::Tcp(sa) => {
             let l = std::net::TcpListener::bind(sa).map_err(err)?;
@@ -53,8 +58,12 @@ pub fn bind(server: &Server) -> Result<Option<AdminSocket>, ServerError> {
             let local = l.local_addr().map_err(err)?;
             *server.admin_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
             if let Some(path) = &server.options.admin_address_path {
-                std::fs::write(path, local.to_string())
-                    .map_err(|source| ServerError::AdminAddressPath { path: path.display().to_string(), source })?;
+                std::fs::write(path, local.to_string()).map_err(|source| {
+                    ServerError::AdminAddressPath {
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?;
             }
             tracing::info!(address = %local, "admin listening");
             AdminSocket::Tcp(l)
@@ -81,11 +90,15 @@ pub async fn serve(listener: AdminListener, server: Arc<Server>) {
         let builder = hyper::server::conn::http1::Builder::new();
         match &listener {
             AdminListener::Tcp(l) => {
-                let Ok((s, _)) = l.accept().await else { continue };
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
                 tokio::spawn(builder.serve_connection(TokioIo::new(s), svc));
             }
             AdminListener::Unix(l) => {
-                let Ok((s, _)) = l.accept().await else { continue };
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
                 tokio::spawn(builder.serve_connection(TokioIo::new(s), svc));
             }
         }
@@ -97,10 +110,17 @@ pub struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(req: &Request<Incoming>) -> Self {
-        Query(form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn has(&self, k: &str) -> bool {
         self.0.iter().any(|(key, _)| key == k)
@@ -114,7 +134,11 @@ async fn route(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
     match req.uri().path() {
         "/ready" => {
             let s = server.state();
-            let status = if s == ServerState::Live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if s == ServerState::Live {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             text(status, format!("{}\n", s.name()))
         }
         "/server_info" => json(info::server_info(server)),
@@ -140,11 +164,15 @@ async fn route(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
             server.set_health_failed(false);
             text(StatusCode::OK, "OK\n")
         }
-        "/quitquitquit" | "/drain_listeners" | "/healthcheck/fail" | "/healthcheck/ok" => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "This admin endpoint requires POST\n")
-        }
+        "/quitquitquit" | "/drain_listeners" | "/healthcheck/fail" | "/healthcheck/ok" => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This admin endpoint requires POST\n",
+        ),
         "/" | "/help" => text(StatusCode::OK, HELP),
-        _ => text(StatusCode::NOT_FOUND, format!("invalid path. admin commands are:\n{HELP}")),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!("invalid path. admin commands are:\n{HELP}"),
+        ),
     }
 }
 
@@ -164,13 +192,22 @@ const HELP: &str = "  /clusters: upstream cluster status
 
 fn logging(server: &Server, q: &Query, post: bool) -> AdminResponse {
     let Some(level) = q.get("level") else {
-        return text(StatusCode::OK, format!("active loggers:\n  remora: {}\n", server.log.current()));
+        return text(
+            StatusCode::OK,
+            format!("active loggers:\n  remora: {}\n", server.log.current()),
+        );
     };
     if !post {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "This admin endpoint requires POST\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This admin endpoint requires POST\n",
+        );
     }
     match server.log.set(level) {
-        Ok(()) => text(StatusCode::OK, format!("active loggers:\n  remora: {}\n", server.log.current())),
+        Ok(()) => text(
+            StatusCode::OK,
+            format!("active loggers:\n  remora: {}\n", server.log.current()),
+        ),
         Err(e) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
     }
 }
@@ -178,13 +215,19 @@ fn logging(server: &Server, q: &Query, post: bool) -> AdminResponse {
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=UTF-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
     r
 }
 
 pub fn json(v: serde_json::Value) -> AdminResponse {
     let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "remora", disable_version_flag = true, about = "Remora: a drop-in data-plane proxy for Envoy configs")]
+#[command(
+    name = "remora",
+    disable_version_flag = true,
+    about = "Remora: a drop-in data-plane proxy for Envoy configs"
+)]
 pub struct Options {
     /// Path to the v3 bootstrap (YAML or JSON).
     #[arg(short = 'c', long = "config-path")]
@@ -113,18 +117,39 @@ impl Options {
         note(self.base_id.is_some(), "--base-id");
         note(self.use_dynamic_base_id, "--use-dynamic-base-id");
         note(self.restart_epoch.is_some(), "--restart-epoch");
-        note(self.parent_shutdown_time_s != 900, "--parent-shutdown-time-s");
-        note(self.file_flush_interval_msec.is_some(), "--file-flush-interval-msec");
+        note(
+            self.parent_shutdown_time_s != 900,
+            "--parent-shutdown-time-s",
+        );
+        note(
+            self.file_flush_interval_msec.is_some(),
+            "--file-flush-interval-msec",
+        );
         note(self.log_format_escaped, "--log-format-escaped");
-        note(self.enable_fine_grain_logging, "--enable-fine-grain-logging");
+        note(
+            self.enable_fine_grain_logging,
+            "--enable-fine-grain-logging",
+        );
         note(self.cpuset_threads, "--cpuset-threads");
         note(self.disable_extensions.is_some(), "--disable-extensions");
         note(self.enable_core_dump, "--enable-core-dump");
-        note(self.skip_hot_restart_on_no_parent, "--skip-hot-restart-on-no-parent");
+        note(
+            self.skip_hot_restart_on_no_parent,
+            "--skip-hot-restart-on-no-parent",
+        );
         note(self.service_zone.is_some(), "--service-zone");
-        note(self.local_address_ip_version != IpVersion::V4, "--local-address-ip-version");
-        note(self.reject_unknown_dynamic_fields, "--reject-unknown-dynamic-fields");
-        note(self.ignore_unknown_dynamic_fields, "--ignore-unknown-dynamic-fields");
+        note(
+            self.local_address_ip_version != IpVersion::V4,
+            "--local-address-ip-version",
+        );
+        note(
+            self.reject_unknown_dynamic_fields,
+            "--reject-unknown-dynamic-fields",
+        );
+        note(
+            self.ignore_unknown_dynamic_fields,
+            "--ignore-unknown-dynamic-fields",
+        );
         v
     }
 
@@ -143,13 +168,33 @@ mod tests {
     fn parses_pilot_agent_command_line() {
         // The flags pilot-agent passes to Envoy (istio/pkg/envoy/proxy.go).
         let o = Options::try_parse_from([
-            "remora", "-c", "etc/istio/proxy/envoy-rev.json", "--drain-time-s", "45",
-            "--drain-strategy", "immediate", "--local-address-ip-version", "v4",
-            "--file-flush-interval-msec", "1000", "--disable-hot-restart",
-            "--allow-unknown-static-fields", "--log-format", "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t",
-            "-l", "warning", "--component-log-level", "misc:error", "--concurrency", "2",
-            "--parent-shutdown-time-s", "60", "--service-node", "sidecar~1.2.3.4~a.b~b.svc.cluster.local",
-            "--service-cluster", "a.b",
+            "remora",
+            "-c",
+            "etc/istio/proxy/envoy-rev.json",
+            "--drain-time-s",
+            "45",
+            "--drain-strategy",
+            "immediate",
+            "--local-address-ip-version",
+            "v4",
+            "--file-flush-interval-msec",
+            "1000",
+            "--disable-hot-restart",
+            "--allow-unknown-static-fields",
+            "--log-format",
+            "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t",
+            "-l",
+            "warning",
+            "--component-log-level",
+            "misc:error",
+            "--concurrency",
+            "2",
+            "--parent-shutdown-time-s",
+            "60",
+            "--service-node",
+            "sidecar~1.2.3.4~a.b~b.svc.cluster.local",
+            "--service-cluster",
+            "a.b",
         ])
         .unwrap();
         assert_eq!(o.drain_time_s, 45);
@@ -157,7 +202,8 @@ mod tests {
         assert_eq!(o.workers(), 2);
         assert!(o.allow_unknown_static_fields);
         assert!(o.inert_flags().contains(&"--disable-hot-restart"));
-        let o = Options::try_parse_from(["remora", "--mode", "validate", "--config-yaml", "{}"]).unwrap();
+        let o = Options::try_parse_from(["remora", "--mode", "validate", "--config-yaml", "{}"])
+            .unwrap();
         assert_eq!(o.mode, Mode::Validate);
     }
 }

@@ -8,9 +8,9 @@
 #![allow(deprecated)]
 
 pub mod bootstrap;
+pub mod common;
 pub mod dump;
 pub mod error;
-pub mod common;
 pub mod listener;
 pub mod load;
 

@@ -15,13 +15,17 @@ pub struct DrainWatch {
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain { tx: watch::channel(false).0 }
+        Drain {
+            tx: watch::channel(false).0,
+        }
     }
 }
 
 impl Drain {
     pub fn watch(&self) -> DrainWatch {
-        DrainWatch { rx: self.tx.subscribe() }
+        DrainWatch {
+            rx: self.tx.subscribe(),
+        }
     }
 
     pub fn start(&self) {

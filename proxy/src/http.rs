@@ -37,7 +37,11 @@ pub struct HttpContext {
 impl HttpContext {
     pub fn new(config: Arc<HttpManager>, clusters: Arc<ClusterManager>, store: &Store) -> Self {
         let stats = HcmStats::new(store, &config.stat_prefix);
-        HttpContext { config, clusters, stats }
+        HttpContext {
+            config,
+            clusters,
+            stats,
+        }
     }
 }
 
@@ -76,7 +80,13 @@ impl HcmStats {
         HcmStats {
             downstream_rq_total: c("downstream_rq_total"),
             downstream_rq_active: store.gauge(&format!("http.{prefix}.downstream_rq_active")),
-            downstream_rq_xx: [c("downstream_rq_1xx"), c("downstream_rq_2xx"), c("downstream_rq_3xx"), c("downstream_rq_4xx"), c("downstream_rq_5xx")],
+            downstream_rq_xx: [
+                c("downstream_rq_1xx"),
+                c("downstream_rq_2xx"),
+                c("downstream_rq_3xx"),
+                c("downstream_rq_4xx"),
+                c("downstream_rq_5xx"),
+            ],
             downstream_rq_http1_total: c("downstream_rq_http1_total"),
             downstream_rq_http2_total: c("downstream_rq_http2_total"),
             downstream_cx_total: c("downstream_cx_total"),
@@ -94,7 +104,10 @@ impl HcmStats {
     }
 
     pub fn response(&self, status: u16) {
-        if let Some(c) = self.downstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
+        if let Some(c) = self
+            .downstream_rq_xx
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
             c.inc();
         }
     }

@@ -19,12 +19,15 @@ pub struct ActivityClock {
 
 impl ActivityClock {
     fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Time since the last read or write.
     pub fn quiet_for(&self) -> Duration {
-        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -37,7 +40,13 @@ pub struct Activity<I> {
 
 impl<I> Activity<I> {
     pub fn new(inner: I) -> Self {
-        Activity { inner, clock: ActivityClock { epoch: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) } }
+        Activity {
+            inner,
+            clock: ActivityClock {
+                epoch: Instant::now(),
+                last_ms: Arc::new(AtomicU64::new(0)),
+            },
+        }
     }
 
     pub fn clock(&self) -> ActivityClock {
@@ -46,7 +55,11 @@ impl<I> Activity<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
             self.clock.touch();
@@ -56,7 +69,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if r.is_ready() {
             self.clock.touch();
@@ -69,7 +86,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if r.is_ready() {
             self.clock.touch();

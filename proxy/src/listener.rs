@@ -29,8 +29,16 @@ pub enum ChainHandler {
 impl ChainHandler {
     fn new(fc: &FilterChain, clusters: &Arc<ClusterManager>, store: &Store) -> Self {
         match &fc.filter {
-            NetworkFilter::Http(h) => ChainHandler::Http(Arc::new(HttpContext::new(h.clone(), clusters.clone(), store))),
-            NetworkFilter::Tcp(t) => ChainHandler::Tcp(Arc::new(TcpContext::new(t.clone(), clusters.clone(), store))),
+            NetworkFilter::Http(h) => ChainHandler::Http(Arc::new(HttpContext::new(
+                h.clone(),
+                clusters.clone(),
+                store,
+            ))),
+            NetworkFilter::Tcp(t) => ChainHandler::Tcp(Arc::new(TcpContext::new(
+                t.clone(),
+                clusters.clone(),
+                store,
+            ))),
         }
     }
 }
@@ -57,19 +65,36 @@ pub struct ListenerRuntime {
 
 impl ListenerRuntime {
     pub fn new(config: Listener, clusters: &Arc<ClusterManager>, store: &Store) -> Self {
-        let chains = config.filter_chains.iter().map(|fc| ChainHandler::new(fc, clusters, store)).collect();
-        let default_chain = config.default_filter_chain.as_ref().map(|fc| ChainHandler::new(fc, clusters, store));
+        let chains = config
+            .filter_chains
+            .iter()
+            .map(|fc| ChainHandler::new(fc, clusters, store))
+            .collect();
+        let default_chain = config
+            .default_filter_chain
+            .as_ref()
+            .map(|fc| ChainHandler::new(fc, clusters, store));
         let p = &config.stat_prefix;
         let stats = ListenerStats {
             downstream_cx_total: store.counter(&format!("listener.{p}.downstream_cx_total")),
             downstream_cx_active: store.gauge(&format!("listener.{p}.downstream_cx_active")),
             no_filter_chain_match: store.counter(&format!("listener.{p}.no_filter_chain_match")),
         };
-        ListenerRuntime { config, chains, default_chain, stats, drain: Drain::default(), close: Drain::default() }
+        ListenerRuntime {
+            config,
+            chains,
+            default_chain,
+            stats,
+            drain: Drain::default(),
+            close: Drain::default(),
+        }
     }
 
     fn chain_for(&self, meta: &chain::ConnMeta<'_>) -> Option<&ChainHandler> {
-        match chain::select(self.config.filter_chains.iter().map(|fc| &fc.criteria), meta) {
+        match chain::select(
+            self.config.filter_chains.iter().map(|fc| &fc.criteria),
+            meta,
+        ) {
             Some(i) => self.chains.get(i),
             None => self.default_chain.as_ref(),
         }
@@ -149,7 +174,12 @@ fn bind_one(addr: &BindAddress, reuse_port: bool) -> io::Result<BoundSocket> {
 }
 
 /// Accepts connections on one worker until the listener closes; returns once it has.
-pub async fn accept_loop(listener: Arc<ListenerRuntime>, socket: BoundSocket, pools: Arc<Pools>, tracker: TaskTracker) -> io::Result<()> {
+pub async fn accept_loop(
+    listener: Arc<ListenerRuntime>,
+    socket: BoundSocket,
+    pools: Arc<Pools>,
+    tracker: TaskTracker,
+) -> io::Result<()> {
     let mut close = listener.close.watch();
     match socket {
         BoundSocket::Tcp(l) => {
@@ -199,7 +229,12 @@ fn dispatch<I: crate::upstream::connect::Io>(
 ) {
     let stats = &listener.stats;
     stats.downstream_cx_total.inc();
-    let meta = chain::ConnMeta { destination: local, source: peer, transport_protocol: "raw_buffer", ..Default::default() };
+    let meta = chain::ConnMeta {
+        destination: local,
+        source: peer,
+        transport_protocol: "raw_buffer",
+        ..Default::default()
+    };
     let Some(handler) = listener.chain_for(&meta).cloned() else {
         stats.no_filter_chain_match.inc();
         return;

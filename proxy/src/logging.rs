@@ -35,7 +35,10 @@ impl std::fmt::Debug for LogControl {
 impl LogControl {
     /// A control that changes nothing (for tests that run without a global subscriber).
     pub fn detached(level: &str) -> Self {
-        LogControl { handle: None, current: std::sync::Arc::new(std::sync::Mutex::new(level.to_string())) }
+        LogControl {
+            handle: None,
+            current: std::sync::Arc::new(std::sync::Mutex::new(level.to_string())),
+        }
     }
 
     pub fn current(&self) -> String {
@@ -71,7 +74,13 @@ pub fn init(level_name: &str, components: Option<&str>) -> Result<LogControl, St
         .try_init()
         .map_err(|e| e.to_string())?;
     if let Some(c) = components {
-        tracing::debug!(components = c, "--component-log-level accepted; Remora logs by module, not by Envoy component");
+        tracing::debug!(
+            components = c,
+            "--component-log-level accepted; Remora logs by module, not by Envoy component"
+        );
     }
-    Ok(LogControl { handle: Some(handle), current: std::sync::Arc::new(std::sync::Mutex::new(lvl.to_string())) })
+    Ok(LogControl {
+        handle: Some(handle),
+        current: std::sync::Arc::new(std::sync::Mutex::new(lvl.to_string())),
+    })
 }

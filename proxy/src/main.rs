@@ -10,29 +10,40 @@ use remora::config::load::UnknownFields;
 fn main() -> ExitCode {
     let options = Options::parse();
     if options.version {
-        println!("\nremora  version: {}/Clean/RELEASE/rustls\n", remora::server::VERSION);
+        println!(
+            "\nremora  version: {}/Clean/RELEASE/rustls\n",
+            remora::server::VERSION
+        );
         return ExitCode::SUCCESS;
     }
     if options.hot_restart_version {
         println!("disabled");
         return ExitCode::SUCCESS;
     }
-    let log = match remora::logging::init(&options.log_level, options.component_log_level.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let log =
+        match remora::logging::init(&options.log_level, options.component_log_level.as_deref()) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     for flag in options.inert_flags() {
         tracing::debug!(flag, "accepted for compatibility; has no effect in Remora");
     }
     let source = Source {
         path: options.config_path.as_deref(),
         yaml: options.config_yaml.as_deref(),
-        unknown_fields: Some(if options.allow_unknown_static_fields { UnknownFields::Warn } else { UnknownFields::Reject }),
+        unknown_fields: Some(if options.allow_unknown_static_fields {
+            UnknownFields::Warn
+        } else {
+            UnknownFields::Reject
+        }),
     };
-    let what = options.config_path.as_ref().map_or_else(|| "--config-yaml".to_string(), |p| p.display().to_string());
+    let what = options
+        .config_path
+        .as_ref()
+        .map_or_else(|| "--config-yaml".to_string(), |p| p.display().to_string());
     let loaded = match bootstrap::load(&source) {
         Ok(l) => l,
         Err(e) => {

@@ -71,8 +71,8 @@ impl DomainIndex {
             }
         }
         // Longest wildcard first; the sort is stable so ties keep config order.
-        idx.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        idx.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        idx.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        idx.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Ok(idx)
     }
 
@@ -103,7 +103,9 @@ impl DomainIndex {
 /// Strips a `:port` suffix from a host (IPv6 literals keep their brackets).
 pub fn strip_port(host: &str) -> &str {
     match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+        Some(i)
+            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
             &host[..i]
         }
         _ => host,
@@ -223,17 +225,18 @@ impl HeaderMatcher {
             None if self.treat_missing_as_empty => "",
             None => {
                 return match self.kind {
-                    HeaderMatch::Present(p) => !p != self.invert,
+                    // Absent: `present_match: false` matches (then inverted if asked).
+                    HeaderMatch::Present(p) => p == self.invert,
                     _ => false,
-                }
+                };
             }
         };
         let m = match &self.kind {
             HeaderMatch::Present(p) => *p,
             HeaderMatch::String(s) => s.matches(value),
-            HeaderMatch::Range(start, end) => value
-                .parse::<i64>()
-                .is_ok_and(|v| *start <= v && v < *end),
+            HeaderMatch::Range(start, end) => {
+                value.parse::<i64>().is_ok_and(|v| *start <= v && v < *end)
+            }
         };
         m != self.invert
     }

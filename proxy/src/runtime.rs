@@ -53,11 +53,12 @@ pub fn start(server: Arc<Server>) -> Result<Running, ServerError> {
         if !l.config.bind_to_port {
             continue;
         }
-        let per_worker = listener::bind(&l.config, workers).map_err(|source| ServerError::Bind {
-            name: l.config.name.clone(),
-            address: l.config.address.to_string(),
-            source,
-        })?;
+        let per_worker =
+            listener::bind(&l.config, workers).map_err(|source| ServerError::Bind {
+                name: l.config.name.clone(),
+                address: l.config.address.to_string(),
+                source,
+            })?;
         if let Some(addr) = per_worker.first().and_then(BoundSocket::local_addr) {
             tracing::info!(listener = %l.config.name, address = %addr, "listening");
             bound.push((i, addr));
@@ -67,7 +68,10 @@ pub fn start(server: Arc<Server>) -> Result<Running, ServerError> {
         }
     }
     {
-        let mut addrs = server.listener_addrs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut addrs = server
+            .listener_addrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for (i, a) in bound {
             addrs[i] = Some(a);
         }
@@ -84,9 +88,16 @@ pub fn start(server: Arc<Server>) -> Result<Running, ServerError> {
     Ok(Running { server, main })
 }
 
-async fn main_loop(server: Arc<Server>, admin: Option<crate::admin::AdminSocket>, sockets: Vec<Vec<BoundSocket>>) -> Result<(), ServerError> {
+async fn main_loop(
+    server: Arc<Server>,
+    admin: Option<crate::admin::AdminSocket>,
+    sockets: Vec<Vec<BoundSocket>>,
+) -> Result<(), ServerError> {
     let admin = match admin {
-        Some(sock) => Some(tokio::spawn(crate::admin::serve(sock.into_tokio().map_err(ServerError::Runtime)?, server.clone()))),
+        Some(sock) => Some(tokio::spawn(crate::admin::serve(
+            sock.into_tokio().map_err(ServerError::Runtime)?,
+            server.clone(),
+        ))),
         None => None,
     };
     server.set_state(ServerState::Initializing);
@@ -103,9 +114,18 @@ async fn main_loop(server: Arc<Server>, admin: Option<crate::admin::AdminSocket>
             .map_err(ServerError::Runtime)?;
         threads.push(handle);
     }
-    server.stats.gauge("listener_manager.workers_started").set(1);
-    server.stats.gauge("listener_manager.total_listeners_active").set(server.listeners.len() as i64);
-    server.stats.gauge("server.concurrency").set(threads.len() as i64);
+    server
+        .stats
+        .gauge("listener_manager.workers_started")
+        .set(1);
+    server
+        .stats
+        .gauge("listener_manager.total_listeners_active")
+        .set(server.listeners.len() as i64);
+    server
+        .stats
+        .gauge("server.concurrency")
+        .set(threads.len() as i64);
     server.refresh_gauges();
     server.set_state(ServerState::Live);
     tracing::info!(workers = threads.len(), "remora is live");
@@ -141,9 +161,17 @@ async fn main_loop(server: Arc<Server>, admin: Option<crate::admin::AdminSocket>
 /// Resolves DNS clusters before going live (each bounded by its connect timeout), then
 /// keeps them refreshed on this (main) runtime.
 async fn init_clusters(server: &Arc<Server>) {
-    let dns_clusters: Vec<_> = server.clusters.iter().filter(|c| c.config.discovery != Discovery::Static).cloned().collect();
+    let dns_clusters: Vec<_> = server
+        .clusters
+        .iter()
+        .filter(|c| c.config.discovery != Discovery::Static)
+        .cloned()
+        .collect();
     futures_util::future::join_all(dns_clusters.iter().map(|c| async move {
-        if tokio::time::timeout(c.config.connect_timeout, dns::update(c)).await.is_err() {
+        if tokio::time::timeout(c.config.connect_timeout, dns::update(c))
+            .await
+            .is_err()
+        {
             tracing::warn!(cluster = %c.name, "initial DNS resolution timed out");
         }
     }))
@@ -156,7 +184,10 @@ async fn init_clusters(server: &Arc<Server>) {
 async fn wait_for_shutdown(server: &Arc<Server>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut quit = server.shutdown.watch();
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         quit.signaled().await;
         return;
     };
@@ -168,7 +199,10 @@ async fn wait_for_shutdown(server: &Arc<Server>) {
 }
 
 fn worker(id: usize, server: Arc<Server>, sockets: Vec<BoundSocket>, hard_stop: Arc<Drain>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(worker = id, error = %e, "cannot start worker runtime");
@@ -181,7 +215,12 @@ fn worker(id: usize, server: Arc<Server>, sockets: Vec<BoundSocket>, hard_stop: 
         let mut loops = Vec::new();
         let bound = server.listeners.iter().filter(|l| l.config.bind_to_port);
         for (l, sock) in bound.zip(sockets) {
-            loops.push(tokio::spawn(listener::accept_loop(l.clone(), sock, pools.clone(), tracker.clone())));
+            loops.push(tokio::spawn(listener::accept_loop(
+                l.clone(),
+                sock,
+                pools.clone(),
+                tracker.clone(),
+            )));
         }
         for h in loops {
             if let Ok(Err(e)) = h.await {

@@ -41,15 +41,25 @@ impl ServerState {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("listener '{name}': cannot bind {address}: {source}")]
-    Bind { name: String, address: String, source: std::io::Error },
+    Bind {
+        name: String,
+        address: String,
+        source: std::io::Error,
+    },
     #[error("admin: cannot bind {address}: {source}")]
-    AdminBind { address: String, source: std::io::Error },
+    AdminBind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("cannot start runtime: {0}")]
     Runtime(std::io::Error),
     #[error("the main thread panicked")]
     Panicked,
     #[error("cannot write admin address to {path}: {source}")]
-    AdminAddressPath { path: String, source: std::io::Error },
+    AdminAddressPath {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Shared state of the running server (read by the admin API).
@@ -75,7 +85,9 @@ pub struct Server {
 impl Server {
     pub fn new(options: Options, loaded: Loaded, log: LogControl) -> Arc<Self> {
         let stats = Arc::new(Store::default());
-        let Loaded { bootstrap, proto, .. } = loaded;
+        let Loaded {
+            bootstrap, proto, ..
+        } = loaded;
         let mut node = bootstrap.node.clone();
         if let Some(n) = &options.service_node {
             node.id = n.clone();
@@ -136,7 +148,9 @@ impl Server {
     fn publish_state(&self) {
         let s = self.state();
         self.stats.gauge("server.state").set(s as i64);
-        self.stats.gauge("server.live").set(i64::from(s == ServerState::Live));
+        self.stats
+            .gauge("server.live")
+            .set(i64::from(s == ServerState::Live));
     }
 
     /// The bound address of each listener, by name (port 0 resolved).
@@ -147,8 +161,12 @@ impl Server {
 
     /// Refreshes gauges that are derived rather than counted.
     pub fn refresh_gauges(&self) {
-        self.stats.gauge("server.uptime").set(self.started.elapsed().as_secs() as i64);
-        self.stats.gauge("cluster_manager.active_clusters").set(self.clusters.len() as i64);
+        self.stats
+            .gauge("server.uptime")
+            .set(self.started.elapsed().as_secs() as i64);
+        self.stats
+            .gauge("cluster_manager.active_clusters")
+            .set(self.clusters.len() as i64);
     }
 
     /// Drains the listeners matching `inbound_only`; with `graceful`, connections are

@@ -123,7 +123,14 @@ impl Store {
         }
         let (prom_name, tags) = prometheus_name(name);
         let metric = make();
-        stats.insert(name.to_string(), Entry { metric: metric.clone(), prom_name, tags });
+        stats.insert(
+            name.to_string(),
+            Entry {
+                metric: metric.clone(),
+                prom_name,
+                tags,
+            },
+        );
         metric
     }
 
@@ -137,7 +144,14 @@ impl Store {
                     Metric::Counter(c) => (i128::from(c.get()), true, c.get() > 0),
                     Metric::Gauge(g) => (i128::from(g.get()), false, g.used()),
                 };
-                Sample { name: name.clone(), value, is_counter, used, prom_name: e.prom_name.clone(), tags: e.tags.clone() }
+                Sample {
+                    name: name.clone(),
+                    value,
+                    is_counter,
+                    used,
+                    prom_name: e.prom_name.clone(),
+                    tags: e.tags.clone(),
+                }
             })
             .collect()
     }
@@ -179,7 +193,13 @@ fn prometheus_name(name: &str) -> (String, Vec<(&'static str, String)>) {
     }
     let sanitized: String = rest
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     (format!("envoy_{sanitized}"), tags)
 }
@@ -197,15 +217,29 @@ mod tests {
         let g = s.gauge("server.live");
         g.set(1);
         let snap = s.snapshot();
-        let total = snap.iter().find(|x| x.name == "cluster.backend.upstream_rq_total").unwrap();
+        let total = snap
+            .iter()
+            .find(|x| x.name == "cluster.backend.upstream_rq_total")
+            .unwrap();
         assert_eq!(total.value, 2);
         assert_eq!(total.prom_name, "envoy_cluster_upstream_rq_total");
-        assert_eq!(total.tags, vec![("envoy_cluster_name", "backend".to_string())]);
-        let xx = snap.iter().find(|x| x.name == "cluster.backend.upstream_rq_2xx").unwrap();
+        assert_eq!(
+            total.tags,
+            vec![("envoy_cluster_name", "backend".to_string())]
+        );
+        let xx = snap
+            .iter()
+            .find(|x| x.name == "cluster.backend.upstream_rq_2xx")
+            .unwrap();
         assert_eq!(xx.prom_name, "envoy_cluster_upstream_rq_xx");
-        assert!(xx.tags.contains(&("envoy_response_code_class", "2".to_string())));
+        assert!(xx
+            .tags
+            .contains(&("envoy_response_code_class", "2".to_string())));
         let live = snap.iter().find(|x| x.name == "server.live").unwrap();
-        assert_eq!((live.prom_name.as_str(), live.value, live.is_counter), ("envoy_server_live", 1, false));
+        assert_eq!(
+            (live.prom_name.as_str(), live.value, live.is_counter),
+            ("envoy_server_live", 1, false)
+        );
         let l = prometheus_name("listener.0.0.0.0_10000.downstream_cx_total");
         assert_eq!(l.0, "envoy_listener_downstream_cx_total");
         assert_eq!(l.1[0].1, "0.0.0.0_10000");

@@ -42,7 +42,11 @@ impl TcpContext {
             idle_timeout: c("idle_timeout"),
             upstream_flush_active: store.gauge(&format!("tcp.{p}.upstream_flush_active")),
         };
-        TcpContext { config, clusters, stats }
+        TcpContext {
+            config,
+            clusters,
+            stats,
+        }
     }
 
     fn pick_cluster(&self) -> &str {
@@ -148,7 +152,10 @@ mod tests {
         });
         let store = Store::default();
         let clusters = Arc::new(ClusterManager::new(vec![static_cluster("c", addr)], &store));
-        let cfg: TcpProxy = from_yaml::<envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy, _>(
+        let cfg: TcpProxy = from_yaml::<
+            envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy,
+            _,
+        >(
             "stat_prefix: t\ncluster: c\nidle_timeout: 600s",
             "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         );

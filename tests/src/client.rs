@@ -27,7 +27,8 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -38,7 +39,8 @@ impl Resp {
     }
 }
 
-pub type ReqBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type ReqBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub fn body(b: impl Into<Bytes>) -> ReqBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
@@ -53,7 +55,9 @@ pub enum Conn {
 impl Conn {
     pub async fn h1(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect(addr).await.expect("connect");
-        let (send, conn) = http1::handshake(TokioIo::new(s)).await.expect("h1 handshake");
+        let (send, conn) = http1::handshake(TokioIo::new(s))
+            .await
+            .expect("h1 handshake");
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -62,7 +66,9 @@ impl Conn {
 
     pub async fn h2(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect(addr).await.expect("connect");
-        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.expect("h2 handshake");
+        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("h2 handshake");
         tokio::spawn(conn);
         Conn::H2(send)
     }
@@ -82,19 +88,43 @@ impl Conn {
         let (parts, b) = resp.into_parts();
         let collected = b.collect().await?;
         let trailers = collected.trailers().cloned();
-        Ok(Resp { status: parts.status, version: parts.version, headers: parts.headers, body: collected.to_bytes(), trailers })
+        Ok(Resp {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        })
     }
 
     /// GET with a Host (or :authority) and extra headers.
     pub async fn get(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-        let req = request("GET", host, path, headers, Bytes::new(), matches!(self, Conn::H2(_)));
+        let req = request(
+            "GET",
+            host,
+            path,
+            headers,
+            Bytes::new(),
+            matches!(self, Conn::H2(_)),
+        );
         self.send(req).await.expect("response")
     }
 }
 
 /// Builds a request; for h2 the authority goes in the URI.
-pub fn request(method: &str, host: &str, path: &str, headers: &[(&str, &str)], b: Bytes, h2: bool) -> Request<ReqBody> {
-    let uri = if h2 { format!("http://{host}{path}") } else { path.to_string() };
+pub fn request(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    b: Bytes,
+    h2: bool,
+) -> Request<ReqBody> {
+    let uri = if h2 {
+        format!("http://{host}{path}")
+    } else {
+        path.to_string()
+    };
     let mut r = Request::builder().method(method).uri(uri);
     if !h2 {
         r = r.header("host", host);
@@ -131,5 +161,9 @@ pub async fn read_until_close(s: &mut TcpStream, wait: Duration) -> Vec<u8> {
 /// The status code of the first response in raw bytes.
 pub fn raw_status(resp: &[u8]) -> Option<u16> {
     let s = std::str::from_utf8(resp.get(..12)?).ok()?;
-    s.strip_prefix("HTTP/1.1 ").or_else(|| s.strip_prefix("HTTP/1.0 "))?.get(..3)?.parse().ok()
+    s.strip_prefix("HTTP/1.1 ")
+        .or_else(|| s.strip_prefix("HTTP/1.0 "))?
+        .get(..3)?
+        .parse()
+        .ok()
 }

@@ -18,7 +18,10 @@ pub struct EchoService;
 
 fn check(m: &Msg) -> Result<(), Status> {
     if m.fail_code != 0 {
-        return Err(Status::new(tonic::Code::from_i32(m.fail_code), m.fail_message.clone()));
+        return Err(Status::new(
+            tonic::Code::from_i32(m.fail_code),
+            m.fail_message.clone(),
+        ));
     }
     Ok(())
 }
@@ -41,7 +44,10 @@ impl Echo for EchoService {
             check(&m)?;
             payload.extend_from_slice(&m.payload);
         }
-        Ok(Response::new(Msg { payload, ..Default::default() }))
+        Ok(Response::new(Msg {
+            payload,
+            ..Default::default()
+        }))
     }
 
     type ServerStreamStream = MsgStream;
@@ -49,7 +55,12 @@ impl Echo for EchoService {
         let m = req.into_inner();
         check(&m)?;
         // One message per payload byte value, so the client can check order.
-        let out = futures_util::stream::iter(m.payload.into_iter().map(|b| Ok(Msg { payload: vec![b], ..Default::default() })));
+        let out = futures_util::stream::iter(m.payload.into_iter().map(|b| {
+            Ok(Msg {
+                payload: vec![b],
+                ..Default::default()
+            })
+        }));
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -63,12 +74,18 @@ impl Echo for EchoService {
 
 /// Serves the echo service on `127.0.0.1:0` (HTTP/2 cleartext).
 pub async fn serve() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind grpc");
     let addr = listener.local_addr().expect("addr");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(EchoServer::new(EchoService).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+            .add_service(
+                EchoServer::new(EchoService)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            )
             .serve_with_incoming(incoming)
             .await;
     });
@@ -82,5 +99,7 @@ pub async fn client(addr: SocketAddr) -> pb::echo_client::EchoClient<tonic::tran
         .connect()
         .await
         .expect("grpc connect");
-    pb::echo_client::EchoClient::new(ch).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+    pb::echo_client::EchoClient::new(ch)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
 }

@@ -21,7 +21,11 @@ pub fn workspace_root() -> std::path::PathBuf {
 /// can never pass without its data.
 pub fn testdata(rel: &str) -> std::path::PathBuf {
     let p = workspace_root().join("../shared/testdata").join(rel);
-    assert!(p.exists(), "test data missing: {} (the shared test data must sit beside the workspace)", p.display());
+    assert!(
+        p.exists(),
+        "test data missing: {} (the shared test data must sit beside the workspace)",
+        p.display()
+    );
     p
 }
 
@@ -31,6 +35,9 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> String {
     for (k, v) in vars {
         out = out.replace(&format!("{{{{{k}}}}}"), v);
     }
-    assert!(!out.contains("{{"), "unreplaced placeholder in config:\n{out}");
+    assert!(
+        !out.contains("{{"),
+        "unreplaced placeholder in config:\n{out}"
+    );
     out
 }

@@ -43,19 +43,32 @@ impl ProxyProcess {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut p = ProxyProcess { child, admin: "127.0.0.1:0".parse().expect("addr"), _dir: dir, stderr_path };
+        let mut p = ProxyProcess {
+            child,
+            admin: "127.0.0.1:0".parse().expect("addr"),
+            _dir: dir,
+            stderr_path,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = p.child.try_wait() {
                 panic!("{} exited early ({status}):\n{}", bin.display(), p.stderr());
             }
-            if let Some(a) = std::fs::read_to_string(&admin_path).ok().and_then(|s| s.trim().parse().ok()) {
+            if let Some(a) = std::fs::read_to_string(&admin_path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
                 p.admin = a;
                 if admin_get(a, "/ready").is_some_and(|(code, _)| code == 200) {
                     return p;
                 }
             }
-            assert!(Instant::now() < deadline, "{} did not become ready:\n{}", bin.display(), p.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become ready:\n{}",
+                bin.display(),
+                p.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -78,7 +91,13 @@ impl ProxyProcess {
             .and_then(|a| a.iter().find(|l| l["name"] == name))
             .unwrap_or_else(|| panic!("no listener {name} in {body}"));
         let sa = &l["local_address"]["socket_address"];
-        format!("{}:{}", sa["address"].as_str().unwrap_or(""), sa["port_value"]).parse().expect("listener address")
+        format!(
+            "{}:{}",
+            sa["address"].as_str().unwrap_or(""),
+            sa["port_value"]
+        )
+        .parse()
+        .expect("listener address")
     }
 }
 
@@ -99,23 +118,35 @@ pub fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     };
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "{method} {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let code = out.get(9..12)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     // Admin answers are small: decode a chunked body if needed.
     Some((code, dechunk(&out, body)))
 }
 
 fn dechunk(head: &str, body: String) -> String {
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return body;
     }
     let mut out = String::new();
     let mut rest = body.as_str();
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }

@@ -26,8 +26,12 @@ impl Proxy {
         let mut argv = vec!["remora"];
         argv.extend_from_slice(args);
         let options = Options::try_parse_from(argv).expect("valid test options");
-        let loaded = bootstrap::load(&Source { path: None, yaml: Some(yaml), unknown_fields: None })
-            .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"));
+        let loaded = bootstrap::load(&Source {
+            path: None,
+            yaml: Some(yaml),
+            unknown_fields: None,
+        })
+        .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"));
         let server = Server::new(options, loaded, LogControl::detached("info"));
         let running = runtime::start(server.clone()).expect("proxy starts");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -35,21 +39,33 @@ impl Proxy {
             assert!(Instant::now() < deadline, "proxy did not become LIVE");
             std::thread::sleep(Duration::from_millis(2));
         }
-        Proxy { running: Some(running), server }
+        Proxy {
+            running: Some(running),
+            server,
+        }
     }
 
     /// The bound address of a listener.
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        self.server.listener_address(listener).unwrap_or_else(|| panic!("no listener named {listener}"))
+        self.server
+            .listener_address(listener)
+            .unwrap_or_else(|| panic!("no listener named {listener}"))
     }
 
     pub fn admin(&self) -> SocketAddr {
-        self.server.admin_address().expect("config has an admin address")
+        self.server
+            .admin_address()
+            .expect("config has an admin address")
     }
 
     /// The value of a stat (0 if it does not exist).
     pub fn stat(&self, name: &str) -> i128 {
-        self.server.stats.snapshot().into_iter().find(|s| s.name == name).map_or(0, |s| s.value)
+        self.server
+            .stats
+            .snapshot()
+            .into_iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.value)
     }
 
     /// Shuts down and waits for the drain.

@@ -59,24 +59,37 @@ impl HttpUpstream {
         let (c, r, n) = (connections.clone(), requests.clone(), name.to_string());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 c.fetch_add(1, Ordering::SeqCst);
                 let (r, n) = (r.clone(), n.clone());
                 tokio::spawn(serve_io(TokioIo::new(stream), r, n));
             }
         });
-        HttpUpstream { addr, name: name.to_string(), connections, requests, task }
+        HttpUpstream {
+            addr,
+            name: name.to_string(),
+            connections,
+            requests,
+            task,
+        }
     }
 
     /// Starts on a Unix socket path.
-    pub async fn start_unix(path: &std::path::Path, name: &str) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
+    pub async fn start_unix(
+        path: &std::path::Path,
+        name: &str,
+    ) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path).expect("bind unix upstream");
         let requests = Arc::new(AtomicUsize::new(0));
         let (r, n) = (requests.clone(), name.to_string());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(serve_io(TokioIo::new(stream), r.clone(), n.clone()));
             }
         });
@@ -92,7 +105,9 @@ where
         requests.fetch_add(1, Ordering::SeqCst);
         respond(req, name.clone())
     });
-    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, svc)
+        .await;
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -102,7 +117,9 @@ fn full(b: impl Into<Bytes>) -> Body {
 fn headers_json(h: &HeaderMap) -> serde_json::Value {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in h {
-        m.entry(k.to_string()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        m.entry(k.to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     serde_json::json!(m)
 }
@@ -113,7 +130,11 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
     let (verb, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let mut resp = match verb {
         "status" => {
-            let code = arg.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+            let code = arg
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK);
             let mut r = Response::new(full(format!("status {code}")));
             *r.status_mut() = code;
             r
@@ -138,10 +159,16 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
         "trailers" => {
             let mut t = HeaderMap::new();
             t.insert("x-trailer", "yes".parse().expect("value"));
-            let frames = vec![Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"body"))), Ok(Frame::trailers(t))];
-            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))));
+            let frames = vec![
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"body"))),
+                Ok(Frame::trailers(t)),
+            ];
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))));
             // HTTP/1.1 sends trailers only when the response declares them.
-            r.headers_mut().insert("trailer", "x-trailer".parse().expect("value"));
+            r.headers_mut()
+                .insert("trailer", "x-trailer".parse().expect("value"));
             r
         }
         "reset" => return Err(ScriptedReset),
@@ -158,7 +185,8 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
                 }
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
-            r.headers_mut().insert("content-length", "1000".parse().expect("value"));
+            r.headers_mut()
+                .insert("content-length", "1000".parse().expect("value"));
             r
         }
         "never" => {
@@ -170,17 +198,26 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
             let uri = req.uri().to_string();
             let version = format!("{:?}", req.version());
             let headers = headers_json(req.headers());
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let desc = serde_json::json!({
                 "upstream": name, "method": method, "uri": uri, "version": version,
                 "headers": headers, "body_len": body.len(),
             });
             let mut r = Response::new(full(desc.to_string()));
-            r.headers_mut().insert("content-type", "application/json".parse().expect("value"));
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().expect("value"));
             r
         }
     };
-    resp.headers_mut().insert("x-upstream", name.parse().unwrap_or(http::HeaderValue::from_static("?")));
+    resp.headers_mut().insert(
+        "x-upstream",
+        name.parse().unwrap_or(http::HeaderValue::from_static("?")),
+    );
     Ok(resp)
 }
 
@@ -190,9 +227,13 @@ pub async fn websocket_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_close() {
                         break;
@@ -209,13 +250,17 @@ pub async fn websocket_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 /// A TCP echo server; returns its address and the number of connections accepted.
 pub async fn tcp_echo() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp echo");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind tcp echo");
     let addr = listener.local_addr().expect("addr");
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
             c.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];

@@ -103,12 +103,21 @@ async fn env() -> Env {
             ("closed", upstream::closed_port().port().to_string()),
         ],
     );
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg)).await.unwrap();
-    Env { proxy, echo_conns, _tasks: vec![gt, wt, et] }
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
+        .await
+        .unwrap();
+    Env {
+        proxy,
+        echo_conns,
+        _tasks: vec![gt, wt, et],
+    }
 }
 
 fn msg(payload: Vec<u8>) -> Msg {
-    Msg { payload, ..Default::default() }
+    Msg {
+        payload,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,13 +130,21 @@ async fn grpc_all_call_kinds_through_the_proxy() {
 
     let big = vec![42u8; 6 << 20];
     let r = c.unary(msg(big.clone())).await.unwrap();
-    assert_eq!(r.into_inner().payload.len(), big.len(), "several-MB message");
+    assert_eq!(
+        r.into_inner().payload.len(),
+        big.len(),
+        "several-MB message"
+    );
 
     let up = futures_util::stream::iter((0..50u8).map(|i| msg(vec![i; 1000])));
     let r = c.client_stream(up).await.unwrap().into_inner();
     assert_eq!(r.payload.len(), 50_000);
 
-    let mut s = c.server_stream(msg((0..100u8).collect())).await.unwrap().into_inner();
+    let mut s = c
+        .server_stream(msg((0..100u8).collect()))
+        .await
+        .unwrap()
+        .into_inner();
     let mut got = Vec::new();
     while let Some(m) = s.message().await.unwrap() {
         got.extend(m.payload);
@@ -135,7 +152,11 @@ async fn grpc_all_call_kinds_through_the_proxy() {
     assert_eq!(got, (0..100u8).collect::<Vec<_>>());
 
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut replies = c.bidi(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut replies = c
+        .bidi(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     for i in 0..10u8 {
         tx.send(msg(vec![i])).await.unwrap();
         let m = replies.message().await.unwrap().unwrap();
@@ -145,11 +166,22 @@ async fn grpc_all_call_kinds_through_the_proxy() {
     assert!(replies.message().await.unwrap().is_none());
 
     // Errors travel in trailers: grpc-status and grpc-message arrive intact.
-    let err = c.unary(Msg { fail_code: 5, fail_message: "no such thing".into(), ..Default::default() }).await.unwrap_err();
+    let err = c
+        .unary(Msg {
+            fail_code: 5,
+            fail_message: "no such thing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(err.message(), "no such thing");
     assert!(e.proxy.stat("cluster.grpc.upstream_rq_total") >= 6);
-    assert_eq!(e.proxy.stat("cluster.grpc.upstream_cx_total"), 1, "HTTP/2 upstream multiplexes");
+    assert_eq!(
+        e.proxy.stat("cluster.grpc.upstream_cx_total"),
+        1,
+        "HTTP/2 upstream multiplexes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,13 +192,20 @@ async fn websocket_upgrade_round_trip() {
     assert_eq!(resp.status(), 101);
     for i in 0..5 {
         let text = format!("message {i}");
-        ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone())).await.unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+            .await
+            .unwrap();
         let back = ws.next().await.unwrap().unwrap();
         assert_eq!(back.into_text().unwrap().as_str(), text);
     }
     let bin = vec![9u8; 200_000];
-    ws.send(tokio_tungstenite::tungstenite::Message::binary(bin.clone())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_data().len(), bin.len());
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(bin.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_data().len(),
+        bin.len()
+    );
     ws.close(None).await.unwrap();
 
     // A route that disables websocket answers 403.
@@ -180,7 +219,9 @@ async fn websocket_upgrade_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_proxy_echo_and_connect_attempts() {
     let e = env().await;
-    let mut s = tokio::net::TcpStream::connect(e.proxy.addr("tcp")).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(e.proxy.addr("tcp"))
+        .await
+        .unwrap();
     let data = vec![5u8; 3 << 20];
     let (mut r, mut w) = s.split();
     let send = async {
@@ -197,7 +238,9 @@ async fn tcp_proxy_echo_and_connect_attempts() {
     // max_connect_attempts 2 over a cluster whose first host refuses: the second works,
     // whichever host round robin starts with.
     for _ in 0..4 {
-        let mut s = tokio::net::TcpStream::connect(e.proxy.addr("tcp-retry")).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(e.proxy.addr("tcp-retry"))
+            .await
+            .unwrap();
         s.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         s.read_exact(&mut buf).await.unwrap();
@@ -211,12 +254,17 @@ async fn tcp_proxy_echo_and_connect_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_proxy_idle_timeout_closes() {
     let e = env().await;
-    let mut s = tokio::net::TcpStream::connect(e.proxy.addr("tcp-idle")).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(e.proxy.addr("tcp-idle"))
+        .await
+        .unwrap();
     s.write_all(b"x").await.unwrap();
     let mut buf = [0u8; 1];
     s.read_exact(&mut buf).await.unwrap();
     // Quiet for longer than the 0.3 s idle timeout: the proxy closes the connection.
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed by the proxy").unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed by the proxy")
+        .unwrap();
     assert_eq!(n, 0);
     assert_eq!(e.proxy.stat("tcp.idle.idle_timeout"), 1);
 }

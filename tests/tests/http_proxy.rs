@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tests::client::{self, Conn};
 use tests::proxy::Proxy;
-use tests::upstream::HttpUpstream;
 use tests::render;
+use tests::upstream::HttpUpstream;
 
 const CONFIG: &str = r#"
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
@@ -96,19 +96,40 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("up.sock");
     let (unix, _) = HttpUpstream::start_unix(&sock, "unix").await;
-    let cfg = render(CONFIG, &[("a", a.addr.port().to_string()), ("b", b.addr.port().to_string()), ("unix", sock.display().to_string())]);
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg)).await.unwrap();
-    Env { proxy, a, b, _unix: unix, _dir: dir }
+    let cfg = render(
+        CONFIG,
+        &[
+            ("a", a.addr.port().to_string()),
+            ("b", b.addr.port().to_string()),
+            ("unix", sock.display().to_string()),
+        ],
+    );
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
+        .await
+        .unwrap();
+    Env {
+        proxy,
+        a,
+        b,
+        _unix: unix,
+        _dir: dir,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_with_header_mutations_in_envoy_order() {
     let e = env().await;
-    let r = Conn::h1(e.proxy.addr("edge")).await.get("svc.local", "/plain", &[("x-drop-me", "1")]).await;
+    let r = Conn::h1(e.proxy.addr("edge"))
+        .await
+        .get("svc.local", "/plain", &[("x-drop-me", "1")])
+        .await;
     assert_eq!(r.status, 200);
     let j = r.json();
     assert_eq!(j["upstream"], "a");
-    assert_eq!(j["headers"]["x-level"], serde_json::json!(["route", "vhost", "config"]));
+    assert_eq!(
+        j["headers"]["x-level"],
+        serde_json::json!(["route", "vhost", "config"])
+    );
     assert!(j["headers"]["x-drop-me"].is_null());
     assert_eq!(j["headers"]["host"][0], "svc.local");
     // use_remote_address: the peer is appended and marked internal; a request id is made.
@@ -135,7 +156,10 @@ async fn path_and_host_rewrites() {
     assert_eq!(j["headers"]["host"][0], "rewritten.example");
     assert_eq!(j["headers"]["x-forwarded-host"][0], "orig.example");
     let j = c.get("orig.example", "/host-auto", &[]).await.json();
-    assert_eq!(j["headers"]["host"][0], format!("localhost:{}", e.a.addr.port()));
+    assert_eq!(
+        j["headers"]["host"][0],
+        format!("localhost:{}", e.a.addr.port())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +170,11 @@ async fn weighted_clusters_split_traffic() {
     for _ in 0..400 {
         let j = c.get("h", "/weighted", &[]).await.json();
         let picked = j["upstream"].as_str().unwrap().to_string();
-        assert_eq!(j["headers"]["x-pick"][0], picked.as_str(), "per-cluster headers follow the pick");
+        assert_eq!(
+            j["headers"]["x-pick"][0],
+            picked.as_str(),
+            "per-cluster headers follow the pick"
+        );
         a += usize::from(picked == "a");
     }
     // 75% expected; 400 draws keep it within ±10% with overwhelming probability.
@@ -160,7 +188,10 @@ async fn cluster_from_header_and_unknown_cluster() {
     let r = c.get("h", "/by-header", &[("x-cluster", "b")]).await;
     assert_eq!(r.json()["upstream"], "b");
     let r = c.get("h", "/by-header", &[("x-cluster", "nope")]).await;
-    assert_eq!(r.status, 503, "Envoy's cluster_not_found_response_code default");
+    assert_eq!(
+        r.status, 503,
+        "Envoy's cluster_not_found_response_code default"
+    );
     assert_eq!(e.proxy.stat("http.edge.no_cluster"), 1);
 }
 
@@ -171,12 +202,20 @@ async fn keep_alive_connections_are_pooled() {
     for _ in 0..20 {
         assert_eq!(c.get("h", "/plain", &[]).await.status, 200);
     }
-    assert_eq!(e.a.connections.load(Ordering::SeqCst), 1, "one pooled upstream connection");
+    assert_eq!(
+        e.a.connections.load(Ordering::SeqCst),
+        1,
+        "one pooled upstream connection"
+    );
     assert_eq!(e.proxy.stat("cluster.a.upstream_cx_total"), 1);
     assert_eq!(e.proxy.stat("cluster.a.upstream_rq_total"), 20);
     assert_eq!(e.proxy.stat("cluster.a.upstream_rq_2xx"), 20);
     assert_eq!(e.proxy.stat("http.edge.downstream_rq_2xx"), 20);
-    assert_eq!(e.proxy.stat("listener.127.0.0.1_0.downstream_cx_total"), 1, "listener stats use the configured address");
+    assert_eq!(
+        e.proxy.stat("listener.127.0.0.1_0.downstream_cx_total"),
+        1,
+        "listener stats use the configured address"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +229,10 @@ async fn h2c_downstream_and_translation_both_ways() {
     assert_eq!(j["version"], "HTTP/1.1");
     assert_eq!(j["headers"]["host"][0], "h2.local");
     // HTTP/1.1 downstream -> HTTP/2 upstream.
-    let r = Conn::h1(e.proxy.addr("edge")).await.get("h1.local", "/h2up", &[]).await;
+    let r = Conn::h1(e.proxy.addr("edge"))
+        .await
+        .get("h1.local", "/h2up", &[])
+        .await;
     assert_eq!(r.version, http::Version::HTTP_11);
     assert_eq!(r.json()["version"], "HTTP/2.0");
     assert_eq!(r.json()["uri"], "http://h1.local/h2up");
@@ -199,7 +241,11 @@ async fn h2c_downstream_and_translation_both_ways() {
     for i in 0..20 {
         let Conn::H2(s) = &c else { unreachable!() };
         let mut conn = Conn::H2(s.clone());
-        handles.push(tokio::spawn(async move { conn.get("h", &format!("/delay/{}", 20 - i), &[]).await.status }));
+        handles.push(tokio::spawn(async move {
+            conn.get("h", &format!("/delay/{}", 20 - i), &[])
+                .await
+                .status
+        }));
     }
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);
@@ -219,7 +265,17 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(r.body, big);
     // Same over h2 with a chunked upload.
     let mut c2 = Conn::h2(e.proxy.addr("edge")).await;
-    let r = c2.send(client::request("POST", "h", "/echo-body", &[], big.clone(), true)).await.unwrap();
+    let r = c2
+        .send(client::request(
+            "POST",
+            "h",
+            "/echo-body",
+            &[],
+            big.clone(),
+            true,
+        ))
+        .await
+        .unwrap();
     assert_eq!(r.body.len(), big.len());
 }
 
@@ -227,13 +283,21 @@ async fn large_bodies_stream_both_ways() {
 async fn expect_100_continue_and_chunked_upload() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let e = env().await;
-    let mut s = tokio::net::TcpStream::connect(e.proxy.addr("edge")).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(e.proxy.addr("edge"))
+        .await
+        .unwrap();
     s.write_all(b"POST /echo-body HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     let mut out = buf[..n].to_vec();
-    assert!(out.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"), "{}", String::from_utf8_lossy(&out));
-    s.write_all(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    s.write_all(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await
+        .unwrap();
     out.extend(client::read_until_close(&mut s, std::time::Duration::from_millis(500)).await);
     let text = String::from_utf8_lossy(&out);
     // The echo upstream may answer before the body is complete, so the 200 can share the
@@ -250,18 +314,40 @@ async fn trailers_pass_through_h2() {
     // HTTP/1.1 chunked trailers from the upstream, back to an h2 client.
     let r = c.get("h", "/trailers", &[("te", "trailers")]).await;
     assert_eq!(r.text(), "body");
-    assert_eq!(r.trailers.as_ref().and_then(|t| t.get("x-trailer")).map(|v| v.to_str().unwrap()), Some("yes"));
+    assert_eq!(
+        r.trailers
+            .as_ref()
+            .and_then(|t| t.get("x-trailer"))
+            .map(|v| v.to_str().unwrap()),
+        Some("yes")
+    );
     // And to an HTTP/1.1 client that asked for them (chunked trailers).
     let mut c1 = Conn::h1(e.proxy.addr("edge")).await;
     let r = c1.get("h", "/trailers", &[("te", "trailers")]).await;
-    assert_eq!(r.trailers.as_ref().and_then(|t| t.get("x-trailer")).map(|v| v.to_str().unwrap()), Some("yes"));
+    assert_eq!(
+        r.trailers
+            .as_ref()
+            .and_then(|t| t.get("x-trailer"))
+            .map(|v| v.to_str().unwrap()),
+        Some("yes")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_sends_a_shadow_copy() {
     let e = env().await;
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
-    let r = c.send(client::request("POST", "shop.local", "/mirror", &[], Bytes::from_static(b"payload"), false)).await.unwrap();
+    let r = c
+        .send(client::request(
+            "POST",
+            "shop.local",
+            "/mirror",
+            &[],
+            Bytes::from_static(b"payload"),
+            false,
+        ))
+        .await
+        .unwrap();
     assert_eq!(r.json()["upstream"], "a");
     for _ in 0..200 {
         if e.b.requests.load(Ordering::SeqCst) == 1 {
@@ -269,7 +355,11 @@ async fn mirror_sends_a_shadow_copy() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    assert_eq!(e.b.requests.load(Ordering::SeqCst), 1, "the mirror cluster got the copy");
+    assert_eq!(
+        e.b.requests.load(Ordering::SeqCst),
+        1,
+        "the mirror cluster got the copy"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,4 +368,3 @@ async fn unix_socket_upstream() {
     let r = client::get(e.proxy.addr("edge"), "h", "/unix/x").await;
     assert_eq!(r.json()["upstream"], "unix");
 }
-

@@ -63,7 +63,9 @@ static_resources:
         never = hcm("never", "never"),
         default = hcm("default", "default-chain"),
     );
-    let p = tokio::task::spawn_blocking(move || Proxy::start(&cfg)).await.unwrap();
+    let p = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
+        .await
+        .unwrap();
 
     let v6 = p.addr("v6");
     assert!(v6.is_ipv6());
@@ -71,27 +73,68 @@ static_resources:
 
     // HTTP over the Unix socket listener.
     let s = tokio::net::UnixStream::connect(&sock).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let r = send.send_request(client::request("GET", "h", "/", &[], bytes::Bytes::new(), false)).await.unwrap();
+    let r = send
+        .send_request(client::request(
+            "GET",
+            "h",
+            "/",
+            &[],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .await
+        .unwrap();
     use http_body_util::BodyExt;
-    assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], b"pipe");
+    assert_eq!(
+        &r.into_body().collect().await.unwrap().to_bytes()[..],
+        b"pipe"
+    );
 
     let port = p.addr("chains").port();
     let at = |ip: &str| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
-    assert_eq!(client::get(at("127.0.0.2"), "h", "/").await.text(), "by-destination", "longest destination prefix");
-    assert_eq!(client::get(at("127.0.0.1"), "h", "/").await.text(), "loopback-range");
+    assert_eq!(
+        client::get(at("127.0.0.2"), "h", "/").await.text(),
+        "by-destination",
+        "longest destination prefix"
+    );
+    assert_eq!(
+        client::get(at("127.0.0.1"), "h", "/").await.text(),
+        "loopback-range"
+    );
     // From source 127.0.0.3: destination 127.0.0.1 matches only the /8 chain at the
     // destination stage, which wins over the source-only chain (stage order).
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     s.bind("127.0.0.3:0".parse().unwrap()).unwrap();
     let stream = s.connect(at("127.0.0.1")).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
-    let r = send.send_request(client::request("GET", "h", "/", &[], bytes::Bytes::new(), false)).await.unwrap();
-    assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], b"loopback-range");
+    let r = send
+        .send_request(client::request(
+            "GET",
+            "h",
+            "/",
+            &[],
+            bytes::Bytes::new(),
+            false,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        &r.into_body().collect().await.unwrap().to_bytes()[..],
+        b"loopback-range"
+    );
 
-    assert_eq!(client::get(p.addr("nomatch"), "h", "/").await.text(), "default-chain");
+    assert_eq!(
+        client::get(p.addr("nomatch"), "h", "/").await.text(),
+        "default-chain"
+    );
     assert_eq!(p.stat("listener.0.0.0.0_0.downstream_cx_total"), 3);
 }
 
@@ -118,7 +161,11 @@ static_resources:
 "#,
         &[("a", up.addr.port().to_string())],
     );
-    let p = tokio::task::spawn_blocking(move || Proxy::start_with(&cfg, &["--concurrency", "4", "--drain-time-s", "2"])).await.unwrap();
+    let p = tokio::task::spawn_blocking(move || {
+        Proxy::start_with(&cfg, &["--concurrency", "4", "--drain-time-s", "2"])
+    })
+    .await
+    .unwrap();
     let addr = p.addr("l");
     let mut conns = Vec::new();
     for _ in 0..32 {

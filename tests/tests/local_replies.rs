@@ -45,8 +45,16 @@ static_resources:
 
 async fn env() -> (Proxy, HttpUpstream) {
     let a = HttpUpstream::start("a").await;
-    let cfg = render(CONFIG, &[("a", a.addr.port().to_string()), ("closed", closed_port().port().to_string())]);
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg)).await.unwrap();
+    let cfg = render(
+        CONFIG,
+        &[
+            ("a", a.addr.port().to_string()),
+            ("closed", closed_port().port().to_string()),
+        ],
+    );
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
+        .await
+        .unwrap();
     (proxy, a)
 }
 
@@ -60,7 +68,10 @@ async fn envoy_local_replies() {
     assert_eq!(p.stat("http.edge.no_route"), 1);
 
     let r = c.get("known.host", "/empty", &[]).await;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (503, "no healthy upstream"));
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (503, "no healthy upstream")
+    );
     assert_eq!(r.header("content-type"), Some("text/plain"));
     assert_eq!(p.stat("cluster.empty.upstream_cx_none_healthy"), 1);
 
@@ -70,7 +81,10 @@ async fn envoy_local_replies() {
     assert_eq!(p.stat("cluster.refused.upstream_cx_connect_fail"), 1);
 
     let r = c.get("known.host", "/never", &[]).await;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (504, "upstream request timeout"));
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (504, "upstream request timeout")
+    );
     assert_eq!(p.stat("cluster.a.upstream_rq_timeout"), 1);
 
     let r = c.get("known.host", "/reset", &[]).await;
@@ -98,7 +112,13 @@ async fn malformed_requests_get_4xx_and_close() {
     ];
     for (req, want) in cases {
         let out = raw(addr, req, w).await;
-        assert_eq!(raw_status(&out), Some(*want), "{} -> {}", String::from_utf8_lossy(req), String::from_utf8_lossy(&out));
+        assert_eq!(
+            raw_status(&out),
+            Some(*want),
+            "{} -> {}",
+            String::from_utf8_lossy(req),
+            String::from_utf8_lossy(&out)
+        );
     }
     // Oversized headers: 431.
     let mut big = b"GET / HTTP/1.1\r\nhost: known.host\r\nx-big: ".to_vec();
@@ -123,7 +143,10 @@ async fn malformed_requests_get_4xx_and_close() {
 async fn smuggling_te_mutations_are_rejected_or_normalised() {
     let (p, a) = env().await;
     let addr = p.addr("edge");
-    let data = std::fs::read_to_string(tests::testdata("http1-smuggling/smuggler-te-mutations-default.json")).unwrap();
+    let data = std::fs::read_to_string(tests::testdata(
+        "http1-smuggling/smuggler-te-mutations-default.json",
+    ))
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&data).unwrap();
     let sets = v["sets"].as_object().unwrap();
     let mut cases = 0;
@@ -152,8 +175,12 @@ async fn smuggling_te_mutations_are_rejected_or_normalised() {
                 Some(400) => rejected += 1,
                 Some(200) => {
                     normalised += 1;
-                    for body in text.split("\r\n\r\n").filter(|b| b.trim_start().starts_with('{')) {
-                        let j: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{name}: {e}: {body}"));
+                    for body in text
+                        .split("\r\n\r\n")
+                        .filter(|b| b.trim_start().starts_with('{'))
+                    {
+                        let j: serde_json::Value = serde_json::from_str(body.trim())
+                            .unwrap_or_else(|e| panic!("{name}: {e}: {body}"));
                         let h = &j["headers"];
                         assert!(
                             h["content-length"].is_null() || h["transfer-encoding"].is_null(),
@@ -184,13 +211,27 @@ async fn client_stopping_mid_body_and_upstream_closing_mid_response() {
     let addr = p.addr("edge");
     // A client that promises 1000 bytes, sends 10 and goes away.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"POST /echo-body HTTP/1.1\r\nhost: known.host\r\ncontent-length: 1000\r\n\r\n0123456789").await.unwrap();
+    s.write_all(
+        b"POST /echo-body HTTP/1.1\r\nhost: known.host\r\ncontent-length: 1000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
     drop(s);
     // An upstream that sends headers and part of the body, then resets: the client sees
     // the stream fail rather than a truncated success.
     let mut c = Conn::h1(addr).await;
-    let req = client::request("GET", "known.host", "/reset-mid-body", &[], Bytes::new(), false);
-    assert!(c.send(req).await.is_err(), "a truncated body must surface as an error");
+    let req = client::request(
+        "GET",
+        "known.host",
+        "/reset-mid-body",
+        &[],
+        Bytes::new(),
+        false,
+    );
+    assert!(
+        c.send(req).await.is_err(),
+        "a truncated body must surface as an error"
+    );
     // Everything else is unaffected.
     let mut c = Conn::h2(addr).await;
     for _ in 0..5 {

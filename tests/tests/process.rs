@@ -10,14 +10,25 @@ use tests::upstream::HttpUpstream;
 use tests::{render, testdata};
 
 fn validate(args: &[&str]) -> (i32, String) {
-    let out = Command::new(remora_bin()).args(["--mode", "validate"]).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(remora_bin())
+        .args(["--mode", "validate"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
 fn version_flag() {
-    let out = Command::new(remora_bin()).arg("--version").output().unwrap();
+    let out = Command::new(remora_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("version: 0.1.0"));
 }
@@ -27,34 +38,106 @@ fn version_flag() {
 #[test]
 fn shared_configs_validate_or_name_the_missing_feature() {
     let expect: &[(&str, Option<&str>)] = &[
-        ("envoy-configs/envoy-configs-dir/ads.yaml", Some("dynamic_resources: dynamic configuration (xDS")),
-        ("envoy-configs/envoy-configs-dir/envoy-demo.yaml", Some("local_reply_config: local reply customisation")),
-        ("envoy-configs/examples/double-proxy_envoy-backend.yaml", Some("listener filter 'envoy.filters.listener.tls_inspector'")),
-        ("envoy-configs/examples/double-proxy_envoy-frontend.yaml", Some("'envoy.transport_sockets.tls' (TLS origination)")),
-        ("envoy-configs/examples/dynamic-config-cp_envoy.yaml", Some("dynamic_resources: dynamic configuration (xDS")),
+        (
+            "envoy-configs/envoy-configs-dir/ads.yaml",
+            Some("dynamic_resources: dynamic configuration (xDS"),
+        ),
+        (
+            "envoy-configs/envoy-configs-dir/envoy-demo.yaml",
+            Some("local_reply_config: local reply customisation"),
+        ),
+        (
+            "envoy-configs/examples/double-proxy_envoy-backend.yaml",
+            Some("listener filter 'envoy.filters.listener.tls_inspector'"),
+        ),
+        (
+            "envoy-configs/examples/double-proxy_envoy-frontend.yaml",
+            Some("'envoy.transport_sockets.tls' (TLS origination)"),
+        ),
+        (
+            "envoy-configs/examples/dynamic-config-cp_envoy.yaml",
+            Some("dynamic_resources: dynamic configuration (xDS"),
+        ),
         // These two are LDS/CDS resource files for filesystem xDS, not bootstraps.
-        ("envoy-configs/examples/dynamic-config-fs_configs_cds.yaml", Some("unrecognized field name 'resources' (in envoy.config.bootstrap.v3.Bootstrap)")),
-        ("envoy-configs/examples/dynamic-config-fs_configs_lds.yaml", Some("unrecognized field name 'resources' (in envoy.config.bootstrap.v3.Bootstrap)")),
-        ("envoy-configs/examples/dynamic-config-fs_envoy.yaml", Some("dynamic_resources: dynamic configuration (xDS")),
-        ("envoy-configs/examples/fault-injection_envoy.yaml", Some("HTTP filter 'envoy.filters.http.fault'")),
-        ("envoy-configs/examples/front-proxy_envoy.yaml", Some("'envoy.transport_sockets.tls' (TLS termination)")),
-        ("envoy-configs/examples/front-proxy_service-envoy.yaml", None),
-        ("envoy-configs/examples/grpc-bridge_client_envoy-proxy.yaml", Some("HTTP filter 'envoy.filters.http.grpc_http1_bridge'")),
-        ("envoy-configs/examples/grpc-bridge_server_envoy-proxy.yaml", None),
-        ("envoy-configs/examples/local_ratelimit_envoy.yaml", Some("HTTP filter 'envoy.filters.http.local_ratelimit'")),
-        ("envoy-configs/examples/locality-load-balancing_envoy.yaml", Some("health_checks: active health checking")),
-        ("envoy-configs/examples/rbac_envoy.yaml", Some("HTTP filter 'envoy.filters.http.rbac'")),
+        (
+            "envoy-configs/examples/dynamic-config-fs_configs_cds.yaml",
+            Some("unrecognized field name 'resources' (in envoy.config.bootstrap.v3.Bootstrap)"),
+        ),
+        (
+            "envoy-configs/examples/dynamic-config-fs_configs_lds.yaml",
+            Some("unrecognized field name 'resources' (in envoy.config.bootstrap.v3.Bootstrap)"),
+        ),
+        (
+            "envoy-configs/examples/dynamic-config-fs_envoy.yaml",
+            Some("dynamic_resources: dynamic configuration (xDS"),
+        ),
+        (
+            "envoy-configs/examples/fault-injection_envoy.yaml",
+            Some("HTTP filter 'envoy.filters.http.fault'"),
+        ),
+        (
+            "envoy-configs/examples/front-proxy_envoy.yaml",
+            Some("'envoy.transport_sockets.tls' (TLS termination)"),
+        ),
+        (
+            "envoy-configs/examples/front-proxy_service-envoy.yaml",
+            None,
+        ),
+        (
+            "envoy-configs/examples/grpc-bridge_client_envoy-proxy.yaml",
+            Some("HTTP filter 'envoy.filters.http.grpc_http1_bridge'"),
+        ),
+        (
+            "envoy-configs/examples/grpc-bridge_server_envoy-proxy.yaml",
+            None,
+        ),
+        (
+            "envoy-configs/examples/local_ratelimit_envoy.yaml",
+            Some("HTTP filter 'envoy.filters.http.local_ratelimit'"),
+        ),
+        (
+            "envoy-configs/examples/locality-load-balancing_envoy.yaml",
+            Some("health_checks: active health checking"),
+        ),
+        (
+            "envoy-configs/examples/rbac_envoy.yaml",
+            Some("HTTP filter 'envoy.filters.http.rbac'"),
+        ),
         ("envoy-configs/examples/route-mirror_envoy.yaml", None),
-        ("envoy-configs/examples/tls-inspector_envoy.yaml", Some("listener filter 'envoy.filters.listener.tls_inspector'")),
-        ("envoy-configs/examples/tls-sni_envoy.yaml", Some("listener filter 'envoy.filters.listener.tls_inspector'")),
-        ("envoy-configs/examples/tls_envoy-http-https.yaml", Some("'envoy.transport_sockets.tls' (TLS origination)")),
-        ("envoy-configs/examples/tls_envoy-https-https.yaml", Some("'envoy.transport_sockets.tls' (TLS termination)")),
-        ("envoy-configs/examples/tls_envoy-https-passthrough.yaml", None),
-        ("envoy-configs/examples/udp_envoy.yaml", Some("UDP listeners and endpoints (udp_proxy)")),
+        (
+            "envoy-configs/examples/tls-inspector_envoy.yaml",
+            Some("listener filter 'envoy.filters.listener.tls_inspector'"),
+        ),
+        (
+            "envoy-configs/examples/tls-sni_envoy.yaml",
+            Some("listener filter 'envoy.filters.listener.tls_inspector'"),
+        ),
+        (
+            "envoy-configs/examples/tls_envoy-http-https.yaml",
+            Some("'envoy.transport_sockets.tls' (TLS origination)"),
+        ),
+        (
+            "envoy-configs/examples/tls_envoy-https-https.yaml",
+            Some("'envoy.transport_sockets.tls' (TLS termination)"),
+        ),
+        (
+            "envoy-configs/examples/tls_envoy-https-passthrough.yaml",
+            None,
+        ),
+        (
+            "envoy-configs/examples/udp_envoy.yaml",
+            Some("UDP listeners and endpoints (udp_proxy)"),
+        ),
         ("envoy-configs/examples/websocket_envoy-ws-route.yaml", None),
         ("envoy-configs/examples/websocket_envoy-ws.yaml", None),
-        ("envoy-configs/examples/websocket_envoy-wss-passthrough.yaml", None),
-        ("envoy-configs/examples/websocket_envoy-wss.yaml", Some("'envoy.transport_sockets.tls' (TLS termination)")),
+        (
+            "envoy-configs/examples/websocket_envoy-wss-passthrough.yaml",
+            None,
+        ),
+        (
+            "envoy-configs/examples/websocket_envoy-wss.yaml",
+            Some("'envoy.transport_sockets.tls' (TLS termination)"),
+        ),
     ];
     let mut seen = 0;
     for (file, want) in expect {
@@ -77,13 +160,25 @@ fn shared_configs_validate_or_name_the_missing_feature() {
         }
         let (code, out) = validate(&["-c", p.to_str().unwrap()]);
         assert_eq!(code, 1, "{}: {out}", p.display());
-        assert!(out.contains("dynamic_resources: dynamic configuration (xDS"), "{}: {out}", p.display());
+        assert!(
+            out.contains("dynamic_resources: dynamic configuration (xDS"),
+            "{}: {out}",
+            p.display()
+        );
         seen += 1;
     }
-    let envoy_files = std::fs::read_dir(testdata("envoy-configs/examples")).unwrap().count()
-        + std::fs::read_dir(testdata("envoy-configs/envoy-configs-dir")).unwrap().count();
+    let envoy_files = std::fs::read_dir(testdata("envoy-configs/examples"))
+        .unwrap()
+        .count()
+        + std::fs::read_dir(testdata("envoy-configs/envoy-configs-dir"))
+            .unwrap()
+            .count();
     // One file in examples/ is a JSON config-dump capture, not a config.
-    assert_eq!(expect.len(), envoy_files - 1, "every shared Envoy config is covered");
+    assert_eq!(
+        expect.len(),
+        envoy_files - 1,
+        "every shared Envoy config is covered"
+    );
     assert_eq!(seen, expect.len() + 8);
 }
 
@@ -108,9 +203,19 @@ fn bad_configs_exit_1_naming_the_field() {
     assert!(out.contains("static_resources.clusters[0].bogus"), "{out}");
     // --config-yaml merges over -c: the file's listener plus a cluster from the flag.
     let qs = tests::workspace_root().join("examples/quickstart.yaml");
-    let (code, out) = validate(&["-c", qs.to_str().unwrap(), "--config-yaml", "static_resources: {clusters: [{name: extra}]}"]);
+    let (code, out) = validate(&[
+        "-c",
+        qs.to_str().unwrap(),
+        "--config-yaml",
+        "static_resources: {clusters: [{name: extra}]}",
+    ]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = validate(&["-c", qs.to_str().unwrap(), "--config-yaml", "static_resources: {clusters: [{name: backend}]}"]);
+    let (code, out) = validate(&[
+        "-c",
+        qs.to_str().unwrap(),
+        "--config-yaml",
+        "static_resources: {clusters: [{name: backend}]}",
+    ]);
     assert_eq!(code, 1);
     assert!(out.contains("duplicate cluster name 'backend'"), "{out}");
 }
@@ -154,7 +259,15 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
 async fn admin_api_on_a_real_process() {
     let up = HttpUpstream::start("up").await;
     let cfg = render(ADMIN_CONFIG, &[("up", up.addr.port().to_string())]);
-    let p = tokio::task::spawn_blocking(move || ProxyProcess::start(&remora_bin(), &cfg, &["--concurrency", "2", "--service-node", "node-1"])).await.unwrap();
+    let p = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(
+            &remora_bin(),
+            &cfg,
+            &["--concurrency", "2", "--service-node", "node-1"],
+        )
+    })
+    .await
+    .unwrap();
     let inbound = p.listener("inbound");
     let outbound = p.listener("outbound");
     for _ in 0..3 {
@@ -169,43 +282,104 @@ async fn admin_api_on_a_real_process() {
     assert_eq!(info["command_line_options"]["concurrency"], 2);
 
     let (_, stats) = p.admin_get("/stats");
-    for line in ["server.state: 0", "server.live: 1", "listener_manager.workers_started: 1", "cluster_manager.active_clusters: 1",
-        "http.inbound.downstream_rq_2xx: 3", "cluster.up.upstream_rq_total: 3", "listener_manager.total_listeners_active: 2"] {
-        assert!(stats.lines().any(|l| l == line), "missing '{line}' in /stats:\n{stats}");
+    for line in [
+        "server.state: 0",
+        "server.live: 1",
+        "listener_manager.workers_started: 1",
+        "cluster_manager.active_clusters: 1",
+        "http.inbound.downstream_rq_2xx: 3",
+        "cluster.up.upstream_rq_total: 3",
+        "listener_manager.total_listeners_active: 2",
+    ] {
+        assert!(
+            stats.lines().any(|l| l == line),
+            "missing '{line}' in /stats:\n{stats}"
+        );
     }
     assert!(stats.contains("server.uptime: "));
     let (_, filtered) = p.admin_get("/stats?filter=^cluster%5C.up%5C.upstream_rq");
-    assert!(filtered.lines().all(|l| l.starts_with("cluster.up.upstream_rq")), "{filtered}");
+    assert!(
+        filtered
+            .lines()
+            .all(|l| l.starts_with("cluster.up.upstream_rq")),
+        "{filtered}"
+    );
     assert!(!filtered.is_empty());
     let (_, used) = p.admin_get("/stats?usedonly");
-    assert!(!used.contains("http.outbound.downstream_rq_total"), "unused stats are hidden");
-    let json: serde_json::Value = serde_json::from_str(&p.admin_get("/stats?format=json").1).unwrap();
-    assert!(json["stats"].as_array().unwrap().iter().any(|s| s["name"] == "cluster.up.upstream_rq_2xx" && s["value"] == 3));
+    assert!(
+        !used.contains("http.outbound.downstream_rq_total"),
+        "unused stats are hidden"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&p.admin_get("/stats?format=json").1).unwrap();
+    assert!(json["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "cluster.up.upstream_rq_2xx" && s["value"] == 3));
     let (_, prom) = p.admin_get("/stats/prometheus");
-    assert!(prom.contains("# TYPE envoy_cluster_upstream_rq_total counter"), "{prom}");
-    assert!(prom.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"up\"} 3"), "{prom}");
+    assert!(
+        prom.contains("# TYPE envoy_cluster_upstream_rq_total counter"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"up\"} 3"),
+        "{prom}"
+    );
     assert!(prom.contains("envoy_cluster_upstream_rq_xx{envoy_cluster_name=\"up\",envoy_response_code_class=\"2\"} 3"), "{prom}");
 
     let dump: serde_json::Value = serde_json::from_str(&p.admin_get("/config_dump").1).unwrap();
-    let types: Vec<&str> = dump["configs"].as_array().unwrap().iter().map(|c| c["@type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
-        "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump"]);
-    assert_eq!(dump["configs"][1]["static_clusters"][0]["cluster"]["name"], "up");
-    assert_eq!(dump["configs"][2]["static_listeners"][1]["listener"]["name"], "outbound");
-    assert_eq!(dump["configs"][3]["static_route_configs"][0]["route_config"]["name"], "in_routes");
+    let types: Vec<&str> = dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["@type"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        dump["configs"][2]["static_listeners"][0]["listener"]["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"],
+        types,
+        [
+            "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+            "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.RoutesConfigDump"
+        ]
+    );
+    assert_eq!(
+        dump["configs"][1]["static_clusters"][0]["cluster"]["name"],
+        "up"
+    );
+    assert_eq!(
+        dump["configs"][2]["static_listeners"][1]["listener"]["name"],
+        "outbound"
+    );
+    assert_eq!(
+        dump["configs"][3]["static_route_configs"][0]["route_config"]["name"],
+        "in_routes"
+    );
+    assert_eq!(
+        dump["configs"][2]["static_listeners"][0]["listener"]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["stat_prefix"],
         "inbound",
         "typed_config is expanded with proto field names"
     );
 
     let (_, clusters) = p.admin_get("/clusters");
-    assert!(clusters.contains(&format!("up::{}::health_flags::healthy", up.addr)), "{clusters}");
+    assert!(
+        clusters.contains(&format!("up::{}::health_flags::healthy", up.addr)),
+        "{clusters}"
+    );
     let (_, listeners) = p.admin_get("/listeners");
-    assert!(listeners.contains(&format!("inbound::{inbound}")), "{listeners}");
+    assert!(
+        listeners.contains(&format!("inbound::{inbound}")),
+        "{listeners}"
+    );
 
     assert_eq!(p.admin_get("/logging").0, 200);
-    assert_eq!(p.admin_get("/logging?level=debug").0, 405, "changes need POST");
+    assert_eq!(
+        p.admin_get("/logging?level=debug").0,
+        405,
+        "changes need POST"
+    );
     let (code, body) = p.admin_get("POST /logging?level=debug");
     assert_eq!(code, 200);
     assert!(body.contains("debug"), "{body}");
@@ -220,7 +394,10 @@ async fn admin_api_on_a_real_process() {
     assert_eq!(p.admin_get("POST /drain_listeners?inboundonly").0, 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::net::TcpStream::connect(inbound).is_ok() {
-        assert!(Instant::now() < deadline, "inbound listener still accepting");
+        assert!(
+            Instant::now() < deadline,
+            "inbound listener still accepting"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(http_get(outbound, "/x"), Some(200));
@@ -250,7 +427,11 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
 async fn sigterm_drains_in_flight_requests() {
     let up = HttpUpstream::start("up").await;
     let cfg = render(ADMIN_CONFIG, &[("up", up.addr.port().to_string())]);
-    let mut p = tokio::task::spawn_blocking(move || ProxyProcess::start(&remora_bin(), &cfg, &["--drain-time-s", "20"])).await.unwrap();
+    let mut p = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(&remora_bin(), &cfg, &["--drain-time-s", "20"])
+    })
+    .await
+    .unwrap();
     let addr = p.listener("inbound");
     let mut idle = tests::client::Conn::h1(addr).await;
     assert_eq!(idle.get("h", "/", &[]).await.status, 200);
@@ -260,10 +441,20 @@ async fn sigterm_drains_in_flight_requests() {
     // SAFETY: sending a signal to a child process we own.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let r = slow.await.unwrap();
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "delayed"), "in-flight request finished");
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (200, "delayed"),
+        "in-flight request finished"
+    );
     let t = Instant::now();
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut p.child, Duration::from_secs(10))).await.unwrap();
+    let code =
+        tokio::task::spawn_blocking(move || wait_exit(&mut p.child, Duration::from_secs(10)))
+            .await
+            .unwrap();
     assert_eq!(code, Some(0));
-    assert!(t.elapsed() < Duration::from_secs(5), "idle keep-alive connections do not hold the drain");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "idle keep-alive connections do not hold the drain"
+    );
     drop(idle);
 }

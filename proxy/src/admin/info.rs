@@ -42,7 +42,9 @@ pub fn server_info(server: &Server) -> Value {
 
 fn addr_json(a: &HostAddr) -> Value {
     match a {
-        HostAddr::Tcp(sa) => json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}}),
+        HostAddr::Tcp(sa) => {
+            json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}})
+        }
         HostAddr::Unix(p) => json!({"pipe": {"path": p.display().to_string()}}),
     }
 }
@@ -58,12 +60,14 @@ pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
                     .hosts()
                     .hosts
                     .iter()
-                    .map(|h| json!({
-                        "address": addr_json(&h.addr),
-                        "hostname": h.hostname.clone().unwrap_or_default(),
-                        "health_status": {"eds_health_status": "HEALTHY"},
-                        "weight": h.weight,
-                    }))
+                    .map(|h| {
+                        json!({
+                            "address": addr_json(&h.addr),
+                            "hostname": h.hostname.clone().unwrap_or_default(),
+                            "health_status": {"eds_health_status": "HEALTHY"},
+                            "weight": h.weight,
+                        })
+                    })
                     .collect();
                 json!({"name": &*c.name, "observability_name": &*c.name, "host_statuses": hosts})
             })
@@ -86,7 +90,11 @@ pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
 }
 
 pub fn listeners(server: &Server, q: &Query) -> AdminResponse {
-    let addrs = server.listener_addrs.lock().map(|a| a.clone()).unwrap_or_default();
+    let addrs = server
+        .listener_addrs
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
     let rows: Vec<(String, Value, String)> = server
         .listeners
         .iter()
@@ -101,7 +109,10 @@ pub fn listeners(server: &Server, q: &Query) -> AdminResponse {
         })
         .collect();
     if q.get("format") == Some("json") {
-        let statuses: Vec<Value> = rows.into_iter().map(|(n, a, _)| json!({"name": n, "local_address": a})).collect();
+        let statuses: Vec<Value> = rows
+            .into_iter()
+            .map(|(n, a, _)| json!({"name": n, "local_address": a}))
+            .collect();
         return json(json!({"listener_statuses": statuses}));
     }
     let mut out = String::new();

@@ -26,11 +26,17 @@ pub fn stats(server: &Server, q: &Query) -> AdminResponse {
         .collect();
     match q.get("format") {
         Some("json") => {
-            let stats: Vec<_> = samples.iter().map(|s| json!({"name": s.name, "value": s.value as i64})).collect();
+            let stats: Vec<_> = samples
+                .iter()
+                .map(|s| json!({"name": s.name, "value": s.value as i64}))
+                .collect();
             json(json!({"stats": stats}))
         }
         Some("prometheus") => prometheus(server),
-        Some(other) if other != "text" => text(StatusCode::BAD_REQUEST, format!("usage: /stats?format=json|prometheus|text, not {other}\n")),
+        Some(other) if other != "text" => text(
+            StatusCode::BAD_REQUEST,
+            format!("usage: /stats?format=json|prometheus|text, not {other}\n"),
+        ),
         _ => {
             let mut out = String::new();
             for s in samples {

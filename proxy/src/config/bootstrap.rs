@@ -48,8 +48,12 @@ pub struct Loaded {
 pub fn load(src: &Source<'_>) -> Result<Loaded> {
     let mut value = match src.path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| ConfigError::new("", format!("cannot read config file '{}': {e}", p.display())))?;
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::new(
+                    "",
+                    format!("cannot read config file '{}': {e}", p.display()),
+                )
+            })?;
             load::parse_text(&text, &p.display().to_string())?
         }
         None => serde_json::json!({}),
@@ -58,46 +62,73 @@ pub fn load(src: &Source<'_>) -> Result<Loaded> {
         load::merge(&mut value, load::parse_text(y, "--config-yaml")?);
     }
     if src.path.is_none() && src.yaml.is_none() {
-        return Err(ConfigError::new("", "no configuration: pass -c FILE or --config-yaml"));
+        return Err(ConfigError::new(
+            "",
+            "no configuration: pass -c FILE or --config-yaml",
+        ));
     }
-    let (proto, warnings): (pb::Bootstrap, _) =
-        load::decode(value, BOOTSTRAP, src.unknown_fields.unwrap_or(UnknownFields::Reject))?;
-    Ok(Loaded { bootstrap: Bootstrap::try_from(&proto)?, proto, warnings })
+    let (proto, warnings): (pb::Bootstrap, _) = load::decode(
+        value,
+        BOOTSTRAP,
+        src.unknown_fields.unwrap_or(UnknownFields::Reject),
+    )?;
+    Ok(Loaded {
+        bootstrap: Bootstrap::try_from(&proto)?,
+        proto,
+        warnings,
+    })
 }
 
 impl TryFrom<&pb::Bootstrap> for Bootstrap {
     type Error = ConfigError;
     fn try_from(b: &pb::Bootstrap) -> Result<Self> {
         if b.dynamic_resources.is_some() {
-            return Err(common::unsupported("dynamic_resources", "dynamic configuration (xDS: ADS, LDS, CDS)"));
+            return Err(common::unsupported(
+                "dynamic_resources",
+                "dynamic configuration (xDS: ADS, LDS, CDS)",
+            ));
         }
         if !b.stats_sinks.is_empty() {
-            return Err(common::unsupported("stats_sinks", "stats sinks (statsd, metrics service)"));
+            return Err(common::unsupported(
+                "stats_sinks",
+                "stats sinks (statsd, metrics service)",
+            ));
         }
         if b.tracing.is_some() {
             return Err(common::unsupported("tracing", "tracing"));
         }
         let admin = match &b.admin {
-            Some(a) if a.address.is_some() => Some(common::bind_address(a.address.as_ref()).within("admin.address")?),
+            Some(a) if a.address.is_some() => {
+                Some(common::bind_address(a.address.as_ref()).within("admin.address")?)
+            }
             _ => None,
         };
         let node = b
             .node
             .as_ref()
-            .map(|n| Node { id: n.id.clone(), cluster: n.cluster.clone() })
+            .map(|n| Node {
+                id: n.id.clone(),
+                cluster: n.cluster.clone(),
+            })
             .unwrap_or_default();
         let mut listeners = Vec::new();
         let mut clusters = Vec::new();
         if let Some(sr) = &b.static_resources {
             if !sr.secrets.is_empty() {
-                return Err(common::unsupported("static_resources.secrets", "static TLS secrets"));
+                return Err(common::unsupported(
+                    "static_resources.secrets",
+                    "static TLS secrets",
+                ));
             }
             let mut names = HashSet::new();
             for (i, l) in sr.listeners.iter().enumerate() {
                 let path = format!("static_resources.listeners[{i}]");
                 let l = Listener::try_from(l).within(&path)?;
                 if !names.insert(l.name.clone()) {
-                    return Err(ConfigError::new(format!("{path}.name"), format!("duplicate listener name '{}'", l.name)));
+                    return Err(ConfigError::new(
+                        format!("{path}.name"),
+                        format!("duplicate listener name '{}'", l.name),
+                    ));
                 }
                 listeners.push(l);
             }
@@ -106,12 +137,20 @@ impl TryFrom<&pb::Bootstrap> for Bootstrap {
                 let path = format!("static_resources.clusters[{i}]");
                 let c = Cluster::try_from(c).within(&path)?;
                 if !names.insert(c.name.clone()) {
-                    return Err(ConfigError::new(format!("{path}.name"), format!("duplicate cluster name '{}'", c.name)));
+                    return Err(ConfigError::new(
+                        format!("{path}.name"),
+                        format!("duplicate cluster name '{}'", c.name),
+                    ));
                 }
                 clusters.push(c);
             }
         }
-        let out = Bootstrap { node, admin, listeners, clusters };
+        let out = Bootstrap {
+            node,
+            admin,
+            listeners,
+            clusters,
+        };
         out.check_cluster_references()?;
         Ok(out)
     }
@@ -132,7 +171,12 @@ impl Bootstrap {
             }
         };
         for (li, l) in self.listeners.iter().enumerate() {
-            for (ci, fc) in l.filter_chains.iter().chain(l.default_filter_chain.iter()).enumerate() {
+            for (ci, fc) in l
+                .filter_chains
+                .iter()
+                .chain(l.default_filter_chain.iter())
+                .enumerate()
+            {
                 let base = format!("static_resources.listeners[{li}].filter_chains[{ci}].filters");
                 match &fc.filter {
                     NetworkFilter::Tcp(t) => {
@@ -144,7 +188,9 @@ impl Bootstrap {
                         for (vi, vh) in h.routes.virtual_hosts.iter().enumerate() {
                             for (ri, r) in vh.routes.iter().enumerate() {
                                 let p = format!("{base}.typed_config.route_config.virtual_hosts[{vi}].routes[{ri}].route");
-                                let Action::Forward(f) = &r.action else { continue };
+                                let Action::Forward(f) = &r.action else {
+                                    continue;
+                                };
                                 match &f.target {
                                     ClusterTarget::Named(n) => check(n, format!("{p}.cluster"))?,
                                     ClusterTarget::Weighted(w) => {

@@ -71,20 +71,37 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 Ok(T::LogicalDns) => Discovery::LogicalDns,
                 Ok(T::Eds) => return Err(common::unsupported("type", "EDS clusters (xDS)")),
                 Ok(T::OriginalDst) => {
-                    return Err(common::unsupported("type", "ORIGINAL_DST clusters (transparent interception)"))
+                    return Err(common::unsupported(
+                        "type",
+                        "ORIGINAL_DST clusters (transparent interception)",
+                    ))
                 }
-                Err(_) => return Err(ConfigError::new("type", format!("unknown discovery type {t}"))),
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        "type",
+                        format!("unknown discovery type {t}"),
+                    ))
+                }
             },
             Some(D::ClusterType(ct)) => {
-                return Err(common::unsupported("cluster_type", &format!("custom cluster type '{}'", ct.name)))
+                return Err(common::unsupported(
+                    "cluster_type",
+                    &format!("custom cluster type '{}'", ct.name),
+                ))
             }
         };
         if LbPolicy::try_from(c.lb_policy) != Ok(LbPolicy::RoundRobin) {
-            return Err(common::unsupported("lb_policy", "load balancing policies other than ROUND_ROBIN"));
+            return Err(common::unsupported(
+                "lb_policy",
+                "load balancing policies other than ROUND_ROBIN",
+            ));
         }
         if let Some(ts) = &c.transport_socket {
             if ts.name != "envoy.transport_sockets.raw_buffer" {
-                return Err(common::unsupported("transport_socket", &format!("upstream transport socket '{}' (TLS origination)", ts.name)));
+                return Err(common::unsupported(
+                    "transport_socket",
+                    &format!("upstream transport socket '{}' (TLS origination)", ts.name),
+                ));
             }
         }
         reject_resilience(c)?;
@@ -93,7 +110,10 @@ impl TryFrom<&pb::Cluster> for Cluster {
             endpoints = load_assignment(la).within("load_assignment")?;
         }
         if discovery == Discovery::Static {
-            if let Some(i) = endpoints.iter().position(|e| matches!(e.address, HostAddress::Name { .. })) {
+            if let Some(i) = endpoints
+                .iter()
+                .position(|e| matches!(e.address, HostAddress::Name { .. }))
+            {
                 return Err(ConfigError::new(
                     format!("load_assignment.endpoints[0].lb_endpoints[{i}].endpoint.address.socket_address.address"),
                     "STATIC clusters need IP addresses; use STRICT_DNS or LOGICAL_DNS for names",
@@ -101,7 +121,10 @@ impl TryFrom<&pb::Cluster> for Cluster {
             }
         }
         if discovery == Discovery::LogicalDns && endpoints.len() != 1 {
-            return Err(ConfigError::new("load_assignment", "LOGICAL_DNS clusters need exactly one endpoint"));
+            return Err(ConfigError::new(
+                "load_assignment",
+                "LOGICAL_DNS clusters need exactly one endpoint",
+            ));
         }
         let (protocol, mut max_requests) = protocol_options(c)?;
         if let Some(m) = &c.max_requests_per_connection {
@@ -111,12 +134,23 @@ impl TryFrom<&pb::Cluster> for Cluster {
             name: c.name.clone(),
             discovery,
             endpoints,
-            connect_timeout: common::duration_or(c.connect_timeout.as_ref(), "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+            connect_timeout: common::duration_or(
+                c.connect_timeout.as_ref(),
+                "connect_timeout",
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
             protocol,
             max_requests_per_connection: max_requests,
-            dns_refresh_rate: common::duration_or(c.dns_refresh_rate.as_ref(), "dns_refresh_rate", DEFAULT_DNS_REFRESH)?,
+            dns_refresh_rate: common::duration_or(
+                c.dns_refresh_rate.as_ref(),
+                "dns_refresh_rate",
+                DEFAULT_DNS_REFRESH,
+            )?,
             dns_family: dns_family(c.dns_lookup_family),
-            per_connection_buffer_limit_bytes: common::u32_or(c.per_connection_buffer_limit_bytes.as_ref(), 1024 * 1024),
+            per_connection_buffer_limit_bytes: common::u32_or(
+                c.per_connection_buffer_limit_bytes.as_ref(),
+                1024 * 1024,
+            ),
         })
     }
 }
@@ -136,10 +170,16 @@ fn dns_family(v: i32) -> DnsFamily {
 /// work; until then a config that asks for them is refused rather than silently weakened.
 fn reject_resilience(c: &pb::Cluster) -> Result<()> {
     if !c.health_checks.is_empty() {
-        return Err(common::unsupported("health_checks", "active health checking"));
+        return Err(common::unsupported(
+            "health_checks",
+            "active health checking",
+        ));
     }
     if c.outlier_detection.is_some() {
-        return Err(common::unsupported("outlier_detection", "outlier detection"));
+        return Err(common::unsupported(
+            "outlier_detection",
+            "outlier detection",
+        ));
     }
     if c.circuit_breakers.is_some() {
         return Err(common::unsupported("circuit_breakers", "circuit breaking"));
@@ -147,12 +187,17 @@ fn reject_resilience(c: &pb::Cluster) -> Result<()> {
     Ok(())
 }
 
-fn load_assignment(la: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment) -> Result<Vec<Endpoint>> {
+fn load_assignment(
+    la: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
+) -> Result<Vec<Endpoint>> {
     let mut out = Vec::new();
     for (i, locality) in la.endpoints.iter().enumerate() {
         let res = (|| {
             if locality.priority != 0 {
-                return Err(common::unsupported("priority", "endpoint priorities (failover)"));
+                return Err(common::unsupported(
+                    "priority",
+                    "endpoint priorities (failover)",
+                ));
             }
             for (j, lb) in locality.lb_endpoints.iter().enumerate() {
                 let ep = (|| {
@@ -161,10 +206,14 @@ fn load_assignment(la: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoa
                         Some(HostIdentifier::Endpoint(e)) => e,
                         _ => return Err(ConfigError::new("endpoint", "is required")),
                     };
-                    let address = common::host_address(endpoint.address.as_ref()).within("endpoint.address")?;
+                    let address = common::host_address(endpoint.address.as_ref())
+                        .within("endpoint.address")?;
                     let weight = common::u32_or(lb.load_balancing_weight.as_ref(), 1);
                     if weight == 0 {
-                        return Err(ConfigError::new("load_balancing_weight", "must be at least 1"));
+                        return Err(ConfigError::new(
+                            "load_balancing_weight",
+                            "must be at least 1",
+                        ));
                     }
                     Ok(Endpoint { address, weight })
                 })();
@@ -196,15 +245,22 @@ fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32)> {
         let field = format!("typed_extension_protocol_options[\"{key}\"]");
         let (name, bytes) = common::resolve_any(any).within(&field)?;
         if name != HTTP_PROTOCOL_OPTIONS {
-            return Err(common::unsupported(&field, &format!("protocol options type '{name}'")));
+            return Err(common::unsupported(
+                &field,
+                &format!("protocol options type '{name}'"),
+            ));
         }
-        let opts: upstream_http::HttpProtocolOptions = common::decode_as(&bytes, &name).within(&field)?;
+        let opts: upstream_http::HttpProtocolOptions =
+            common::decode_as(&bytes, &name).within(&field)?;
         protocol = match &opts.upstream_protocol_options {
             Some(O::ExplicitHttpConfig(e)) => match &e.protocol_config {
                 Some(P::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
                 Some(P::HttpProtocolOptions(_)) | None => UpstreamProtocol::Http1,
                 Some(P::Http3ProtocolOptions(_)) => {
-                    return Err(common::unsupported(&format!("{field}.explicit_http_config"), "HTTP/3 upstreams"))
+                    return Err(common::unsupported(
+                        &format!("{field}.explicit_http_config"),
+                        "HTTP/3 upstreams",
+                    ))
                 }
             },
             Some(O::UseDownstreamProtocolConfig(_)) => UpstreamProtocol::Downstream,
@@ -212,10 +268,13 @@ fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32)> {
             Some(O::AutoConfig(_)) => UpstreamProtocol::Http1,
             None => protocol,
         };
-        if let Some(m) = opts.common_http_protocol_options.as_ref().and_then(|o| o.max_requests_per_connection.as_ref()) {
+        if let Some(m) = opts
+            .common_http_protocol_options
+            .as_ref()
+            .and_then(|o| o.max_requests_per_connection.as_ref())
+        {
             max_requests = m.value;
         }
     }
     Ok((protocol, max_requests))
 }
-

@@ -99,7 +99,10 @@ pub fn host_address(addr: Option<&core::Address>) -> Result<HostAddress> {
             check_protocol(sa).within("socket_address")?;
             let port = port_of(sa).within("socket_address")?;
             if sa.address.is_empty() {
-                return Err(ConfigError::new("socket_address.address", "must not be empty"));
+                return Err(ConfigError::new(
+                    "socket_address.address",
+                    "must not be empty",
+                ));
             }
             Ok(match sa.address.parse::<IpAddr>() {
                 Ok(ip) => HostAddress::Ip(SocketAddr::new(ip, port)),
@@ -128,7 +131,11 @@ pub fn duration(d: &protobuf::Duration, field: &str) -> Result<Duration> {
 
 /// An optional duration with a default; `Some(0)` is returned as zero (callers decide
 /// whether zero means "disabled", as it does for most Envoy timeouts).
-pub fn duration_or(d: Option<&protobuf::Duration>, field: &str, default: Duration) -> Result<Duration> {
+pub fn duration_or(
+    d: Option<&protobuf::Duration>,
+    field: &str,
+    default: Duration,
+) -> Result<Duration> {
     d.map_or(Ok(default), |d| duration(d, field))
 }
 
@@ -214,12 +221,18 @@ impl TryFrom<&matcher::StringMatcher> for StringMatcher {
             Some(P::Contains(s)) => StringMatch::Contains(fold(s)),
             Some(P::SafeRegex(r)) => {
                 if m.ignore_case {
-                    return Err(ConfigError::new("ignore_case", "cannot be used with safe_regex"));
+                    return Err(ConfigError::new(
+                        "ignore_case",
+                        "cannot be used with safe_regex",
+                    ));
                 }
                 StringMatch::Regex(regex(r, "safe_regex")?)
             }
             Some(P::Custom(_)) => {
-                return Err(ConfigError::new("custom", "custom string matchers are not supported"))
+                return Err(ConfigError::new(
+                    "custom",
+                    "custom string matchers are not supported",
+                ))
             }
             None => return Err(ConfigError::new("", "a match pattern is required")),
         };
@@ -277,10 +290,16 @@ impl HeaderMutations {
         }
     }
 
-    pub fn build(add: &[core::HeaderValueOption], remove: &[String], add_field: &str, remove_field: &str) -> Result<Self> {
+    pub fn build(
+        add: &[core::HeaderValueOption],
+        remove: &[String],
+        add_field: &str,
+        remove_field: &str,
+    ) -> Result<Self> {
         let mut out = HeaderMutations::default();
         for (i, opt) in add.iter().enumerate() {
-            out.add.push(header_value_option(opt).at_index(add_field, i)?);
+            out.add
+                .push(header_value_option(opt).at_index(add_field, i)?);
         }
         for (i, name) in remove.iter().enumerate() {
             let n = header_name(name).at_index(remove_field, i)?;
@@ -292,13 +311,18 @@ impl HeaderMutations {
 
 pub fn header_name(name: &str) -> Result<HeaderName> {
     if name.starts_with(':') {
-        return Err(ConfigError::new("", format!("pseudo-header '{name}' cannot be mutated")));
+        return Err(ConfigError::new(
+            "",
+            format!("pseudo-header '{name}' cannot be mutated"),
+        ));
     }
     HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
         .map_err(|_| ConfigError::new("", format!("'{name}' is not a valid header name")))
 }
 
-fn header_value_option(opt: &core::HeaderValueOption) -> Result<(HeaderName, HeaderValue, AppendAction)> {
+fn header_value_option(
+    opt: &core::HeaderValueOption,
+) -> Result<(HeaderName, HeaderValue, AppendAction)> {
     use core::header_value_option::HeaderAppendAction as A;
     let h = opt
         .header
@@ -310,7 +334,10 @@ fn header_value_option(opt: &core::HeaderValueOption) -> Result<(HeaderName, Hea
     } else {
         &h.raw_value[..]
     };
-    if raw.windows(2).any(|w| w[0] == b'%' && w[1].is_ascii_uppercase()) {
+    if raw
+        .windows(2)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_uppercase())
+    {
         return Err(ConfigError::new(
             "header.value",
             "command operators (%...%) in header values are not supported yet",
@@ -365,8 +392,8 @@ pub fn resolve_any(any: &protobuf::Any) -> Result<(String, Vec<u8>)> {
     let inner_desc = load::pool().get_message_by_name(&inner).ok_or_else(|| {
         ConfigError::new("type_url", format!("unknown type '{inner}' in TypedStruct"))
     })?;
-    let dynamic: DynamicMessage = load::decode_dynamic(value, &inner_desc, UnknownFields::Reject)
-        .within("value")?;
+    let dynamic: DynamicMessage =
+        load::decode_dynamic(value, &inner_desc, UnknownFields::Reject).within("value")?;
     Ok((inner, prost::Message::encode_to_vec(&dynamic)))
 }
 
@@ -410,7 +437,10 @@ mod tests {
             ..Default::default()
         });
         assert!(sm(re.clone(), false).matches("v12"));
-        assert!(!sm(re, false).matches("xv12"), "safe_regex matches the whole value");
+        assert!(
+            !sm(re, false).matches("xv12"),
+            "safe_regex matches the whole value"
+        );
     }
 
     #[test]
@@ -440,7 +470,12 @@ mod tests {
             ..Default::default()
         };
         let m = HeaderMutations::build(
-            &[opt("x-a", "1", 0), opt("x-b", "2", 1), opt("x-c", "3", 2), opt("x-d", "4", 3)],
+            &[
+                opt("x-a", "1", 0),
+                opt("x-b", "2", 1),
+                opt("x-c", "3", 2),
+                opt("x-d", "4", 3),
+            ],
             &["x-gone".into()],
             "add",
             "remove",

@@ -22,7 +22,9 @@ pub fn to_json<M: Message>(msg: &M, full_name: &str) -> Value {
     let Ok(dynamic) = DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()) else {
         return Value::Null;
     };
-    let opts = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(true);
+    let opts = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(true);
     let mut ser = serde_json::Serializer::new(Vec::new());
     if dynamic.serialize_with_options(&mut ser, &opts).is_err() {
         return Value::Null;
@@ -32,7 +34,10 @@ pub fn to_json<M: Message>(msg: &M, full_name: &str) -> Value {
 
 fn typed(type_name: &str, mut v: Value) -> Value {
     if let Value::Object(m) = &mut v {
-        m.insert("@type".into(), json!(format!("type.googleapis.com/{type_name}")));
+        m.insert(
+            "@type".into(),
+            json!(format!("type.googleapis.com/{type_name}")),
+        );
     }
     v
 }
@@ -59,11 +64,15 @@ pub fn config_dump(b: &Bootstrap, last_updated: &str) -> Value {
     for l in &sr.listeners {
         for fc in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
             for f in &fc.filters {
-                let Some(ConfigType::TypedConfig(any)) = &f.config_type else { continue };
+                let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                    continue;
+                };
                 if any.type_url != HCM {
                     continue;
                 }
-                let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice()) else { continue };
+                let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+                    continue;
+                };
                 if let Some(RouteSpecifier::RouteConfig(rc)) = hcm.route_specifier {
                     routes.push(json!({
                         "route_config": typed("envoy.config.route.v3.RouteConfiguration", to_json(&rc, "envoy.config.route.v3.RouteConfiguration")),

@@ -76,6 +76,9 @@ mod tests {
             "listeners[2].address.socket_address.port_value: out of range"
         );
         let r: Result<()> = Err(ConfigError::new("name", "empty"));
-        assert_eq!(r.at_index("clusters", 1).unwrap_err().path, "clusters[1].name");
+        assert_eq!(
+            r.at_index("clusters", 1).unwrap_err().path,
+            "clusters[1].name"
+        );
     }
 }

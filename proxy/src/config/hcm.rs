@@ -56,7 +56,9 @@ pub enum ServerHeader {
 impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
     type Error = ConfigError;
     fn try_from(h: &pb::HttpConnectionManager) -> Result<Self> {
-        use pb::http_connection_manager::{CodecType, RouteSpecifier, ServerHeaderTransformation as S};
+        use pb::http_connection_manager::{
+            CodecType, RouteSpecifier, ServerHeaderTransformation as S,
+        };
         if h.stat_prefix.is_empty() {
             return Err(ConfigError::new("stat_prefix", "must not be empty"));
         }
@@ -68,31 +70,60 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
             Err(_) => return Err(ConfigError::new("codec_type", "unknown value")),
         };
         let routes = match &h.route_specifier {
-            Some(RouteSpecifier::RouteConfig(rc)) => RouteTable::try_from(rc).within("route_config")?,
-            Some(RouteSpecifier::Rds(_)) => return Err(common::unsupported("rds", "RDS (routes over xDS)")),
-            Some(RouteSpecifier::ScopedRoutes(_)) => return Err(common::unsupported("scoped_routes", "scoped routes")),
-            None => return Err(ConfigError::new("route_specifier", "route_config is required")),
+            Some(RouteSpecifier::RouteConfig(rc)) => {
+                RouteTable::try_from(rc).within("route_config")?
+            }
+            Some(RouteSpecifier::Rds(_)) => {
+                return Err(common::unsupported("rds", "RDS (routes over xDS)"))
+            }
+            Some(RouteSpecifier::ScopedRoutes(_)) => {
+                return Err(common::unsupported("scoped_routes", "scoped routes"))
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "route_specifier",
+                    "route_config is required",
+                ))
+            }
         };
         check_filters(&h.http_filters).within("http_filters")?;
         if h.local_reply_config.is_some() {
-            return Err(common::unsupported("local_reply_config", "local reply customisation"));
+            return Err(common::unsupported(
+                "local_reply_config",
+                "local reply customisation",
+            ));
         }
         let common_opts = h.common_http_protocol_options.as_ref();
         let server_header = match S::try_from(h.server_header_transformation) {
             Ok(S::Overwrite) => ServerHeader::Overwrite,
             Ok(S::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
             Ok(S::PassThrough) => ServerHeader::PassThrough,
-            Err(_) => return Err(ConfigError::new("server_header_transformation", "unknown value")),
+            Err(_) => {
+                return Err(ConfigError::new(
+                    "server_header_transformation",
+                    "unknown value",
+                ))
+            }
         };
-        let server_name = if h.server_name.is_empty() { "envoy" } else { &h.server_name };
+        let server_name = if h.server_name.is_empty() {
+            "envoy"
+        } else {
+            &h.server_name
+        };
         let max_request_headers_kb = common::u32_or(h.max_request_headers_kb.as_ref(), 60);
         if !(1..=8192).contains(&max_request_headers_kb) {
-            return Err(ConfigError::new("max_request_headers_kb", "must be in [1, 8192]"));
+            return Err(ConfigError::new(
+                "max_request_headers_kb",
+                "must be in [1, 8192]",
+            ));
         }
         let mut upgrades = Vec::new();
         for (i, u) in h.upgrade_configs.iter().enumerate() {
             if !u.filters.is_empty() {
-                return Err(common::unsupported(&format!("upgrade_configs[{i}].filters"), "per-upgrade filter chains"));
+                return Err(common::unsupported(
+                    &format!("upgrade_configs[{i}].filters"),
+                    "per-upgrade filter chains",
+                ));
             }
             if u.enabled.as_ref().is_none_or(|b| b.value) {
                 upgrades.push(u.upgrade_type.to_ascii_lowercase());
@@ -110,22 +141,44 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
             generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
             preserve_external_request_id: h.preserve_external_request_id,
             always_set_request_id_in_response: h.always_set_request_id_in_response,
-            stream_idle_timeout: common::timeout_or(h.stream_idle_timeout.as_ref(), "stream_idle_timeout", Some(Duration::from_secs(300)))?,
-            request_timeout: common::timeout_or(h.request_timeout.as_ref(), "request_timeout", None)?,
-            request_headers_timeout: common::timeout_or(h.request_headers_timeout.as_ref(), "request_headers_timeout", None)?,
+            stream_idle_timeout: common::timeout_or(
+                h.stream_idle_timeout.as_ref(),
+                "stream_idle_timeout",
+                Some(Duration::from_secs(300)),
+            )?,
+            request_timeout: common::timeout_or(
+                h.request_timeout.as_ref(),
+                "request_timeout",
+                None,
+            )?,
+            request_headers_timeout: common::timeout_or(
+                h.request_headers_timeout.as_ref(),
+                "request_headers_timeout",
+                None,
+            )?,
             idle_timeout: common::timeout_or(
                 common_opts.and_then(|o| o.idle_timeout.as_ref()),
                 "common_http_protocol_options.idle_timeout",
                 Some(Duration::from_secs(3600)),
             )?,
-            max_headers_count: common::u32_or(common_opts.and_then(|o| o.max_headers_count.as_ref()), 100) as usize,
+            max_headers_count: common::u32_or(
+                common_opts.and_then(|o| o.max_headers_count.as_ref()),
+                100,
+            ) as usize,
             max_request_headers_kb,
             upgrades,
             normalize_path: h.normalize_path.as_ref().is_some_and(|b| b.value),
             merge_slashes: h.merge_slashes,
-            strip_any_host_port: matches!(h.strip_port_mode, Some(pb::http_connection_manager::StripPortMode::StripAnyHostPort(true))),
+            strip_any_host_port: matches!(
+                h.strip_port_mode,
+                Some(pb::http_connection_manager::StripPortMode::StripAnyHostPort(true))
+            ),
             strip_matching_host_port: h.strip_matching_host_port,
-            drain_timeout: common::duration_or(h.drain_timeout.as_ref(), "drain_timeout", Duration::from_secs(5))?,
+            drain_timeout: common::duration_or(
+                h.drain_timeout.as_ref(),
+                "drain_timeout",
+                Duration::from_secs(5),
+            )?,
         })
     }
 }
@@ -134,13 +187,21 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
 /// refused by name until then.
 fn check_filters(filters: &[pb::HttpFilter]) -> Result<()> {
     let Some(last) = filters.len().checked_sub(1) else {
-        return Err(ConfigError::new("", "must end with envoy.filters.http.router"));
+        return Err(ConfigError::new(
+            "",
+            "must end with envoy.filters.http.router",
+        ));
     };
     for (i, f) in filters.iter().enumerate() {
         let type_name = match &f.config_type {
-            Some(pb::http_filter::ConfigType::TypedConfig(any)) => Some(resolve_any(any).at_index("", i)?.0),
+            Some(pb::http_filter::ConfigType::TypedConfig(any)) => {
+                Some(resolve_any(any).at_index("", i)?.0)
+            }
             Some(pb::http_filter::ConfigType::ConfigDiscovery(_)) => {
-                return Err(common::unsupported(&format!("[{i}].config_discovery"), "ECDS (filter config discovery)"))
+                return Err(common::unsupported(
+                    &format!("[{i}].config_discovery"),
+                    "ECDS (filter config discovery)",
+                ))
             }
             None => None,
         };
@@ -148,12 +209,25 @@ fn check_filters(filters: &[pb::HttpFilter]) -> Result<()> {
             || (type_name.is_none() && f.name == "envoy.filters.http.router");
         match (is_router, i == last) {
             (true, true) => {}
-            (true, false) => return Err(ConfigError::new(format!("[{i}]"), "the router must be the last HTTP filter")),
-            (false, true) => return Err(ConfigError::new(format!("[{i}]"), "the last HTTP filter must be envoy.filters.http.router")),
+            (true, false) => {
+                return Err(ConfigError::new(
+                    format!("[{i}]"),
+                    "the router must be the last HTTP filter",
+                ))
+            }
+            (false, true) => {
+                return Err(ConfigError::new(
+                    format!("[{i}]"),
+                    "the last HTTP filter must be envoy.filters.http.router",
+                ))
+            }
             (false, false) if f.disabled || f.is_optional => {}
             (false, false) => {
                 let what = type_name.unwrap_or_else(|| f.name.clone());
-                return Err(common::unsupported(&format!("[{i}]"), &format!("HTTP filter '{}' ({what})", f.name)));
+                return Err(common::unsupported(
+                    &format!("[{i}]"),
+                    &format!("HTTP filter '{}' ({what})", f.name),
+                ));
             }
         }
     }

@@ -14,7 +14,8 @@ use super::error::{ConfigError, Result, Within};
 use super::hcm::HttpManager;
 use super::tcp_proxy::TcpProxy;
 
-const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
 #[derive(Debug)]
@@ -87,7 +88,9 @@ impl Cidr {
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -109,14 +112,23 @@ fn cidrs(ranges: &[core::CidrRange], field: &str) -> Result<Vec<Cidr>> {
         .enumerate()
         .map(|(i, r)| {
             let addr: IpAddr = r.address_prefix.parse().map_err(|_| {
-                ConfigError::new(format!("{field}[{i}].address_prefix"), format!("'{}' is not an IP address", r.address_prefix))
+                ConfigError::new(
+                    format!("{field}[{i}].address_prefix"),
+                    format!("'{}' is not an IP address", r.address_prefix),
+                )
             })?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
             let len = r.prefix_len.as_ref().map_or(0, |v| v.value);
             if len > max {
-                return Err(ConfigError::new(format!("{field}[{i}].prefix_len"), format!("{len} exceeds {max}")));
+                return Err(ConfigError::new(
+                    format!("{field}[{i}].prefix_len"),
+                    format!("{len} exceeds {max}"),
+                ));
             }
-            Ok(Cidr { addr: canonical(addr), len: len as u8 })
+            Ok(Cidr {
+                addr: canonical(addr),
+                len: len as u8,
+            })
         })
         .collect()
 }
@@ -125,24 +137,42 @@ impl TryFrom<&pb::FilterChainMatch> for ChainMatch {
     type Error = ConfigError;
     fn try_from(m: &pb::FilterChainMatch) -> Result<Self> {
         use pb::filter_chain_match::ConnectionSourceType as S;
-        let destination_port = match &m.destination_port {
-            None => None,
-            Some(p) => Some(u16::try_from(p.value).ok().filter(|p| *p > 0).ok_or_else(|| {
-                ConfigError::new("destination_port", format!("{} is not a valid port", p.value))
-            })?),
-        };
+        let destination_port =
+            match &m.destination_port {
+                None => None,
+                Some(p) => Some(u16::try_from(p.value).ok().filter(|p| *p > 0).ok_or_else(
+                    || {
+                        ConfigError::new(
+                            "destination_port",
+                            format!("{} is not a valid port", p.value),
+                        )
+                    },
+                )?),
+            };
         let source_ports = m
             .source_ports
             .iter()
-            .map(|p| u16::try_from(*p).map_err(|_| ConfigError::new("source_ports", format!("{p} is not a valid port"))))
+            .map(|p| {
+                u16::try_from(*p).map_err(|_| {
+                    ConfigError::new("source_ports", format!("{p} is not a valid port"))
+                })
+            })
             .collect::<Result<_>>()?;
         Ok(ChainMatch {
             destination_port,
             prefix_ranges: cidrs(&m.prefix_ranges, "prefix_ranges")?,
-            server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
-            transport_protocol: (!m.transport_protocol.is_empty()).then(|| m.transport_protocol.clone()),
+            server_names: m
+                .server_names
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            transport_protocol: (!m.transport_protocol.is_empty())
+                .then(|| m.transport_protocol.clone()),
             application_protocols: m.application_protocols.clone(),
-            direct_source_prefix_ranges: cidrs(&m.direct_source_prefix_ranges, "direct_source_prefix_ranges")?,
+            direct_source_prefix_ranges: cidrs(
+                &m.direct_source_prefix_ranges,
+                "direct_source_prefix_ranges",
+            )?,
             source_type: match S::try_from(m.source_type) {
                 Ok(S::SameIpOrLoopback) => SourceType::SameIpOrLoopback,
                 Ok(S::External) => SourceType::External,
@@ -159,7 +189,13 @@ impl TryFrom<&pb::FilterChain> for FilterChain {
     fn try_from(fc: &pb::FilterChain) -> Result<Self> {
         if let Some(ts) = &fc.transport_socket {
             if ts.name != "envoy.transport_sockets.raw_buffer" {
-                return Err(common::unsupported("transport_socket", &format!("downstream transport socket '{}' (TLS termination)", ts.name)));
+                return Err(common::unsupported(
+                    "transport_socket",
+                    &format!(
+                        "downstream transport socket '{}' (TLS termination)",
+                        ts.name
+                    ),
+                ));
             }
         }
         let criteria = fc
@@ -170,43 +206,73 @@ impl TryFrom<&pb::FilterChain> for FilterChain {
             .within("filter_chain_match")?
             .unwrap_or_default();
         let filter = network_filters(&fc.filters).within("filters")?;
-        Ok(FilterChain { name: fc.name.clone(), criteria, filter })
+        Ok(FilterChain {
+            name: fc.name.clone(),
+            criteria,
+            filter,
+        })
     }
 }
 
 /// A chain holds one terminal filter (HTTP connection manager or TCP proxy); other network
 /// filters come in later work and are refused by name.
 fn network_filters(filters: &[pb::Filter]) -> Result<NetworkFilter> {
-    let Some(last) = filters.len().checked_sub(1) else {
-        return Err(ConfigError::new("", "a filter chain needs a terminal filter (http_connection_manager or tcp_proxy)"));
+    let Some((last, leading)) = filters.split_last() else {
+        return Err(ConfigError::new(
+            "",
+            "a filter chain needs a terminal filter (http_connection_manager or tcp_proxy)",
+        ));
     };
-    for (i, f) in filters.iter().enumerate() {
-        let (type_name, bytes) = match &f.config_type {
-            Some(pb::filter::ConfigType::TypedConfig(any)) => common::resolve_any(any).within(&format!("[{i}].typed_config"))?,
-            Some(pb::filter::ConfigType::ConfigDiscovery(_)) => {
-                return Err(common::unsupported(&format!("[{i}].config_discovery"), "ECDS for network filters"))
-            }
-            None => return Err(ConfigError::new(format!("[{i}].typed_config"), format!("filter '{}' needs a typed_config", f.name))),
+    // Filters before the terminal one (RBAC, rate limits, ...) come in later work.
+    if let Some(f) = leading.first() {
+        let is_terminal = matches!(&f.config_type, Some(pb::filter::ConfigType::TypedConfig(a))
+            if [HCM, TCP_PROXY].contains(&common::type_name(&a.type_url)));
+        let reason = if is_terminal {
+            "a terminal filter must be the last in its chain".to_string()
+        } else {
+            format!(
+                "network filter '{}' before the terminal filter is not supported yet",
+                f.name
+            )
         };
-        let terminal = match type_name.as_str() {
-            HCM => {
-                let h: HttpConnectionManager = common::decode_as(&bytes, &type_name)?;
-                NetworkFilter::Http(Arc::new(HttpManager::try_from(&h).within(&format!("[{i}].typed_config"))?))
-            }
-            TCP_PROXY => {
-                let t: TcpProxyPb = common::decode_as(&bytes, &type_name)?;
-                NetworkFilter::Tcp(Arc::new(TcpProxy::try_from(&t).within(&format!("[{i}].typed_config"))?))
-            }
-            other => {
-                return Err(common::unsupported(&format!("[{i}]"), &format!("network filter '{}' ({other})", f.name)))
-            }
-        };
-        if i != last {
-            return Err(ConfigError::new(format!("[{i}]"), "a terminal filter must be the last in its chain"));
-        }
-        return Ok(terminal);
+        return Err(ConfigError::new("[0]", reason));
     }
-    unreachable!("the loop returns on the last filter")
+    let i = leading.len();
+    let field = format!("[{i}].typed_config");
+    let (type_name, bytes) = match &last.config_type {
+        Some(pb::filter::ConfigType::TypedConfig(any)) => {
+            common::resolve_any(any).within(&field)?
+        }
+        Some(pb::filter::ConfigType::ConfigDiscovery(_)) => {
+            return Err(common::unsupported(
+                &format!("[{i}].config_discovery"),
+                "ECDS for network filters",
+            ))
+        }
+        None => {
+            return Err(ConfigError::new(
+                field,
+                format!("filter '{}' needs a typed_config", last.name),
+            ))
+        }
+    };
+    let terminal = match type_name.as_str() {
+        HCM => {
+            let h: HttpConnectionManager = common::decode_as(&bytes, &type_name)?;
+            NetworkFilter::Http(Arc::new(HttpManager::try_from(&h).within(&field)?))
+        }
+        TCP_PROXY => {
+            let t: TcpProxyPb = common::decode_as(&bytes, &type_name)?;
+            NetworkFilter::Tcp(Arc::new(TcpProxy::try_from(&t).within(&field)?))
+        }
+        other => {
+            return Err(common::unsupported(
+                &format!("[{i}]"),
+                &format!("network filter '{}' ({other})", last.name),
+            ))
+        }
+    };
+    Ok(terminal)
 }
 
 impl TryFrom<&pb::Listener> for Listener {
@@ -215,12 +281,22 @@ impl TryFrom<&pb::Listener> for Listener {
         use core::TrafficDirection as T;
         let address = common::bind_address(l.address.as_ref()).within("address")?;
         // Envoy names unnamed static listeners itself; the address is unique and readable.
-        let name = if l.name.is_empty() { address.to_string() } else { l.name.clone() };
+        let name = if l.name.is_empty() {
+            address.to_string()
+        } else {
+            l.name.clone()
+        };
         if !l.additional_addresses.is_empty() {
-            return Err(common::unsupported("additional_addresses", "additional listener addresses"));
+            return Err(common::unsupported(
+                "additional_addresses",
+                "additional listener addresses",
+            ));
         }
         if l.use_original_dst.as_ref().is_some_and(|b| b.value) {
-            return Err(common::unsupported("use_original_dst", "original destination hand-off (transparent interception)"));
+            return Err(common::unsupported(
+                "use_original_dst",
+                "original destination hand-off (transparent interception)",
+            ));
         }
         if l.transparent.as_ref().is_some_and(|b| b.value) {
             return Err(common::unsupported("transparent", "TPROXY listeners"));
@@ -228,11 +304,17 @@ impl TryFrom<&pb::Listener> for Listener {
         if l.api_listener.is_some() {
             return Err(common::unsupported("api_listener", "API listeners"));
         }
-        for (i, lf) in l.listener_filters.iter().enumerate() {
-            return Err(common::unsupported(&format!("listener_filters[{i}]"), &format!("listener filter '{}' (protocol sniffing)", lf.name)));
+        if let Some(lf) = l.listener_filters.first() {
+            return Err(common::unsupported(
+                "listener_filters[0]",
+                &format!("listener filter '{}' (protocol sniffing)", lf.name),
+            ));
         }
         if l.filter_chain_matcher.is_some() {
-            return Err(common::unsupported("filter_chain_matcher", "the unified filter chain matcher"));
+            return Err(common::unsupported(
+                "filter_chain_matcher",
+                "the unified filter chain matcher",
+            ));
         }
         let mut filter_chains = Vec::with_capacity(l.filter_chains.len());
         for (i, fc) in l.filter_chains.iter().enumerate() {
@@ -245,16 +327,26 @@ impl TryFrom<&pb::Listener> for Listener {
             .transpose()
             .within("default_filter_chain")?;
         if filter_chains.is_empty() && default_filter_chain.is_none() {
-            return Err(ConfigError::new("filter_chains", "at least one filter chain (or default_filter_chain) is required"));
+            return Err(ConfigError::new(
+                "filter_chains",
+                "at least one filter chain (or default_filter_chain) is required",
+            ));
         }
-        let stat_prefix = if l.stat_prefix.is_empty() { stat_name(&address) } else { l.stat_prefix.clone() };
+        let stat_prefix = if l.stat_prefix.is_empty() {
+            stat_name(&address)
+        } else {
+            l.stat_prefix.clone()
+        };
         Ok(Listener {
             name,
             address,
             stat_prefix,
             filter_chains,
             default_filter_chain,
-            per_connection_buffer_limit_bytes: common::u32_or(l.per_connection_buffer_limit_bytes.as_ref(), 1024 * 1024),
+            per_connection_buffer_limit_bytes: common::u32_or(
+                l.per_connection_buffer_limit_bytes.as_ref(),
+                1024 * 1024,
+            ),
             bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
             reuse_port: l.enable_reuse_port.as_ref().is_none_or(|b| b.value),
             direction: match T::try_from(l.traffic_direction) {
@@ -283,13 +375,22 @@ mod tests {
 
     #[test]
     fn cidr_contains() {
-        let c = Cidr { addr: "10.1.0.0".parse().unwrap(), len: 16 };
+        let c = Cidr {
+            addr: "10.1.0.0".parse().unwrap(),
+            len: 16,
+        };
         assert!(c.contains("10.1.2.3".parse().unwrap()));
         assert!(!c.contains("10.2.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()));
-        let all = Cidr { addr: "0.0.0.0".parse().unwrap(), len: 0 };
+        let all = Cidr {
+            addr: "0.0.0.0".parse().unwrap(),
+            len: 0,
+        };
         assert!(all.contains("1.2.3.4".parse().unwrap()));
-        let v6 = Cidr { addr: "fd00::".parse().unwrap(), len: 8 };
+        let v6 = Cidr {
+            addr: "fd00::".parse().unwrap(),
+            len: 8,
+        };
         assert!(v6.contains("fd12::1".parse().unwrap()));
     }
 }

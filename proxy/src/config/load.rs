@@ -151,7 +151,9 @@ fn describe(root: &Value, desc: &MessageDescriptor, path: String, reason: String
     let reason = match (reason.starts_with("unrecognized field name"), type_name) {
         (true, Some(t)) => format!("{reason} (in {t})"),
         (false, _) if reason.starts_with("message '") && reason.ends_with("' not found") => {
-            format!("unknown @type: {reason}: this type is not part of the Envoy v3 API Remora knows")
+            format!(
+                "unknown @type: {reason}: this type is not part of the Envoy v3 API Remora knows"
+            )
         }
         _ => reason,
     };
@@ -260,7 +262,10 @@ static_resources:
         let c = &b.static_resources.unwrap().clusters[0];
         assert_eq!(c.name, "c");
         assert_eq!(c.connect_timeout.unwrap().nanos, 250_000_000);
-        assert_eq!(c.per_connection_buffer_limit_bytes.map(|v| v.value), Some(1024));
+        assert_eq!(
+            c.per_connection_buffer_limit_bytes.map(|v| v.value),
+            Some(1024)
+        );
     }
 
     #[test]
@@ -330,7 +335,13 @@ static_resources:
     #[test]
     fn merge_appends_lists_and_replaces_scalars() {
         let mut a = parse_text("{a: 1, l: [1], m: {x: 1}}", "a").unwrap();
-        merge(&mut a, parse_text("{a: 2, l: [2], m: {y: 2}}", "b").unwrap());
-        assert_eq!(a, serde_json::json!({"a": 2, "l": [1, 2], "m": {"x": 1, "y": 2}}));
+        merge(
+            &mut a,
+            parse_text("{a: 2, l: [2], m: {y: 2}}", "b").unwrap(),
+        );
+        assert_eq!(
+            a,
+            serde_json::json!({"a": 2, "l": [1, 2], "m": {"x": 1, "y": 2}})
+        );
     }
 }

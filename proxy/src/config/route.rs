@@ -175,7 +175,10 @@ impl TryFrom<&pb::RouteConfiguration> for RouteTable {
     type Error = ConfigError;
     fn try_from(rc: &pb::RouteConfiguration) -> Result<Self> {
         if rc.vhds.is_some() {
-            return Err(common::unsupported("vhds", "VHDS (on-demand virtual hosts)"));
+            return Err(common::unsupported(
+                "vhds",
+                "VHDS (on-demand virtual hosts)",
+            ));
         }
         let mut virtual_hosts = Vec::with_capacity(rc.virtual_hosts.len());
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
@@ -207,7 +210,10 @@ impl TryFrom<&pb::VirtualHost> for VirtualHost {
     type Error = ConfigError;
     fn try_from(vh: &pb::VirtualHost) -> Result<Self> {
         if vh.domains.is_empty() {
-            return Err(ConfigError::new("domains", "at least one domain is required"));
+            return Err(ConfigError::new(
+                "domains",
+                "at least one domain is required",
+            ));
         }
         if vh.retry_policy.is_some() {
             return Err(common::unsupported("retry_policy", "retry policies"));
@@ -260,7 +266,12 @@ impl TryFrom<&pb::Route> for Route {
                     "only route, redirect and direct_response actions are supported",
                 ))
             }
-            None => return Err(ConfigError::new("action", "one of route, redirect or direct_response is required")),
+            None => {
+                return Err(ConfigError::new(
+                    "action",
+                    "one of route, redirect or direct_response is required",
+                ))
+            }
         };
         Ok(Route {
             name: r.name.clone(),
@@ -311,12 +322,23 @@ impl TryFrom<&pb::RouteMatch> for RouteMatch {
                 return Err(common::unsupported("connect_matcher", "CONNECT matching"))
             }
             Some(P::PathMatchPolicy(_)) => {
-                return Err(common::unsupported("path_match_policy", "path match policies"))
+                return Err(common::unsupported(
+                    "path_match_policy",
+                    "path match policies",
+                ))
             }
-            None => return Err(ConfigError::new("path_specifier", "one of prefix, path, safe_regex or path_separated_prefix is required")),
+            None => {
+                return Err(ConfigError::new(
+                    "path_specifier",
+                    "one of prefix, path, safe_regex or path_separated_prefix is required",
+                ))
+            }
         };
         if m.runtime_fraction.is_some() {
-            return Err(common::unsupported("runtime_fraction", "runtime fractions on route matches"));
+            return Err(common::unsupported(
+                "runtime_fraction",
+                "runtime fractions on route matches",
+            ));
         }
         let mut headers = Vec::with_capacity(m.headers.len());
         for (i, h) in m.headers.iter().enumerate() {
@@ -339,14 +361,23 @@ impl TryFrom<&pb::RouteMatch> for RouteMatch {
 impl TryFrom<&pb::HeaderMatcher> for HeaderMatcher {
     type Error = ConfigError;
     fn try_from(h: &pb::HeaderMatcher) -> Result<Self> {
-        use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern as P, StringMatcher as Sm};
+        use envoy_types::pb::envoy::r#type::matcher::v3::{
+            string_matcher::MatchPattern as P, StringMatcher as Sm,
+        };
         use pb::header_matcher::HeaderMatchSpecifier as S;
         // Pseudo-headers (`:authority`, `:method`, `:path`) are matched by name too.
         let name = HeaderName::from_bytes(h.name.trim_start_matches(':').as_bytes())
             .map(|_| h.name.to_ascii_lowercase())
-            .map_err(|_| ConfigError::new("name", format!("'{}' is not a valid header name", h.name)))?;
+            .map_err(|_| {
+                ConfigError::new("name", format!("'{}' is not a valid header name", h.name))
+            })?;
         let name = pseudo_or_header(&name)?;
-        let exact = |p: P| StringMatcher::try_from(&Sm { ignore_case: false, match_pattern: Some(p) });
+        let exact = |p: P| {
+            StringMatcher::try_from(&Sm {
+                ignore_case: false,
+                match_pattern: Some(p),
+            })
+        };
         let kind = match &h.header_match_specifier {
             Some(S::ExactMatch(s)) => HeaderMatch::String(exact(P::Exact(s.clone()))?),
             Some(S::PrefixMatch(s)) => HeaderMatch::String(exact(P::Prefix(s.clone()))?),
@@ -355,7 +386,9 @@ impl TryFrom<&pb::HeaderMatcher> for HeaderMatcher {
             Some(S::SafeRegexMatch(r)) => {
                 HeaderMatch::String(exact(P::SafeRegex(r.clone())).within("safe_regex_match")?)
             }
-            Some(S::StringMatch(m)) => HeaderMatch::String(StringMatcher::try_from(m).within("string_match")?),
+            Some(S::StringMatch(m)) => {
+                HeaderMatch::String(StringMatcher::try_from(m).within("string_match")?)
+            }
             Some(S::PresentMatch(b)) => HeaderMatch::Present(*b),
             Some(S::RangeMatch(r)) => HeaderMatch::Range(r.start, r.end),
             // No specifier: the header must be present.
@@ -379,7 +412,10 @@ fn pseudo_or_header(name: &str) -> Result<HeaderName> {
         ":method" => "x-remora-pseudo-method",
         ":scheme" => "x-remora-pseudo-scheme",
         n if n.starts_with(':') => {
-            return Err(ConfigError::new("name", format!("unknown pseudo-header '{n}'")))
+            return Err(ConfigError::new(
+                "name",
+                format!("unknown pseudo-header '{n}'"),
+            ))
         }
         n => n,
     };
@@ -398,7 +434,10 @@ impl TryFrom<&pb::QueryParameterMatcher> for QueryMatcher {
             Some(S::StringMatch(m)) => Some(StringMatcher::try_from(m).within("string_match")?),
             Some(S::PresentMatch(true)) | None => None,
             Some(S::PresentMatch(false)) => {
-                return Err(ConfigError::new("present_match", "false is not a valid matcher"))
+                return Err(ConfigError::new(
+                    "present_match",
+                    "false is not a valid matcher",
+                ))
             }
         };
         Ok(QueryMatcher {
@@ -415,12 +454,24 @@ impl TryFrom<&pb::RouteAction> for Forward {
         let target = match &a.cluster_specifier {
             Some(C::Cluster(c)) if !c.is_empty() => ClusterTarget::Named(c.as_str().into()),
             Some(C::Cluster(_)) => return Err(ConfigError::new("cluster", "must not be empty")),
-            Some(C::ClusterHeader(h)) => ClusterTarget::Header(header_name(h).within("cluster_header")?),
+            Some(C::ClusterHeader(h)) => {
+                ClusterTarget::Header(header_name(h).within("cluster_header")?)
+            }
             Some(C::WeightedClusters(w)) => {
                 ClusterTarget::Weighted(weighted(w).within("weighted_clusters")?)
             }
-            Some(_) => return Err(common::unsupported("cluster_specifier_plugin", "cluster specifier plugins")),
-            None => return Err(ConfigError::new("cluster_specifier", "one of cluster, cluster_header or weighted_clusters is required")),
+            Some(_) => {
+                return Err(common::unsupported(
+                    "cluster_specifier_plugin",
+                    "cluster specifier plugins",
+                ))
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "cluster_specifier",
+                    "one of cluster, cluster_header or weighted_clusters is required",
+                ))
+            }
         };
         let host_rewrite = match &a.host_rewrite_specifier {
             None => HostRewrite::None,
@@ -430,14 +481,25 @@ impl TryFrom<&pb::RouteAction> for Forward {
             ),
             Some(H::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
             Some(H::AutoHostRewrite(_)) => HostRewrite::None,
-            Some(_) => return Err(common::unsupported("host_rewrite_specifier", "host rewrite from header or path regex")),
+            Some(_) => {
+                return Err(common::unsupported(
+                    "host_rewrite_specifier",
+                    "host rewrite from header or path regex",
+                ))
+            }
         };
         let regex_rewrite = a
             .regex_rewrite
             .as_ref()
             .map(|r| {
-                let pattern = r.pattern.as_ref().ok_or_else(|| ConfigError::new("pattern", "is required"))?;
-                Ok::<_, ConfigError>((common::regex_unanchored(pattern, "pattern")?, rewrite_substitution(&r.substitution)))
+                let pattern = r
+                    .pattern
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::new("pattern", "is required"))?;
+                Ok::<_, ConfigError>((
+                    common::regex_unanchored(pattern, "pattern")?,
+                    rewrite_substitution(&r.substitution),
+                ))
             })
             .transpose()
             .within("regex_rewrite")?;
@@ -445,7 +507,10 @@ impl TryFrom<&pb::RouteAction> for Forward {
             return Err(common::unsupported("retry_policy", "retry policies"));
         }
         if !a.hash_policy.is_empty() {
-            return Err(common::unsupported("hash_policy", "hash-based load balancing"));
+            return Err(common::unsupported(
+                "hash_policy",
+                "hash-based load balancing",
+            ));
         }
         let mut mirrors = Vec::new();
         for (i, m) in a.request_mirror_policies.iter().enumerate() {
@@ -454,14 +519,23 @@ impl TryFrom<&pb::RouteAction> for Forward {
         let upgrades = a
             .upgrade_configs
             .iter()
-            .map(|u| (u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().is_none_or(|b| b.value)))
+            .map(|u| {
+                (
+                    u.upgrade_type.to_ascii_lowercase(),
+                    u.enabled.as_ref().is_none_or(|b| b.value),
+                )
+            })
             .collect();
         Ok(Forward {
             target,
             prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
             regex_rewrite,
             host_rewrite,
-            timeout: common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?,
+            timeout: common::timeout_or(
+                a.timeout.as_ref(),
+                "timeout",
+                Some(DEFAULT_ROUTE_TIMEOUT),
+            )?,
             mirrors,
             upgrades,
         })
@@ -487,26 +561,45 @@ fn rewrite_substitution(s: &str) -> String {
 
 fn weighted(w: &pb::WeightedCluster) -> Result<WeightedClusters> {
     if w.clusters.is_empty() {
-        return Err(ConfigError::new("clusters", "at least one cluster is required"));
+        return Err(ConfigError::new(
+            "clusters",
+            "at least one cluster is required",
+        ));
     }
     let mut clusters = Vec::with_capacity(w.clusters.len());
     for (i, c) in w.clusters.iter().enumerate() {
         let entry = (|| {
             if c.name.is_empty() {
-                return Err(ConfigError::new("name", "must not be empty (cluster_header is not supported)"));
+                return Err(ConfigError::new(
+                    "name",
+                    "must not be empty (cluster_header is not supported)",
+                ));
             }
             Ok(WeightedCluster {
                 name: c.name.as_str().into(),
                 weight: common::u32_or(c.weight.as_ref(), 0),
-                request_headers: HeaderMutations::build(&c.request_headers_to_add, &c.request_headers_to_remove, "request_headers_to_add", "request_headers_to_remove")?,
-                response_headers: HeaderMutations::build(&c.response_headers_to_add, &c.response_headers_to_remove, "response_headers_to_add", "response_headers_to_remove")?,
+                request_headers: HeaderMutations::build(
+                    &c.request_headers_to_add,
+                    &c.request_headers_to_remove,
+                    "request_headers_to_add",
+                    "request_headers_to_remove",
+                )?,
+                response_headers: HeaderMutations::build(
+                    &c.response_headers_to_add,
+                    &c.response_headers_to_remove,
+                    "response_headers_to_add",
+                    "response_headers_to_remove",
+                )?,
             })
         })();
         clusters.push(entry.at_index("clusters", i)?);
     }
     let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
     if total == 0 {
-        return Err(ConfigError::new("clusters", "the sum of weights must be greater than 0"));
+        return Err(ConfigError::new(
+            "clusters",
+            "the sum of weights must be greater than 0",
+        ));
     }
     Ok(WeightedClusters { clusters, total })
 }
@@ -514,8 +607,15 @@ fn weighted(w: &pb::WeightedCluster) -> Result<WeightedClusters> {
 fn mirror(m: &pb::route_action::RequestMirrorPolicy) -> Result<Mirror> {
     let target = match (m.cluster.is_empty(), m.cluster_header.is_empty()) {
         (false, true) => MirrorTarget::Cluster(m.cluster.as_str().into()),
-        (true, false) => MirrorTarget::Header(header_name(&m.cluster_header).within("cluster_header")?),
-        _ => return Err(ConfigError::new("cluster", "exactly one of cluster and cluster_header is required")),
+        (true, false) => {
+            MirrorTarget::Header(header_name(&m.cluster_header).within("cluster_header")?)
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "cluster",
+                "exactly one of cluster and cluster_header is required",
+            ))
+        }
     };
     let per_million = match &m.runtime_fraction {
         None => 1_000_000,
@@ -528,7 +628,9 @@ fn mirror(m: &pb::route_action::RequestMirrorPolicy) -> Result<Mirror> {
 }
 
 /// A `FractionalPercent` as millionths.
-pub fn fraction_per_million(f: Option<&envoy_types::pb::envoy::r#type::v3::FractionalPercent>) -> u32 {
+pub fn fraction_per_million(
+    f: Option<&envoy_types::pb::envoy::r#type::v3::FractionalPercent>,
+) -> u32 {
     let Some(f) = f else { return 0 };
     let scale = match f.denominator {
         0 => 10_000,
@@ -541,7 +643,9 @@ pub fn fraction_per_million(f: Option<&envoy_types::pb::envoy::r#type::v3::Fract
 impl TryFrom<&pb::RedirectAction> for Redirect {
     type Error = ConfigError;
     fn try_from(r: &pb::RedirectAction) -> Result<Self> {
-        use pb::redirect_action::{PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S};
+        use pb::redirect_action::{
+            PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S,
+        };
         let status = match C::try_from(r.response_code) {
             Ok(C::MovedPermanently) => StatusCode::MOVED_PERMANENTLY,
             Ok(C::Found) => StatusCode::FOUND,
@@ -560,16 +664,28 @@ impl TryFrom<&pb::RedirectAction> for Redirect {
             Some(P::PathRedirect(p)) => RedirectPath::Path(p.clone()),
             Some(P::PrefixRewrite(p)) => RedirectPath::Prefix(p.clone()),
             Some(P::PathRewrite(_)) => {
-                return Err(common::unsupported("path_rewrite", "substitution-format path redirects"))
+                return Err(common::unsupported(
+                    "path_rewrite",
+                    "substitution-format path redirects",
+                ))
             }
             Some(P::RegexRewrite(rr)) => {
-                let pattern = rr.pattern.as_ref().ok_or_else(|| ConfigError::new("regex_rewrite.pattern", "is required"))?;
-                RedirectPath::Regex(common::regex_unanchored(pattern, "regex_rewrite.pattern")?, rewrite_substitution(&rr.substitution))
+                let pattern = rr
+                    .pattern
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::new("regex_rewrite.pattern", "is required"))?;
+                RedirectPath::Regex(
+                    common::regex_unanchored(pattern, "regex_rewrite.pattern")?,
+                    rewrite_substitution(&rr.substitution),
+                )
             }
         };
         let port = match r.port_redirect {
             0 => None,
-            p => Some(u16::try_from(p).map_err(|_| ConfigError::new("port_redirect", "not a valid port"))?),
+            p => Some(
+                u16::try_from(p)
+                    .map_err(|_| ConfigError::new("port_redirect", "not a valid port"))?,
+            ),
         };
         Ok(Redirect {
             scheme,
@@ -589,8 +705,15 @@ impl TryFrom<&pb::DirectResponseAction> for DirectResponse {
             .ok()
             .filter(|s| (200..600).contains(s))
             .and_then(|s| StatusCode::from_u16(s).ok())
-            .ok_or_else(|| ConfigError::new("status", format!("{} is not in [200, 600)", d.status)))?;
-        let body = d.body.as_ref().map(data_source).transpose().within("body")?;
+            .ok_or_else(|| {
+                ConfigError::new("status", format!("{} is not in [200, 600)", d.status))
+            })?;
+        let body = d
+            .body
+            .as_ref()
+            .map(data_source)
+            .transpose()
+            .within("body")?;
         Ok(DirectResponse { status, body })
     }
 }
@@ -624,7 +747,12 @@ mod tests {
     #[test]
     fn fractions() {
         use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
-        let f = |n, d| fraction_per_million(Some(&FractionalPercent { numerator: n, denominator: d }));
+        let f = |n, d| {
+            fraction_per_million(Some(&FractionalPercent {
+                numerator: n,
+                denominator: d,
+            }))
+        };
         assert_eq!(f(50, 0), 500_000);
         assert_eq!(f(5, 1), 500);
         assert_eq!(f(7, 2), 7);

@@ -28,28 +28,53 @@ impl TryFrom<&pb::TcpProxy> for TcpProxy {
         let clusters: Vec<(Arc<str>, u32)> = match &t.cluster_specifier {
             Some(C::Cluster(c)) if !c.is_empty() => vec![(c.as_str().into(), 1)],
             Some(C::Cluster(_)) => return Err(ConfigError::new("cluster", "must not be empty")),
-            Some(C::WeightedClusters(w)) => w.clusters.iter().map(|c| (c.name.as_str().into(), c.weight)).collect(),
-            None => return Err(ConfigError::new("cluster_specifier", "cluster or weighted_clusters is required")),
+            Some(C::WeightedClusters(w)) => w
+                .clusters
+                .iter()
+                .map(|c| (c.name.as_str().into(), c.weight))
+                .collect(),
+            None => {
+                return Err(ConfigError::new(
+                    "cluster_specifier",
+                    "cluster or weighted_clusters is required",
+                ))
+            }
         };
         if let Some(i) = clusters.iter().position(|(n, _)| n.is_empty()) {
-            return Err(ConfigError::new(format!("weighted_clusters.clusters[{i}].name"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("weighted_clusters.clusters[{i}].name"),
+                "must not be empty",
+            ));
         }
         let total_weight: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
         if total_weight == 0 {
-            return Err(ConfigError::new("weighted_clusters.clusters", "the sum of weights must be greater than 0"));
+            return Err(ConfigError::new(
+                "weighted_clusters.clusters",
+                "the sum of weights must be greater than 0",
+            ));
         }
         if t.tunneling_config.is_some() {
-            return Err(common::unsupported("tunneling_config", "TCP tunneling over HTTP"));
+            return Err(common::unsupported(
+                "tunneling_config",
+                "TCP tunneling over HTTP",
+            ));
         }
         let max_connect_attempts = common::u32_or(t.max_connect_attempts.as_ref(), 1);
         if max_connect_attempts == 0 {
-            return Err(ConfigError::new("max_connect_attempts", "must be at least 1"));
+            return Err(ConfigError::new(
+                "max_connect_attempts",
+                "must be at least 1",
+            ));
         }
         Ok(TcpProxy {
             stat_prefix: t.stat_prefix.clone(),
             clusters,
             total_weight,
-            idle_timeout: common::timeout_or(t.idle_timeout.as_ref(), "idle_timeout", Some(Duration::from_secs(3600)))?,
+            idle_timeout: common::timeout_or(
+                t.idle_timeout.as_ref(),
+                "idle_timeout",
+                Some(Duration::from_secs(3600)),
+            )?,
             max_connect_attempts,
         })
     }

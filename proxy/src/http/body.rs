@@ -11,7 +11,9 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::upstream::pool::{BoxError, Lease, ProxyBody};
 
 pub fn empty() -> ProxyBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn full(b: impl Into<Bytes>) -> ProxyBody {
@@ -31,8 +33,16 @@ pub struct PooledBody {
 }
 
 impl PooledBody {
-    pub fn new(inner: Incoming, lease: Lease, on_end: Option<Box<dyn FnOnce() + Send + Sync>>) -> Self {
-        let mut b = PooledBody { inner, lease: Some(lease), on_end };
+    pub fn new(
+        inner: Incoming,
+        lease: Lease,
+        on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+    ) -> Self {
+        let mut b = PooledBody {
+            inner,
+            lease: Some(lease),
+            on_end,
+        };
         if b.inner.is_end_stream() {
             b.finish();
         }
@@ -53,7 +63,10 @@ impl Body for PooledBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {

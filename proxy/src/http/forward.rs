@@ -47,7 +47,11 @@ pub async fn forward<'r>(
             mutations.levels.push(&chosen.response_headers);
             &chosen.name
         }
-        ClusterTarget::Header(h) => req.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or(""),
+        ClusterTarget::Header(h) => req
+            .headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
     };
     let Some(cluster) = ctx.clusters.get(cluster_name).cloned() else {
         ctx.stats.no_cluster.inc();
@@ -66,16 +70,26 @@ pub async fn forward<'r>(
             req.headers_mut().insert(header::HOST, v.clone());
         }
         HostRewrite::Auto => {
-            if let Some(name) = upstream_host.hostname.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            if let Some(name) = upstream_host
+                .hostname
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok())
+            {
                 req.headers_mut().insert(header::HOST, name);
             }
         }
     }
     if fwd.host_rewrite != HostRewrite::None {
-        req.headers_mut().insert("x-forwarded-host", HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("")));
+        req.headers_mut().insert(
+            "x-forwarded-host",
+            HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("")),
+        );
     }
     if let Some(t) = fwd.timeout {
-        req.headers_mut().insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(t.as_millis() as u64));
+        req.headers_mut().insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(t.as_millis() as u64),
+        );
     }
 
     let proto = match (cluster.config.protocol, req.version()) {
@@ -102,7 +116,9 @@ pub async fn forward<'r>(
         Proto::Http1 => Version::HTTP_11,
     };
     if wants_trailers {
-        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let body = if fwd.mirrors.is_empty() {
         boxed(body)
@@ -140,7 +156,10 @@ pub async fn forward<'r>(
     cluster.stats.response(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
     let service_time = started.elapsed().as_millis() as u64;
-    parts.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(service_time));
+    parts.headers.insert(
+        "x-envoy-upstream-service-time",
+        HeaderValue::from(service_time),
+    );
 
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down_up) = downstream_upgrade {
@@ -153,7 +172,10 @@ pub async fn forward<'r>(
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let on_end: Box<dyn FnOnce() + Send + Sync> = Box::new(move || drop(rq_active));
     let body = PooledBody::new(body, lease, Some(on_end));
-    Ok(Response::from_parts(parts, http_body_util::BodyExt::boxed(body)))
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::BodyExt::boxed(body),
+    ))
 }
 
 /// Sends on a pooled connection; a request that a stale pooled connection never wrote is
@@ -170,16 +192,19 @@ async fn send(
         let mut lease = down.pools.acquire(cluster, host, proto).await?;
         match lease.send(req).await {
             Ok(resp) => return Ok((resp, lease)),
-            Err(SendError::NotSent(r)) => req = r,
+            Err(SendError::NotSent(r)) => req = *r,
             Err(SendError::Failed(e)) => return Err(UpstreamError::Reset(e)),
         }
     }
     let mut lease = down.pools.acquire(cluster, host, proto).await?;
     match lease.send(req).await {
         Ok(resp) => Ok((resp, lease)),
-        Err(SendError::NotSent(_)) => Err(UpstreamError::Connect(crate::upstream::connect::ConnectError::Io(
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "upstream connection closed"),
-        ))),
+        Err(SendError::NotSent(_)) => Err(UpstreamError::Connect(
+            crate::upstream::connect::ConnectError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "upstream connection closed",
+            )),
+        )),
         Err(SendError::Failed(e)) => Err(UpstreamError::Reset(e)),
     }
 }

@@ -20,7 +20,11 @@ use crate::stats::GaugeGuard;
 use crate::upstream::pool::ProxyBody;
 
 /// Serves one request. Never fails: every error becomes a local reply.
-pub async fn handle(req: Request<Incoming>, ctx: Arc<HttpContext>, down: Arc<Downstream>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<HttpContext>,
+    down: Arc<Downstream>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let stats = &ctx.stats;
     stats.downstream_rq_total.inc();
     match req.version() {
@@ -68,15 +72,26 @@ async fn process(
     if cfg.strip_any_host_port {
         host = strip_port(&host).to_string();
     }
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let path = if cfg.normalize_path || cfg.merge_slashes {
-        headers::normalize(&path, cfg.normalize_path, cfg.merge_slashes).ok_or(LocalReply::BadPath)?
+        headers::normalize(&path, cfg.normalize_path, cfg.merge_slashes)
+            .ok_or(LocalReply::BadPath)?
     } else {
         path
     };
     let upgrade = headers::upgrade_type(req.headers());
     let scheme = "http";
-    let view = RequestView { host: &host, path: &path, method: req.method(), scheme, headers: req.headers() };
+    let view = RequestView {
+        host: &host,
+        path: &path,
+        method: req.method(),
+        scheme,
+        headers: req.headers(),
+    };
     let Some((vhost, route)) = routes.route(&view) else {
         ctx.stats.no_route.inc();
         return Err(LocalReply::NoRoute);
@@ -88,14 +103,17 @@ async fn process(
         }
     }
     prepare_request_headers(&mut req, ctx, down, &host);
-    let mut mutations = ResponseMutations { levels: Vec::with_capacity(4) };
+    let mut mutations = ResponseMutations {
+        levels: Vec::with_capacity(4),
+    };
     let resp = match &route.action {
         Action::Direct(d) => {
             ctx.stats.rq_direct_response.inc();
             let mut r = match &d.body {
                 Some(b) if !b.is_empty() => {
                     let mut r = Response::new(full(b.clone()));
-                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                     r
                 }
                 _ => Response::new(empty()),
@@ -109,11 +127,26 @@ async fn process(
         }
         Action::Forward(fwd) => {
             apply_request_mutations(req.headers_mut(), route, vhost, routes);
-            forward::forward(req, &host, &path, route, fwd, ctx, down, upgrade.is_some(), &mut mutations).await?
+            forward::forward(
+                req,
+                &host,
+                &path,
+                route,
+                fwd,
+                ctx,
+                down,
+                upgrade.is_some(),
+                &mut mutations,
+            )
+            .await?
         }
     };
     let mut resp = resp;
-    mutations.levels.extend([&route.response_headers, &vhost.response_headers, &routes.response_headers]);
+    mutations.levels.extend([
+        &route.response_headers,
+        &vhost.response_headers,
+        &routes.response_headers,
+    ]);
     mutations.apply(resp.headers_mut());
     Ok(resp)
 }
@@ -141,7 +174,12 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
 
 /// Headers the connection manager adds or edits on every forwarded request:
 /// `x-forwarded-for`, `x-forwarded-proto`, `x-request-id`, `x-envoy-internal`.
-fn prepare_request_headers(req: &mut Request<Incoming>, ctx: &HttpContext, down: &Downstream, host: &str) {
+fn prepare_request_headers(
+    req: &mut Request<Incoming>,
+    ctx: &HttpContext,
+    down: &Downstream,
+    host: &str,
+) {
     let cfg = &ctx.config;
     let h = req.headers_mut();
     if let Ok(v) = HeaderValue::from_str(host) {
@@ -162,13 +200,25 @@ fn prepare_request_headers(req: &mut Request<Incoming>, ctx: &HttpContext, down:
     } else if !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
-    if cfg.generate_request_id && !(cfg.preserve_external_request_id && h.contains_key("x-request-id")) && !h.contains_key("x-request-id") {
+    if cfg.generate_request_id
+        && !(cfg.preserve_external_request_id && h.contains_key("x-request-id"))
+        && !h.contains_key("x-request-id")
+    {
         h.insert("x-request-id", headers::new_request_id());
     }
 }
 
-fn apply_request_mutations(h: &mut http::HeaderMap, route: &Route, vhost: &VirtualHost, routes: &RouteTable) {
-    for m in [&route.request_headers, &vhost.request_headers, &routes.request_headers] {
+fn apply_request_mutations(
+    h: &mut http::HeaderMap,
+    route: &Route,
+    vhost: &VirtualHost,
+    routes: &RouteTable,
+) {
+    for m in [
+        &route.request_headers,
+        &vhost.request_headers,
+        &routes.request_headers,
+    ] {
         m.apply(h);
     }
 }
@@ -178,11 +228,13 @@ fn finish(resp: &mut Response<ProxyBody>, ctx: &HttpContext) {
     let cfg = &ctx.config;
     match cfg.server_header {
         ServerHeader::Overwrite => {
-            resp.headers_mut().insert(header::SERVER, cfg.server_name.clone());
+            resp.headers_mut()
+                .insert(header::SERVER, cfg.server_name.clone());
         }
         ServerHeader::AppendIfAbsent => {
             if !resp.headers().contains_key(header::SERVER) {
-                resp.headers_mut().insert(header::SERVER, cfg.server_name.clone());
+                resp.headers_mut()
+                    .insert(header::SERVER, cfg.server_name.clone());
             }
         }
         ServerHeader::PassThrough => {}

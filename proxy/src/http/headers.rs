@@ -60,7 +60,11 @@ pub fn upgrade_type(headers: &HeaderMap) -> Option<String> {
 /// Path normalization as Envoy's `normalize_path` (RFC 3986 dot-segment removal, with
 /// percent-encoded unreserved characters decoded and backslashes turned into slashes) and
 /// `merge_slashes`. The query string is left alone. `None`: the path cannot be normalized.
-pub fn normalize(path_and_query: &str, normalize_path: bool, merge_slashes: bool) -> Option<String> {
+pub fn normalize(
+    path_and_query: &str,
+    normalize_path: bool,
+    merge_slashes: bool,
+) -> Option<String> {
     let (path, query) = match path_and_query.find('?') {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
@@ -161,7 +165,8 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
 pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+    HeaderValue::from_str(s)
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
 #[cfg(test)]
@@ -170,10 +175,16 @@ mod tests {
 
     #[test]
     fn normalizes_like_envoy() {
-        assert_eq!(normalize("/a/./b/../c?x=/../", true, false).as_deref(), Some("/a/c?x=/../"));
+        assert_eq!(
+            normalize("/a/./b/../c?x=/../", true, false).as_deref(),
+            Some("/a/c?x=/../")
+        );
         assert_eq!(normalize("/a/%2E%2e/b", true, false).as_deref(), Some("/b"));
         assert_eq!(normalize("/..", true, false).as_deref(), Some("/"));
-        assert_eq!(normalize("/a//b///c", false, true).as_deref(), Some("/a/b/c"));
+        assert_eq!(
+            normalize("/a//b///c", false, true).as_deref(),
+            Some("/a/b/c")
+        );
         assert_eq!(normalize("/a\\b", true, false).as_deref(), Some("/a/b"));
         assert_eq!(normalize("/a%2fb", true, false).as_deref(), Some("/a%2Fb"));
         assert_eq!(normalize("/dir/.", true, false).as_deref(), Some("/dir/"));

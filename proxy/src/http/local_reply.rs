@@ -36,9 +36,10 @@ impl LocalReply {
     pub fn status(&self) -> StatusCode {
         match self {
             LocalReply::NoRoute => StatusCode::NOT_FOUND,
-            LocalReply::ClusterNotFound | LocalReply::NoHealthyUpstream | LocalReply::ConnectFailure | LocalReply::UpstreamReset => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            LocalReply::ClusterNotFound
+            | LocalReply::NoHealthyUpstream
+            | LocalReply::ConnectFailure
+            | LocalReply::UpstreamReset => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::Http10NotAllowed => StatusCode::UPGRADE_REQUIRED,
             LocalReply::MissingHost | LocalReply::BadPath => StatusCode::BAD_REQUEST,
@@ -81,7 +82,10 @@ impl LocalReply {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            LocalReply::Http10NotAllowed | LocalReply::MissingHost | LocalReply::UpgradeNotAllowed | LocalReply::BadPath
+            LocalReply::Http10NotAllowed
+                | LocalReply::MissingHost
+                | LocalReply::UpgradeNotAllowed
+                | LocalReply::BadPath
         )
     }
 
@@ -91,12 +95,14 @@ impl LocalReply {
             Response::new(empty())
         } else {
             let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
         };
         *resp.status_mut() = self.status();
         if self.closes_connection() {
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp.extensions_mut().insert(ResponseFlag(self.flag()));
         resp
@@ -116,7 +122,10 @@ mod tests {
         let r = LocalReply::UpstreamTimeout.into_response();
         assert_eq!(r.status(), 504);
         assert_eq!(r.headers()["content-type"], "text/plain");
-        assert_eq!(r.extensions().get::<ResponseFlag>(), Some(&ResponseFlag("UT")));
+        assert_eq!(
+            r.extensions().get::<ResponseFlag>(),
+            Some(&ResponseFlag("UT"))
+        );
         let r = LocalReply::NoRoute.into_response();
         assert_eq!(r.status(), 404);
         assert!(r.headers().get("content-type").is_none());

@@ -18,7 +18,13 @@ use crate::config::route::{Forward, MirrorTarget};
 use crate::upstream::pool::{BoxError, Proto, ProxyBody};
 
 /// Starts the selected mirrors and returns the body to send to the primary upstream.
-pub fn spawn_mirrors(parts: &Parts, body: Incoming, fwd: &Forward, ctx: &HttpContext, down: &Downstream) -> ProxyBody {
+pub fn spawn_mirrors(
+    parts: &Parts,
+    body: Incoming,
+    fwd: &Forward,
+    ctx: &HttpContext,
+    down: &Downstream,
+) -> ProxyBody {
     let mut senders = Vec::new();
     for m in &fwd.mirrors {
         if m.per_million < 1_000_000 && fastrand::u32(0..1_000_000) >= m.per_million {
@@ -26,15 +32,25 @@ pub fn spawn_mirrors(parts: &Parts, body: Incoming, fwd: &Forward, ctx: &HttpCon
         }
         let name = match &m.target {
             MirrorTarget::Cluster(c) => &**c,
-            MirrorTarget::Header(h) => parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or(""),
+            MirrorTarget::Header(h) => parts
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
         };
-        let Some(cluster) = ctx.clusters.get(name).cloned() else { continue };
+        let Some(cluster) = ctx.clusters.get(name).cloned() else {
+            continue;
+        };
         let Some(host) = cluster.pick() else { continue };
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(64);
         senders.push(tx);
         let mut p = parts.clone();
         // Envoy marks mirrored requests by suffixing the host with "-shadow".
-        let host_header = p.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host_header = p
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         let shadow = shadow_host(host_header);
         if let Ok(v) = HeaderValue::from_str(&shadow) {
             p.headers.insert(http::header::HOST, v);
@@ -45,13 +61,19 @@ pub fn spawn_mirrors(parts: &Parts, body: Incoming, fwd: &Forward, ctx: &HttpCon
                 p.uri = u;
             }
         }
-        let proto = if p.version == http::Version::HTTP_2 { Proto::Http2 } else { Proto::Http1 };
+        let proto = if p.version == http::Version::HTTP_2 {
+            Proto::Http2
+        } else {
+            Proto::Http1
+        };
         let body = StreamBody::new(tokio_stream_from(rx)).boxed();
         let pools = down.pools.clone();
         tokio::spawn(async move {
             cluster.stats.upstream_rq_total.inc();
             let req = Request::from_parts(p, body);
-            let Ok(mut lease) = pools.acquire(&cluster, &host, proto).await else { return };
+            let Ok(mut lease) = pools.acquire(&cluster, &host, proto).await else {
+                return;
+            };
             if let Ok(resp) = lease.send(req).await {
                 cluster.stats.response(resp.status().as_u16());
                 let _ = resp.into_body().collect().await;
@@ -62,7 +84,11 @@ pub fn spawn_mirrors(parts: &Parts, body: Incoming, fwd: &Forward, ctx: &HttpCon
     if senders.is_empty() {
         return super::body::boxed(body);
     }
-    TeeBody { inner: body, mirrors: senders }.boxed()
+    TeeBody {
+        inner: body,
+        mirrors: senders,
+    }
+    .boxed()
 }
 
 fn shadow_host(host: &str) -> String {
@@ -87,14 +113,19 @@ impl Body for TeeBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    this.mirrors.retain(|m| m.try_send(Ok(Frame::data(d.clone()))).is_ok());
+                    this.mirrors
+                        .retain(|m| m.try_send(Ok(Frame::data(d.clone()))).is_ok());
                 } else if let Some(t) = frame.trailers_ref() {
-                    this.mirrors.retain(|m| m.try_send(Ok(Frame::trailers(t.clone()))).is_ok());
+                    this.mirrors
+                        .retain(|m| m.try_send(Ok(Frame::trailers(t.clone()))).is_ok());
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -8,7 +8,13 @@ use crate::config::route::{PathMatch, Redirect, RedirectPath, Route};
 use crate::routing::strip_port;
 use crate::upstream::pool::ProxyBody;
 
-pub fn respond(rd: &Redirect, route: &Route, scheme: &str, host: &str, path_and_query: &str) -> Response<ProxyBody> {
+pub fn respond(
+    rd: &Redirect,
+    route: &Route,
+    scheme: &str,
+    host: &str,
+    path_and_query: &str,
+) -> Response<ProxyBody> {
     let location = location(rd, route, scheme, host, path_and_query);
     let mut r = status_only(rd.status);
     match HeaderValue::from_str(&location) {
@@ -21,10 +27,20 @@ pub fn respond(rd: &Redirect, route: &Route, scheme: &str, host: &str, path_and_
 }
 
 fn default_port(scheme: &str) -> &'static str {
-    if scheme == "https" { "443" } else { "80" }
+    if scheme == "https" {
+        "443"
+    } else {
+        "80"
+    }
 }
 
-pub fn location(rd: &Redirect, route: &Route, scheme: &str, host: &str, path_and_query: &str) -> String {
+pub fn location(
+    rd: &Redirect,
+    route: &Route,
+    scheme: &str,
+    host: &str,
+    path_and_query: &str,
+) -> String {
     let new_scheme = rd.scheme.as_deref().unwrap_or(scheme);
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -32,7 +48,10 @@ pub fn location(rd: &Redirect, route: &Route, scheme: &str, host: &str, path_and
     };
     // Host and port.
     let mut host_out = rd.host.clone().unwrap_or_else(|| host.to_string());
-    let host_port = host_out.rsplit_once(':').map(|(_, p)| p.to_string()).filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    let host_port = host_out
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
     if let Some(port) = rd.port {
         host_out = format!("{}:{port}", strip_port(&host_out));
     } else if rd.scheme.is_some() && host_port.as_deref() == Some(default_port(scheme)) {
@@ -54,9 +73,15 @@ pub fn location(rd: &Redirect, route: &Route, scheme: &str, host: &str, path_and
                 PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) => p.len().min(path.len()),
                 _ => path.len(),
             };
-            (format!("{prefix}{}", &path[matched..]), query.map(str::to_string))
+            (
+                format!("{prefix}{}", &path[matched..]),
+                query.map(str::to_string),
+            )
         }
-        RedirectPath::Regex(re, sub) => (re.replace_all(path, sub.as_str()).into_owned(), query.map(str::to_string)),
+        RedirectPath::Regex(re, sub) => (
+            re.replace_all(path, sub.as_str()).into_owned(),
+            query.map(str::to_string),
+        ),
     };
     if rd.strip_query {
         new_query = None;

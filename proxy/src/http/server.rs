@@ -10,11 +10,16 @@ use hyper_util::server::conn::auto;
 use super::{handler, Downstream, HttpContext};
 use crate::config::hcm::Codec;
 use crate::drain::DrainWatch;
-use crate::stats::GaugeGuard;
 use crate::io::Activity;
+use crate::stats::GaugeGuard;
 use crate::upstream::connect::Io;
 
-pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, mut drain: DrainWatch) {
+pub async fn serve<I: Io>(
+    io: I,
+    ctx: Arc<HttpContext>,
+    down: Arc<Downstream>,
+    mut drain: DrainWatch,
+) {
     let cfg = ctx.config.clone();
     let stats = ctx.stats.clone();
     stats.downstream_cx_total.inc();
@@ -75,4 +80,3 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, m
         }
     }
 }
-

@@ -31,17 +31,32 @@ async fn silent_upstream() -> std::net::SocketAddr {
     addr
 }
 
-async fn start(hcm_yaml: &str) -> (hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>, Arc<HttpContext>, Drain) {
+async fn start(
+    hcm_yaml: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>,
+    Arc<HttpContext>,
+    Drain,
+) {
     let store = Store::default();
     let up = silent_upstream().await;
     let clusters = Arc::new(ClusterManager::new(vec![static_cluster("c", up)], &store));
-    let hcm: HttpManager = from_yaml::<Hcm, _>(hcm_yaml, "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
+    let hcm: HttpManager = from_yaml::<Hcm, _>(
+        hcm_yaml,
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    );
     let ctx = Arc::new(HttpContext::new(Arc::new(hcm), clusters, &store));
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let down = Arc::new(Downstream { peer: None, local: None, pools: Arc::new(Pools::default()) });
+    let down = Arc::new(Downstream {
+        peer: None,
+        local: None,
+        pools: Arc::new(Pools::default()),
+    });
     let drain = Drain::default();
     tokio::spawn(server::serve(server_io, ctx.clone(), down, drain.watch()));
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     (send, ctx, drain)
 }
@@ -60,7 +75,10 @@ http_filters: [{name: envoy.filters.http.router}]
 "#;
 
 fn get(path: &str) -> http::Request<Empty<bytes::Bytes>> {
-    http::Request::get(path).header("host", "h").body(Empty::new()).unwrap()
+    http::Request::get(path)
+        .header("host", "h")
+        .body(Empty::new())
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -73,7 +91,10 @@ async fn route_timeout_answers_504_after_the_configured_time() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"upstream request timeout");
         let waited = t.elapsed();
-        assert!(waited >= Duration::from_secs(want) && waited < Duration::from_secs(want + 1), "{path}: {waited:?}");
+        assert!(
+            waited >= Duration::from_secs(want) && waited < Duration::from_secs(want + 1),
+            "{path}: {waited:?}"
+        );
     }
     assert_eq!(ctx.stats.downstream_rq_xx[4].get(), 2);
 }
@@ -83,7 +104,9 @@ async fn idle_connections_are_closed_after_idle_timeout() {
     let (mut send, ctx, _drain) = start(HCM).await;
     let t = Instant::now();
     // No request: the connection closes once it has been idle for 120 s.
-    std::future::poll_fn(|cx| send.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| send.poll_ready(cx))
+        .await
+        .unwrap();
     while !send.is_closed() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

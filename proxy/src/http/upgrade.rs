@@ -17,7 +17,11 @@ pub fn tunnel(
         let (down, up) = match tokio::join!(downstream, upstream) {
             (Ok(d), Ok(u)) => (d, u),
             (d, u) => {
-                tracing::debug!(downstream_ok = d.is_ok(), upstream_ok = u.is_ok(), "upgrade failed");
+                tracing::debug!(
+                    downstream_ok = d.is_ok(),
+                    upstream_ok = u.is_ok(),
+                    "upgrade failed"
+                );
                 return;
             }
         };

@@ -43,7 +43,11 @@ const STAGES: [StageFn; 9] = [
     |m, c| {
         if m.application_protocols.is_empty() {
             Stage::Wild
-        } else if m.application_protocols.iter().any(|p| c.application_protocols.contains(p)) {
+        } else if m
+            .application_protocols
+            .iter()
+            .any(|p| c.application_protocols.contains(p))
+        {
             Stage::Match(0)
         } else {
             Stage::NoMatch
@@ -78,7 +82,9 @@ fn cidr_stage(ranges: &[Cidr], addr: Option<SocketAddr>) -> Stage {
     if ranges.is_empty() {
         return Stage::Wild;
     }
-    let Some(addr) = addr else { return Stage::NoMatch };
+    let Some(addr) = addr else {
+        return Stage::NoMatch;
+    };
     ranges
         .iter()
         .filter(|r| r.contains(addr.ip()))
@@ -92,7 +98,9 @@ fn server_name_stage(names: &[String], sni: Option<&str>) -> Stage {
     if names.is_empty() {
         return Stage::Wild;
     }
-    let Some(sni) = sni else { return Stage::NoMatch };
+    let Some(sni) = sni else {
+        return Stage::NoMatch;
+    };
     let sni = sni.to_ascii_lowercase();
     names
         .iter()
@@ -110,7 +118,10 @@ fn server_name_stage(names: &[String], sni: Option<&str>) -> Stage {
 }
 
 /// The index of the chain for a connection, or `None` (use the default chain, if any).
-pub fn select<'a>(chains: impl Iterator<Item = &'a ChainMatch>, meta: &ConnMeta<'_>) -> Option<usize> {
+pub fn select<'a>(
+    chains: impl Iterator<Item = &'a ChainMatch>,
+    meta: &ConnMeta<'_>,
+) -> Option<usize> {
     let mut candidates: Vec<(usize, &ChainMatch)> = chains.enumerate().collect();
     for stage in STAGES {
         let mut best: Option<u32> = None;
@@ -144,7 +155,10 @@ mod tests {
     use super::*;
 
     fn cidr(s: &str, len: u8) -> Cidr {
-        Cidr { addr: s.parse().unwrap(), len }
+        Cidr {
+            addr: s.parse().unwrap(),
+            len,
+        }
     }
 
     fn meta(dst: &str, src: &str) -> ConnMeta<'static> {
@@ -158,36 +172,79 @@ mod tests {
 
     #[test]
     fn destination_port_then_most_specific_prefix() {
-        let chains = vec![
+        let chains = [
             ChainMatch::default(),
-            ChainMatch { destination_port: Some(8080), ..Default::default() },
-            ChainMatch { destination_port: Some(8080), prefix_ranges: vec![cidr("10.0.0.0", 8)], ..Default::default() },
-            ChainMatch { destination_port: Some(8080), prefix_ranges: vec![cidr("10.1.0.0", 16)], ..Default::default() },
+            ChainMatch {
+                destination_port: Some(8080),
+                ..Default::default()
+            },
+            ChainMatch {
+                destination_port: Some(8080),
+                prefix_ranges: vec![cidr("10.0.0.0", 8)],
+                ..Default::default()
+            },
+            ChainMatch {
+                destination_port: Some(8080),
+                prefix_ranges: vec![cidr("10.1.0.0", 16)],
+                ..Default::default()
+            },
         ];
-        assert_eq!(select(chains.iter(), &meta("10.1.2.3:8080", "1.1.1.1:5")), Some(3));
-        assert_eq!(select(chains.iter(), &meta("10.9.2.3:8080", "1.1.1.1:5")), Some(2));
-        assert_eq!(select(chains.iter(), &meta("192.168.0.1:8080", "1.1.1.1:5")), Some(1));
-        assert_eq!(select(chains.iter(), &meta("10.1.2.3:9090", "1.1.1.1:5")), Some(0));
+        assert_eq!(
+            select(chains.iter(), &meta("10.1.2.3:8080", "1.1.1.1:5")),
+            Some(3)
+        );
+        assert_eq!(
+            select(chains.iter(), &meta("10.9.2.3:8080", "1.1.1.1:5")),
+            Some(2)
+        );
+        assert_eq!(
+            select(chains.iter(), &meta("192.168.0.1:8080", "1.1.1.1:5")),
+            Some(1)
+        );
+        assert_eq!(
+            select(chains.iter(), &meta("10.1.2.3:9090", "1.1.1.1:5")),
+            Some(0)
+        );
     }
 
     #[test]
     fn port_match_beats_ip_match_even_if_it_fails_later() {
         // Envoy picks the port stage first; a chain with the port but a failing later
         // criterion leaves no chain rather than falling back to a port-less one.
-        let chains = vec![
-            ChainMatch { prefix_ranges: vec![cidr("10.0.0.0", 8)], ..Default::default() },
-            ChainMatch { destination_port: Some(80), source_ports: vec![1], ..Default::default() },
+        let chains = [
+            ChainMatch {
+                prefix_ranges: vec![cidr("10.0.0.0", 8)],
+                ..Default::default()
+            },
+            ChainMatch {
+                destination_port: Some(80),
+                source_ports: vec![1],
+                ..Default::default()
+            },
         ];
-        assert_eq!(select(chains.iter(), &meta("10.0.0.1:80", "1.1.1.1:5")), None);
+        assert_eq!(
+            select(chains.iter(), &meta("10.0.0.1:80", "1.1.1.1:5")),
+            None
+        );
     }
 
     #[test]
     fn server_names_transport_and_alpn() {
         let alpn = vec!["h2".to_string()];
-        let chains = vec![
-            ChainMatch { server_names: vec!["*.example.com".into()], ..Default::default() },
-            ChainMatch { server_names: vec!["api.example.com".into()], ..Default::default() },
-            ChainMatch { transport_protocol: Some("tls".into()), application_protocols: alpn.clone(), ..Default::default() },
+        let chains = [
+            ChainMatch {
+                server_names: vec!["*.example.com".into()],
+                ..Default::default()
+            },
+            ChainMatch {
+                server_names: vec!["api.example.com".into()],
+                ..Default::default()
+            },
+            ChainMatch {
+                transport_protocol: Some("tls".into()),
+                application_protocols: alpn.clone(),
+                ..Default::default()
+            },
             ChainMatch::default(),
         ];
         let mut m = meta("1.1.1.1:443", "2.2.2.2:5");
@@ -205,14 +262,33 @@ mod tests {
 
     #[test]
     fn source_criteria() {
-        let chains = vec![
-            ChainMatch { source_type: SourceType::SameIpOrLoopback, ..Default::default() },
-            ChainMatch { source_prefix_ranges: vec![cidr("192.168.0.0", 16)], source_ports: vec![7], ..Default::default() },
+        let chains = [
+            ChainMatch {
+                source_type: SourceType::SameIpOrLoopback,
+                ..Default::default()
+            },
+            ChainMatch {
+                source_prefix_ranges: vec![cidr("192.168.0.0", 16)],
+                source_ports: vec![7],
+                ..Default::default()
+            },
             ChainMatch::default(),
         ];
-        assert_eq!(select(chains.iter(), &meta("10.0.0.1:80", "127.0.0.1:9")), Some(0));
-        assert_eq!(select(chains.iter(), &meta("10.0.0.1:80", "192.168.1.1:7")), Some(1));
-        assert_eq!(select(chains.iter(), &meta("10.0.0.1:80", "192.168.1.1:8")), None);
-        assert_eq!(select(chains.iter(), &meta("10.0.0.1:80", "8.8.8.8:8")), Some(2));
+        assert_eq!(
+            select(chains.iter(), &meta("10.0.0.1:80", "127.0.0.1:9")),
+            Some(0)
+        );
+        assert_eq!(
+            select(chains.iter(), &meta("10.0.0.1:80", "192.168.1.1:7")),
+            Some(1)
+        );
+        assert_eq!(
+            select(chains.iter(), &meta("10.0.0.1:80", "192.168.1.1:8")),
+            None
+        );
+        assert_eq!(
+            select(chains.iter(), &meta("10.0.0.1:80", "8.8.8.8:8")),
+            Some(2)
+        );
     }
 }

@@ -5,12 +5,21 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 fn table(yaml: &str) -> RouteTable {
     let v = parse_text(yaml, "test").unwrap();
-    let (rc, _): (RouteConfiguration, _) =
-        decode(v, "envoy.config.route.v3.RouteConfiguration", UnknownFields::Reject).unwrap();
+    let (rc, _): (RouteConfiguration, _) = decode(
+        v,
+        "envoy.config.route.v3.RouteConfiguration",
+        UnknownFields::Reject,
+    )
+    .unwrap();
     RouteTable::try_from(&rc).unwrap()
 }
 
-fn pick<'a>(t: &'a RouteTable, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<&'a str> {
+fn pick<'a>(
+    t: &'a RouteTable,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<&'a str> {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
         h.append(
@@ -52,10 +61,17 @@ fn domain_precedence_exact_suffix_prefix_default() {
     let t = table(VHOSTS);
     assert_eq!(pick(&t, "api.example.com", "/", &[]), Some("exact"));
     assert_eq!(pick(&t, "api.example.com:8080", "/", &[]), Some("exact"));
-    assert_eq!(pick(&t, "v1.api.example.com", "/", &[]), Some("long-suffix"));
+    assert_eq!(
+        pick(&t, "v1.api.example.com", "/", &[]),
+        Some("long-suffix")
+    );
     assert_eq!(pick(&t, "www.example.com", "/", &[]), Some("suffix"));
     assert_eq!(pick(&t, "api.other.org", "/", &[]), Some("prefix"));
-    assert_eq!(pick(&t, "example.com", "/", &[]), Some("any"), "wildcard needs a character");
+    assert_eq!(
+        pick(&t, "example.com", "/", &[]),
+        Some("any"),
+        "wildcard needs a character"
+    );
     assert_eq!(pick(&t, "api.example.com:9090", "/", &[]), Some("prefix"));
 }
 
@@ -66,8 +82,12 @@ fn duplicate_domains_are_rejected() {
         "t",
     )
     .unwrap();
-    let (rc, _): (RouteConfiguration, _) =
-        decode(v, "envoy.config.route.v3.RouteConfiguration", UnknownFields::Reject).unwrap();
+    let (rc, _): (RouteConfiguration, _) = decode(
+        v,
+        "envoy.config.route.v3.RouteConfiguration",
+        UnknownFields::Reject,
+    )
+    .unwrap();
     let e = RouteTable::try_from(&rc).unwrap_err();
     assert!(e.to_string().contains("domain 'x'"), "{e}");
 }
@@ -119,7 +139,11 @@ fn match_kinds() {
     let t = table(ROUTES);
     let p = |path: &str, h: &[(&str, &str)]| pick(&t, "host", path, h);
     assert_eq!(p("/exact", &[]), Some("exact"));
-    assert_eq!(p("/exact?x=1", &[]), Some("exact"), "path match ignores the query");
+    assert_eq!(
+        p("/exact?x=1", &[]),
+        Some("exact"),
+        "path match ignores the query"
+    );
     assert_eq!(p("/exact/", &[]), Some("fallback"));
     assert_eq!(p("/ci", &[]), Some("ci"));
     assert_eq!(p("/re/42", &[]), Some("regex"));
@@ -129,13 +153,19 @@ fn match_kinds() {
     assert_eq!(p("/separate", &[]), Some("fallback"));
     assert_eq!(p("/h", &[("x-a", "one")]), Some("hdr-exact"));
     assert_eq!(p("/h", &[("x-n", "15"), ("x-b", "yes")]), Some("hdr-range"));
-    assert_eq!(p("/h", &[("x-n", "20"), ("x-b", "yes")]), Some("hdr-invert"));
+    assert_eq!(
+        p("/h", &[("x-n", "20"), ("x-b", "yes")]),
+        Some("hdr-invert")
+    );
     assert_eq!(p("/h", &[]), Some("hdr-absent"));
     assert_eq!(p("/h", &[("x-b", "nope")]), Some("fallback"));
     assert_eq!(p("/q?debug=1", &[]), Some("query"));
     assert_eq!(p("/q?debug=2&trace", &[]), Some("query-present"));
     assert_eq!(p("/q", &[]), Some("fallback"));
-    assert_eq!(p("/g", &[("content-type", "application/grpc+proto")]), Some("grpc"));
+    assert_eq!(
+        p("/g", &[("content-type", "application/grpc+proto")]),
+        Some("grpc")
+    );
     assert_eq!(p("/g", &[("content-type", "text/plain")]), Some("fallback"));
     assert_eq!(pick(&t, "svc.internal", "/a", &[]), Some("authority"));
 }
@@ -174,5 +204,8 @@ virtual_hosts:
     direct_response: {status: 200}
 "#,
     );
-    assert_eq!(pick(&t, "h", "/", &[("x-m", "a"), ("x-m", "b")]), Some("joined"));
+    assert_eq!(
+        pick(&t, "h", "/", &[("x-m", "a"), ("x-m", "b")]),
+        Some("joined")
+    );
 }

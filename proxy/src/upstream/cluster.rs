@@ -55,11 +55,21 @@ impl HostSet {
 /// their GCD and each host appears `weight` times, spread out.
 fn wrr_schedule(hosts: &[Host]) -> Vec<usize> {
     let gcd = hosts.iter().map(|h| h.weight.max(1)).fold(0, gcd);
-    let weights: Vec<i64> = hosts.iter().map(|h| i64::from(h.weight.max(1) / gcd.max(1))).collect();
+    let weights: Vec<i64> = hosts
+        .iter()
+        .map(|h| i64::from(h.weight.max(1) / gcd.max(1)))
+        .collect();
     let total: i64 = weights.iter().sum();
     // Bound the schedule; beyond this, weights are approximated proportionally.
-    let scale = if total > 4096 { total as f64 / 4096.0 } else { 1.0 };
-    let weights: Vec<i64> = weights.iter().map(|w| ((*w as f64 / scale).round() as i64).max(1)).collect();
+    let scale = if total > 4096 {
+        total as f64 / 4096.0
+    } else {
+        1.0
+    };
+    let weights: Vec<i64> = weights
+        .iter()
+        .map(|w| ((*w as f64 / scale).round() as i64).max(1))
+        .collect();
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
     let mut out = Vec::with_capacity(total as usize);
@@ -78,7 +88,11 @@ fn wrr_schedule(hosts: &[Host]) -> Vec<usize> {
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Per-cluster stats (`cluster.<name>.*`).
@@ -106,7 +120,13 @@ impl ClusterStats {
         ClusterStats {
             upstream_rq_total: c("upstream_rq_total"),
             upstream_rq_active: g("upstream_rq_active"),
-            upstream_rq_xx: [c("upstream_rq_1xx"), c("upstream_rq_2xx"), c("upstream_rq_3xx"), c("upstream_rq_4xx"), c("upstream_rq_5xx")],
+            upstream_rq_xx: [
+                c("upstream_rq_1xx"),
+                c("upstream_rq_2xx"),
+                c("upstream_rq_3xx"),
+                c("upstream_rq_4xx"),
+                c("upstream_rq_5xx"),
+            ],
             upstream_rq_timeout: c("upstream_rq_timeout"),
             upstream_cx_total: c("upstream_cx_total"),
             upstream_cx_active: g("upstream_cx_active"),
@@ -121,7 +141,10 @@ impl ClusterStats {
     }
 
     pub fn response(&self, status: u16) {
-        if let Some(c) = self.upstream_rq_xx.get(usize::from(status / 100).wrapping_sub(1)) {
+        if let Some(c) = self
+            .upstream_rq_xx
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
             c.inc();
         }
     }
@@ -181,7 +204,11 @@ fn static_host(e: &crate::config::cluster::Endpoint) -> Option<Host> {
         HostAddress::Unix(p) => HostAddr::Unix(p.clone()),
         HostAddress::Name { .. } => return None,
     };
-    Some(Host { addr, hostname: None, weight: e.weight })
+    Some(Host {
+        addr,
+        hostname: None,
+        weight: e.weight,
+    })
 }
 
 /// All clusters by name. Immutable once built; a new config builds a new manager.
@@ -224,7 +251,11 @@ mod tests {
     use super::*;
 
     fn host(port: u16, weight: u32) -> Host {
-        Host { addr: HostAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))), hostname: None, weight }
+        Host {
+            addr: HostAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+            hostname: None,
+            weight,
+        }
     }
 
     #[test]
@@ -233,7 +264,10 @@ mod tests {
         assert_eq!(set.schedule.len(), 4);
         assert_eq!(set.schedule.iter().filter(|i| **i == 0).count(), 3);
         // Smooth: the light host is not at the end of a run of heavy ones twice in a row.
-        assert_ne!(set.schedule, vec![0, 0, 0, 1].into_iter().rev().collect::<Vec<_>>());
+        assert_ne!(
+            set.schedule,
+            vec![0, 0, 0, 1].into_iter().rev().collect::<Vec<_>>()
+        );
         let equal = HostSet::new(vec![host(1, 10), host(2, 10)]);
         assert_eq!(equal.schedule, vec![0, 1]);
     }

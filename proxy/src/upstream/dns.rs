@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-
 use super::cluster::{ClusterState, Host, HostAddr};
 use crate::config::cluster::{Discovery, DnsFamily};
 use crate::config::common::HostAddress;
@@ -15,10 +14,20 @@ pub async fn resolve(cluster: &ClusterState) -> std::io::Result<Vec<Host>> {
     let mut hosts = Vec::new();
     for ep in &cluster.config.endpoints {
         match &ep.address {
-            HostAddress::Ip(a) => hosts.push(Host { addr: HostAddr::Tcp(*a), hostname: None, weight: ep.weight }),
-            HostAddress::Unix(p) => hosts.push(Host { addr: HostAddr::Unix(p.clone()), hostname: None, weight: ep.weight }),
+            HostAddress::Ip(a) => hosts.push(Host {
+                addr: HostAddr::Tcp(*a),
+                hostname: None,
+                weight: ep.weight,
+            }),
+            HostAddress::Unix(p) => hosts.push(Host {
+                addr: HostAddr::Unix(p.clone()),
+                hostname: None,
+                weight: ep.weight,
+            }),
             HostAddress::Name { host, port } => {
-                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port)).await?.collect();
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
+                    .await?
+                    .collect();
                 let mut addrs = filter_family(addrs, cluster.config.dns_family);
                 addrs.dedup();
                 if cluster.config.discovery == Discovery::LogicalDns {
@@ -86,7 +95,10 @@ mod tests {
         let v6: SocketAddr = "[::1]:1".parse().unwrap();
         assert_eq!(filter_family(vec![v4, v6], DnsFamily::Auto), vec![v6]);
         assert_eq!(filter_family(vec![v4], DnsFamily::Auto), vec![v4]);
-        assert_eq!(filter_family(vec![v4, v6], DnsFamily::V4Preferred), vec![v4]);
+        assert_eq!(
+            filter_family(vec![v4, v6], DnsFamily::V4Preferred),
+            vec![v4]
+        );
         assert_eq!(filter_family(vec![v4, v6], DnsFamily::All), vec![v4, v6]);
         assert!(filter_family(vec![v4], DnsFamily::V6Only).is_empty());
     }

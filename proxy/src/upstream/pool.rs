@@ -84,18 +84,39 @@ impl std::fmt::Debug for Lease {
 
 impl Pools {
     /// Checks out a connection to `host`, opening one if none is idle.
-    pub async fn acquire(self: &Arc<Self>, cluster: &ClusterState, host: &Host, proto: Proto) -> Result<Lease, UpstreamError> {
-        let key = Key { cluster: cluster.name.clone(), addr: host.addr.clone(), proto };
+    pub async fn acquire(
+        self: &Arc<Self>,
+        cluster: &ClusterState,
+        host: &Host,
+        proto: Proto,
+    ) -> Result<Lease, UpstreamError> {
+        let key = Key {
+            cluster: cluster.name.clone(),
+            addr: host.addr.clone(),
+            proto,
+        };
         let max_uses = cluster.config.max_requests_per_connection;
         match proto {
             Proto::Http1 => {
                 if let Some(idle) = self.take_idle_h1(&key) {
-                    return Ok(Lease { sender: Sender::H1(idle.sender), key, uses: idle.uses, max_uses, pools: self.clone() });
+                    return Ok(Lease {
+                        sender: Sender::H1(idle.sender),
+                        key,
+                        uses: idle.uses,
+                        max_uses,
+                        pools: self.clone(),
+                    });
                 }
             }
             Proto::Http2 => {
                 if let Some((sender, uses)) = self.shared_h2(&key, max_uses) {
-                    return Ok(Lease { sender: Sender::H2(sender), key, uses, max_uses, pools: self.clone() });
+                    return Ok(Lease {
+                        sender: Sender::H2(sender),
+                        key,
+                        uses,
+                        max_uses,
+                        pools: self.clone(),
+                    });
                 }
             }
         }
@@ -104,7 +125,13 @@ impl Pools {
             let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             h2.insert(key.clone(), (s.clone(), 0));
         }
-        Ok(Lease { sender, key, uses: 0, max_uses, pools: self.clone() })
+        Ok(Lease {
+            sender,
+            key,
+            uses: 0,
+            max_uses,
+            pools: self.clone(),
+        })
     }
 
     fn take_idle_h1(&self, key: &Key) -> Option<Idle> {
@@ -135,7 +162,11 @@ impl Pools {
     }
 }
 
-async fn connect_new(cluster: &ClusterState, host: &Host, proto: Proto) -> Result<Sender, UpstreamError> {
+async fn connect_new(
+    cluster: &ClusterState,
+    host: &Host,
+    proto: Proto,
+) -> Result<Sender, UpstreamError> {
     let stats = &cluster.stats;
     let io = match connect::connect(&host.addr, cluster.config.connect_timeout).await {
         Ok(io) => io,
@@ -184,12 +215,14 @@ impl Lease {
         match &mut self.sender {
             Sender::H1(s) => {
                 if s.ready().await.is_err() {
-                    return Err(SendError::NotSent(req));
+                    return Err(SendError::NotSent(Box::new(req)));
                 }
-                s.try_send_request(req).await.map_err(|mut e| match e.take_message() {
-                    Some(req) if self.uses > 1 => SendError::NotSent(req),
-                    _ => SendError::Failed(e.into_error()),
-                })
+                s.try_send_request(req)
+                    .await
+                    .map_err(|mut e| match e.take_message() {
+                        Some(req) if self.uses > 1 => SendError::NotSent(Box::new(req)),
+                        _ => SendError::Failed(e.into_error()),
+                    })
             }
             Sender::H2(s) => {
                 if let Err(e) = s.ready().await {
@@ -210,7 +243,13 @@ impl Lease {
         if let Sender::H1(sender) = self.sender {
             let spent = self.max_uses > 0 && self.uses >= self.max_uses;
             if !spent && !sender.is_closed() {
-                self.pools.put_idle_h1(self.key, Idle { sender, uses: self.uses });
+                self.pools.put_idle_h1(
+                    self.key,
+                    Idle {
+                        sender,
+                        uses: self.uses,
+                    },
+                );
             }
         }
     }
@@ -219,6 +258,6 @@ impl Lease {
 #[derive(Debug)]
 pub enum SendError {
     /// Not written to the upstream: safe to send on another connection.
-    NotSent(Request<ProxyBody>),
+    NotSent(Box<Request<ProxyBody>>),
     Failed(hyper::Error),
 }
