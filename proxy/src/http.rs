@@ -18,7 +18,7 @@ pub mod server;
 mod tests;
 pub mod upgrade;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::hcm::HttpManager;
@@ -32,15 +32,23 @@ pub struct HttpContext {
     pub config: Arc<HttpManager>,
     pub clusters: Arc<ClusterManager>,
     pub stats: HcmStats,
+    /// This host's address: Envoy appends it to `x-forwarded-for` for loopback peers.
+    pub local_address: IpAddr,
 }
 
 impl HttpContext {
-    pub fn new(config: Arc<HttpManager>, clusters: Arc<ClusterManager>, store: &Store) -> Self {
+    pub fn new(
+        config: Arc<HttpManager>,
+        clusters: Arc<ClusterManager>,
+        store: &Store,
+        local_address: IpAddr,
+    ) -> Self {
         let stats = HcmStats::new(store, &config.stat_prefix);
         HttpContext {
             config,
             clusters,
             stats,
+            local_address,
         }
     }
 }

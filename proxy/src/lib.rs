@@ -8,6 +8,7 @@ pub mod http;
 pub mod io;
 pub mod listener;
 pub mod logging;
+pub mod net;
 pub mod routing;
 pub mod runtime;
 pub mod server;

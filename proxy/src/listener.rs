@@ -4,7 +4,7 @@
 pub mod chain;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use socket2::{Domain, Socket, Type};
@@ -27,12 +27,13 @@ pub enum ChainHandler {
 }
 
 impl ChainHandler {
-    fn new(fc: &FilterChain, clusters: &Arc<ClusterManager>, store: &Store) -> Self {
+    fn new(fc: &FilterChain, clusters: &Arc<ClusterManager>, store: &Store, local: IpAddr) -> Self {
         match &fc.filter {
             NetworkFilter::Http(h) => ChainHandler::Http(Arc::new(HttpContext::new(
                 h.clone(),
                 clusters.clone(),
                 store,
+                local,
             ))),
             NetworkFilter::Tcp(t) => ChainHandler::Tcp(Arc::new(TcpContext::new(
                 t.clone(),
@@ -64,16 +65,22 @@ pub struct ListenerRuntime {
 }
 
 impl ListenerRuntime {
-    pub fn new(config: Listener, clusters: &Arc<ClusterManager>, store: &Store) -> Self {
+    /// `local` is this host's address ([`crate::net::local_address`]).
+    pub fn new(
+        config: Listener,
+        clusters: &Arc<ClusterManager>,
+        store: &Store,
+        local: IpAddr,
+    ) -> Self {
         let chains = config
             .filter_chains
             .iter()
-            .map(|fc| ChainHandler::new(fc, clusters, store))
+            .map(|fc| ChainHandler::new(fc, clusters, store, local))
             .collect();
         let default_chain = config
             .default_filter_chain
             .as_ref()
-            .map(|fc| ChainHandler::new(fc, clusters, store));
+            .map(|fc| ChainHandler::new(fc, clusters, store, local));
         let p = &config.stat_prefix;
         let stats = ListenerStats {
             downstream_cx_total: store.counter(&format!("listener.{p}.downstream_cx_total")),

@@ -96,10 +96,13 @@ impl Server {
             node.cluster = c.clone();
         }
         let clusters = Arc::new(ClusterManager::new(bootstrap.clusters, &stats));
+        let local = crate::net::local_address(
+            options.local_address_ip_version == crate::cli::IpVersion::V6,
+        );
         let listeners: Vec<_> = bootstrap
             .listeners
             .into_iter()
-            .map(|l| Arc::new(ListenerRuntime::new(l, &clusters, &stats)))
+            .map(|l| Arc::new(ListenerRuntime::new(l, &clusters, &stats, local)))
             .collect();
         let now = humantime_now();
         let config_dump = crate::config::dump::config_dump(&proto, &now);

@@ -133,8 +133,14 @@ async fn forwards_with_header_mutations_in_envoy_order() {
     assert!(j["headers"]["x-drop-me"].is_null());
     assert_eq!(j["headers"]["host"][0], "svc.local");
     // use_remote_address: the peer is appended and marked internal; a request id is made.
-    assert_eq!(j["headers"]["x-forwarded-for"][0], "127.0.0.1");
-    assert_eq!(j["headers"]["x-envoy-internal"][0], "true");
+    // A loopback peer is recorded as this host's address, as Envoy does; with no
+    // internal_address_config the request counts as external.
+    assert_eq!(
+        j["headers"]["x-forwarded-for"][0],
+        remora::net::local_address(false).to_string().as_str()
+    );
+    assert_eq!(j["headers"]["x-envoy-external-address"][0], "127.0.0.1");
+    assert!(j["headers"]["x-envoy-internal"].is_null());
     assert_eq!(j["headers"]["x-forwarded-proto"][0], "http");
     assert_eq!(j["headers"]["x-request-id"][0].as_str().unwrap().len(), 36);
     assert_eq!(j["headers"]["x-envoy-expected-rq-timeout-ms"][0], "15000");
@@ -150,15 +156,16 @@ async fn path_and_host_rewrites() {
     let mut c = Conn::h1(e.proxy.addr("edge")).await;
     let j = c.get("h", "/rewrite/x/y?q=1", &[]).await.json();
     assert_eq!(j["uri"], "/new/x/y?q=1");
+    assert_eq!(j["headers"]["x-envoy-original-path"][0], "/rewrite/x/y?q=1");
     let j = c.get("h", "/regex/abc/42", &[]).await.json();
     assert_eq!(j["uri"], "/by-id/42/abc");
     let j = c.get("orig.example", "/host-literal", &[]).await.json();
     assert_eq!(j["headers"]["host"][0], "rewritten.example");
-    assert_eq!(j["headers"]["x-forwarded-host"][0], "orig.example");
+    assert_eq!(j["headers"]["x-envoy-original-host"][0], "orig.example");
     let j = c.get("orig.example", "/host-auto", &[]).await.json();
     assert_eq!(
-        j["headers"]["host"][0],
-        format!("localhost:{}", e.a.addr.port())
+        j["headers"]["host"][0], "localhost",
+        "the endpoint's DNS name, as Envoy"
     );
 }
 

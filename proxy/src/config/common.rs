@@ -121,6 +121,66 @@ pub fn host_address(addr: Option<&core::Address>) -> Result<HostAddress> {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses match IPv4 ranges.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+pub fn cidrs(ranges: &[core::CidrRange], field: &str) -> Result<Vec<Cidr>> {
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let addr: IpAddr = r.address_prefix.parse().map_err(|_| {
+                ConfigError::new(
+                    format!("{field}[{i}].address_prefix"),
+                    format!("'{}' is not an IP address", r.address_prefix),
+                )
+            })?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let len = r.prefix_len.as_ref().map_or(0, |v| v.value);
+            if len > max {
+                return Err(ConfigError::new(
+                    format!("{field}[{i}].prefix_len"),
+                    format!("{len} exceeds {max}"),
+                ));
+            }
+            Ok(Cidr {
+                addr: canonical(addr),
+                len: len as u8,
+            })
+        })
+        .collect()
+}
+
 /// A protobuf Duration; negative values are rejected.
 pub fn duration(d: &protobuf::Duration, field: &str) -> Result<Duration> {
     if d.seconds < 0 || d.nanos < 0 {

@@ -20,6 +20,10 @@ pub struct HttpManager {
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub use_remote_address: bool,
+    /// Remote addresses treated as internal (`internal_address_config`); none by default,
+    /// as in Envoy 1.40.
+    pub internal_cidrs: Vec<common::Cidr>,
+    pub internal_unix_sockets: bool,
     pub skip_xff_append: bool,
     pub generate_request_id: bool,
     pub preserve_external_request_id: bool,
@@ -137,6 +141,14 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
                 .map_err(|_| ConfigError::new("server_name", "not a valid header value"))?,
             server_header,
             use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
+            internal_cidrs: match &h.internal_address_config {
+                Some(c) => common::cidrs(&c.cidr_ranges, "internal_address_config.cidr_ranges")?,
+                None => Vec::new(),
+            },
+            internal_unix_sockets: h
+                .internal_address_config
+                .as_ref()
+                .is_some_and(|c| c.unix_sockets),
             skip_xff_append: h.skip_xff_append,
             generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
             preserve_external_request_id: h.preserve_external_request_id,

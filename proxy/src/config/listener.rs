@@ -9,7 +9,8 @@ use envoy_types::pb::envoy::config::listener::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy as TcpProxyPb;
 
-use super::common::{self, BindAddress};
+use super::common::{self, cidrs, BindAddress};
+pub use super::common::{canonical, Cidr};
 use super::error::{ConfigError, Result, Within};
 use super::hcm::HttpManager;
 use super::tcp_proxy::TcpProxy;
@@ -71,66 +72,6 @@ pub enum SourceType {
     Any,
     SameIpOrLoopback,
     External,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses match IPv4 ranges.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn cidrs(ranges: &[core::CidrRange], field: &str) -> Result<Vec<Cidr>> {
-    ranges
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let addr: IpAddr = r.address_prefix.parse().map_err(|_| {
-                ConfigError::new(
-                    format!("{field}[{i}].address_prefix"),
-                    format!("'{}' is not an IP address", r.address_prefix),
-                )
-            })?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let len = r.prefix_len.as_ref().map_or(0, |v| v.value);
-            if len > max {
-                return Err(ConfigError::new(
-                    format!("{field}[{i}].prefix_len"),
-                    format!("{len} exceeds {max}"),
-                ));
-            }
-            Ok(Cidr {
-                addr: canonical(addr),
-                len: len as u8,
-            })
-        })
-        .collect()
 }
 
 impl TryFrom<&pb::FilterChainMatch> for ChainMatch {

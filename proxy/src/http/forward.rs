@@ -62,28 +62,26 @@ pub async fn forward<'r>(
         return Err(LocalReply::NoHealthyUpstream);
     };
 
-    // Rewrites.
+    // Rewrites; Envoy keeps the originals in x-envoy-original-path / -host.
     let new_path = rewrite_path(path, route, fwd);
-    match &fwd.host_rewrite {
-        HostRewrite::None => {}
-        HostRewrite::Literal(v) => {
-            req.headers_mut().insert(header::HOST, v.clone());
-        }
-        HostRewrite::Auto => {
-            if let Some(name) = upstream_host
-                .hostname
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok())
-            {
-                req.headers_mut().insert(header::HOST, name);
-            }
+    if new_path != path {
+        if let Ok(v) = HeaderValue::from_str(path) {
+            req.headers_mut().insert("x-envoy-original-path", v);
         }
     }
-    if fwd.host_rewrite != HostRewrite::None {
-        req.headers_mut().insert(
-            "x-forwarded-host",
-            HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("")),
-        );
+    let new_host = match &fwd.host_rewrite {
+        HostRewrite::None => None,
+        HostRewrite::Literal(v) => Some(v.clone()),
+        HostRewrite::Auto => upstream_host
+            .hostname
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+    };
+    if let Some(v) = new_host {
+        if let Ok(orig) = HeaderValue::from_str(host) {
+            req.headers_mut().insert("x-envoy-original-host", orig);
+        }
+        req.headers_mut().insert(header::HOST, v);
     }
     if let Some(t) = fwd.timeout {
         req.headers_mut().insert(

@@ -4,18 +4,16 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
-use super::body::{empty, full};
-use super::local_reply::LocalReply;
+use super::local_reply::{LocalReply, Reply};
 use super::{forward, headers, redirect, Downstream, HttpContext};
 use crate::config::common::HeaderMutations;
 use crate::config::hcm::ServerHeader;
 use crate::config::route::{Action, Route, RouteTable, VirtualHost};
-use crate::routing::{strip_port, RequestView};
+use crate::routing::{is_grpc, strip_port, RequestView};
 use crate::stats::GaugeGuard;
 use crate::upstream::pool::ProxyBody;
 
@@ -33,17 +31,14 @@ pub async fn handle(
     }
     let _active = GaugeGuard::new(&stats.downstream_rq_active);
     let routes = ctx.config.routes.clone();
-    let mut resp = match process(req, &ctx, &down, &routes).await {
-        Ok(r) => r,
-        Err(reply) => reply.into_response(),
-    };
+    let mut resp = process(req, &ctx, &down, &routes).await;
     finish(&mut resp, &ctx);
     stats.response(resp.status().as_u16());
     Ok(resp)
 }
 
-/// Response mutations collected while routing, applied in Envoy's order (most specific
-/// first, so the route configuration's additions win).
+/// Response mutations collected while routing, applied most specific first, so the route
+/// configuration's additions win (Envoy's default order).
 pub struct ResponseMutations<'a> {
     pub levels: Vec<&'a HeaderMutations>,
 }
@@ -61,13 +56,16 @@ async fn process(
     ctx: &HttpContext,
     down: &Downstream,
     routes: &RouteTable,
-) -> Result<Response<ProxyBody>, LocalReply> {
+) -> Response<ProxyBody> {
+    let grpc = is_grpc(req.headers());
+    let reply = |r: LocalReply| r.into_response(grpc);
     let cfg = &ctx.config;
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
-        return Err(LocalReply::Http10NotAllowed);
+        return reply(LocalReply::Http10NotAllowed);
     }
-    let host = request_host(&req).ok_or(LocalReply::MissingHost)?;
-    // Keep the host in the form routing sees, and make sure HTTP/1 requests carry it.
+    let Some(host) = request_host(&req) else {
+        return reply(LocalReply::MissingHost);
+    };
     let mut host = host.to_ascii_lowercase();
     if cfg.strip_any_host_port {
         host = strip_port(&host).to_string();
@@ -78,8 +76,10 @@ async fn process(
         .map_or("/", |p| p.as_str())
         .to_string();
     let path = if cfg.normalize_path || cfg.merge_slashes {
-        headers::normalize(&path, cfg.normalize_path, cfg.merge_slashes)
-            .ok_or(LocalReply::BadPath)?
+        match headers::normalize(&path, cfg.normalize_path, cfg.merge_slashes) {
+            Some(p) => p,
+            None => return reply(LocalReply::BadPath),
+        }
     } else {
         path
     };
@@ -94,38 +94,28 @@ async fn process(
     };
     let Some((vhost, route)) = routes.route(&view) else {
         ctx.stats.no_route.inc();
-        return Err(LocalReply::NoRoute);
+        return reply(LocalReply::NoRoute);
     };
-    if let Some(u) = &upgrade {
-        if !upgrade_allowed(cfg.upgrades.as_slice(), route, u) {
-            ctx.stats.downstream_rq_ws_on_non_ws_route.inc();
-            return Err(LocalReply::UpgradeNotAllowed);
-        }
-    }
-    prepare_request_headers(&mut req, ctx, down, &host);
     let mut mutations = ResponseMutations {
         levels: Vec::with_capacity(4),
     };
-    let resp = match &route.action {
+    let result = match &route.action {
         Action::Direct(d) => {
             ctx.stats.rq_direct_response.inc();
-            let mut r = match &d.body {
-                Some(b) if !b.is_empty() => {
-                    let mut r = Response::new(full(b.clone()));
-                    r.headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                    r
-                }
-                _ => Response::new(empty()),
-            };
-            *r.status_mut() = d.status;
-            r
+            Ok(Reply::direct(d.status, d.body.clone()).into_response(grpc))
         }
         Action::Redirect(rd) => {
             ctx.stats.rq_redirect.inc();
-            redirect::respond(rd, route, scheme, &host, &path)
+            Ok(redirect::respond(rd, route, scheme, &host, &path))
         }
         Action::Forward(fwd) => {
+            if let Some(u) = &upgrade {
+                if !upgrade_allowed(&cfg.upgrades, route, u) {
+                    ctx.stats.downstream_rq_ws_on_non_ws_route.inc();
+                    return reply(LocalReply::UpgradeNotAllowed);
+                }
+            }
+            prepare_request_headers(&mut req, ctx, down, &host);
             apply_request_mutations(req.headers_mut(), route, vhost, routes);
             forward::forward(
                 req,
@@ -138,17 +128,18 @@ async fn process(
                 upgrade.is_some(),
                 &mut mutations,
             )
-            .await?
+            .await
         }
     };
-    let mut resp = resp;
+    let mut resp = result.unwrap_or_else(reply);
+    // Local replies on a matched route get its response headers too, as in Envoy.
     mutations.levels.extend([
         &route.response_headers,
         &vhost.response_headers,
         &routes.response_headers,
     ]);
     mutations.apply(resp.headers_mut());
-    Ok(resp)
+    resp
 }
 
 fn upgrade_allowed(hcm: &[String], route: &Route, upgrade: &str) -> bool {
@@ -172,8 +163,31 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Headers the connection manager adds or edits on every forwarded request:
-/// `x-forwarded-for`, `x-forwarded-proto`, `x-request-id`, `x-envoy-internal`.
+/// Request-control headers Envoy honours only from internal clients; removed from
+/// external requests.
+const INTERNAL_ONLY: &[&str] = &[
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-max-retries",
+    "x-envoy-original-path",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-rq-timeout-ms",
+];
+
+/// What the connection manager adds or edits on every forwarded request, as Envoy does:
+/// `x-forwarded-for` (with `use_remote_address`, the peer, or this host's address for
+/// loopback peers), `x-envoy-external-address` / `x-envoy-internal`, `x-forwarded-proto`
+/// and `x-request-id`.
 fn prepare_request_headers(
     req: &mut Request<Incoming>,
     ctx: &HttpContext,
@@ -185,25 +199,47 @@ fn prepare_request_headers(
     if let Ok(v) = HeaderValue::from_str(host) {
         h.insert(header::HOST, v);
     }
+    // An edge request: the peer is the client and it is not internal.
+    let mut edge = false;
     if cfg.use_remote_address {
-        if let Some(peer) = down.peer {
-            if !cfg.skip_xff_append {
-                headers::append_xff(h, peer.ip());
+        let internal = match down.peer {
+            Some(peer) => {
+                let ip = crate::config::common::canonical(peer.ip());
+                if !cfg.skip_xff_append {
+                    headers::append_xff(
+                        h,
+                        if ip.is_loopback() {
+                            ctx.local_address
+                        } else {
+                            ip
+                        },
+                    );
+                }
+                cfg.internal_cidrs.iter().any(|c| c.contains(ip))
             }
-            if headers::is_internal(peer.ip()) {
-                h.insert("x-envoy-internal", HeaderValue::from_static("true"));
-            } else {
-                h.remove("x-envoy-internal");
+            None => cfg.internal_unix_sockets,
+        };
+        if internal {
+            h.insert("x-envoy-internal", HeaderValue::from_static("true"));
+        } else {
+            edge = true;
+            for name in INTERNAL_ONLY {
+                h.remove(*name);
+            }
+            if let Some(peer) = down.peer {
+                let ip = crate::config::common::canonical(peer.ip()).to_string();
+                if let Ok(v) = HeaderValue::from_str(&ip) {
+                    h.insert("x-envoy-external-address", v);
+                }
             }
         }
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     } else if !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
-    if cfg.generate_request_id
-        && !(cfg.preserve_external_request_id && h.contains_key("x-request-id"))
-        && !h.contains_key("x-request-id")
-    {
+    // Edge requests get a fresh id unless told to keep the client's.
+    let replace = edge && !cfg.preserve_external_request_id;
+    if cfg.generate_request_id && (replace || !h.contains_key("x-request-id")) {
         h.insert("x-request-id", headers::new_request_id());
     }
 }
@@ -239,11 +275,4 @@ fn finish(resp: &mut Response<ProxyBody>, ctx: &HttpContext) {
         }
         ServerHeader::PassThrough => {}
     }
-}
-
-/// A body-less response with a status, for redirects.
-pub fn status_only(status: http::StatusCode) -> Response<ProxyBody> {
-    let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = status;
-    r
 }

@@ -1,5 +1,5 @@
 //! The one place that turns a failure into the response Envoy would send: status, body,
-//! response flag and whether the connection closes afterwards.
+//! response flag, whether the connection closes, and the gRPC form of it.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -28,7 +28,7 @@ pub enum LocalReply {
     MissingHost,
     /// An upgrade type the connection manager or route does not allow.
     UpgradeNotAllowed,
-    /// The request path cannot be normalized (e.g. it escapes the root).
+    /// The request path cannot be normalized.
     BadPath,
 }
 
@@ -64,7 +64,10 @@ impl LocalReply {
     /// The body text Envoy 1.40 sends (checked against it in the differential tests).
     pub fn body(&self) -> &'static str {
         match self {
-            LocalReply::NoRoute | LocalReply::ClusterNotFound | LocalReply::MissingHost | LocalReply::UpgradeNotAllowed => "",
+            LocalReply::NoRoute
+            | LocalReply::ClusterNotFound
+            | LocalReply::MissingHost
+            | LocalReply::UpgradeNotAllowed => "",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
             LocalReply::ConnectFailure => {
                 "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
@@ -89,24 +92,103 @@ impl LocalReply {
         )
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let body = self.body();
-        let mut resp = if body.is_empty() {
-            Response::new(empty())
-        } else {
-            let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            r
+    /// The response; for gRPC requests, in gRPC form (see [`Reply::into_response`]).
+    pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
+        let reply = Reply {
+            status: self.status(),
+            body: (!self.body().is_empty()).then(|| Bytes::from_static(self.body().as_bytes())),
+            close: self.closes_connection(),
+            flag: self.flag(),
         };
-        *resp.status_mut() = self.status();
-        if self.closes_connection() {
+        reply.into_response(grpc)
+    }
+}
+
+/// A locally generated response (error replies and `direct_response`).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Option<Bytes>,
+    pub close: bool,
+    pub flag: &'static str,
+}
+
+impl Reply {
+    pub fn direct(status: StatusCode, body: Option<Bytes>) -> Self {
+        Reply {
+            status,
+            body: body.filter(|b| !b.is_empty()),
+            close: false,
+            flag: "-",
+        }
+    }
+
+    /// Plain replies carry a `text/plain` body. gRPC callers get what Envoy sends them:
+    /// HTTP 200, `content-type: application/grpc`, `grpc-status` mapped from the HTTP
+    /// status and the body as `grpc-message`, with no body.
+    pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
+        let mut resp = if grpc {
+            let mut r = Response::new(empty());
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert("grpc-status", HeaderValue::from(grpc_status(self.status)));
+            if let Some(msg) = self
+                .body
+                .as_ref()
+                .and_then(|b| HeaderValue::from_bytes(&percent_encode(b)).ok())
+            {
+                h.insert("grpc-message", msg);
+            }
+            r
+        } else {
+            match self.body {
+                Some(b) => {
+                    let mut r = Response::new(full(b));
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r
+                }
+                None => Response::new(empty()),
+            }
+        };
+        if !grpc {
+            *resp.status_mut() = self.status;
+        }
+        if self.close {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        resp.extensions_mut().insert(ResponseFlag(self.flag()));
+        resp.extensions_mut().insert(ResponseFlag(self.flag));
         resp
     }
+}
+
+/// Envoy's HTTP to gRPC status mapping for local replies.
+pub fn grpc_status(status: StatusCode) -> u16 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// `grpc-message` is percent-encoded (gRPC spec): bytes outside printable ASCII and `%`.
+fn percent_encode(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    for &c in b {
+        if (0x20..0x7f).contains(&c) && c != b'%' {
+            out.push(c);
+        } else {
+            out.extend_from_slice(format!("%{c:02X}").as_bytes());
+        }
+    }
+    out
 }
 
 /// Attached to locally generated responses so that stats and logs can see the flag.
@@ -119,17 +201,29 @@ mod tests {
 
     #[test]
     fn replies_match_envoy() {
-        let r = LocalReply::UpstreamTimeout.into_response();
+        let r = LocalReply::UpstreamTimeout.into_response(false);
         assert_eq!(r.status(), 504);
         assert_eq!(r.headers()["content-type"], "text/plain");
         assert_eq!(
             r.extensions().get::<ResponseFlag>(),
             Some(&ResponseFlag("UT"))
         );
-        let r = LocalReply::NoRoute.into_response();
+        let r = LocalReply::NoRoute.into_response(false);
         assert_eq!(r.status(), 404);
         assert!(r.headers().get("content-type").is_none());
-        assert_eq!(LocalReply::NoHealthyUpstream.body(), "no healthy upstream");
         assert!(LocalReply::Http10NotAllowed.closes_connection());
+    }
+
+    #[test]
+    fn grpc_form() {
+        let r = LocalReply::NoHealthyUpstream.into_response(true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["grpc-message"], "no healthy upstream");
+        let r =
+            Reply::direct(StatusCode::OK, Some(Bytes::from_static(b"100%\n"))).into_response(true);
+        assert_eq!(r.headers()["grpc-status"], "2");
+        assert_eq!(r.headers()["grpc-message"], "100%25%0A");
     }
 }

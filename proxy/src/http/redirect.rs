@@ -3,7 +3,6 @@
 use http::header::{self, HeaderValue};
 use http::Response;
 
-use super::handler::status_only;
 use crate::config::route::{PathMatch, Redirect, RedirectPath, Route};
 use crate::routing::strip_port;
 use crate::upstream::pool::ProxyBody;
@@ -16,7 +15,8 @@ pub fn respond(
     path_and_query: &str,
 ) -> Response<ProxyBody> {
     let location = location(rd, route, scheme, host, path_and_query);
-    let mut r = status_only(rd.status);
+    let mut r = Response::new(super::body::empty());
+    *r.status_mut() = rd.status;
     match HeaderValue::from_str(&location) {
         Ok(v) => {
             r.headers_mut().insert(header::LOCATION, v);

@@ -45,7 +45,12 @@ async fn start(
         hcm_yaml,
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     );
-    let ctx = Arc::new(HttpContext::new(Arc::new(hcm), clusters, &store));
+    let ctx = Arc::new(HttpContext::new(
+        Arc::new(hcm),
+        clusters,
+        &store,
+        "192.0.2.1".parse().unwrap(),
+    ));
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let down = Arc::new(Downstream {
         peer: None,

@@ -17,7 +17,7 @@ use crate::stats::{Counter, Gauge, Store};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Host {
     pub addr: HostAddr,
-    /// The DNS name it was resolved from (for `auto_host_rewrite`), with port.
+    /// The DNS name it was resolved from (for `auto_host_rewrite`).
     pub hostname: Option<String>,
     pub weight: u32,
 }

@@ -33,7 +33,7 @@ pub async fn resolve(cluster: &ClusterState) -> std::io::Result<Vec<Host>> {
                 if cluster.config.discovery == Discovery::LogicalDns {
                     addrs.truncate(1);
                 }
-                let hostname = format!("{host}:{port}");
+                let hostname = host.clone();
                 hosts.extend(addrs.into_iter().map(|a| Host {
                     addr: HostAddr::Tcp(a),
                     hostname: Some(hostname.clone()),
