@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Mode::Serve => {}
     }
     let server = remora::server::Server::new(options, loaded, log);
+    remora::server::release_config_memory();
     match remora::runtime::run(server) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -72,7 +72,9 @@ pub struct Server {
     pub listeners: Vec<Arc<ListenerRuntime>>,
     pub listener_addrs: Mutex<Vec<Option<SocketAddr>>>,
     pub admin_addr: Mutex<Option<SocketAddr>>,
-    pub config_dump: serde_json::Value,
+    /// The bootstrap as loaded, for `/config_dump`.
+    pub bootstrap_proto: envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+    pub loaded_at: String,
     pub admin_bind: Option<crate::config::common::BindAddress>,
     pub log: LogControl,
     pub started: Instant,
@@ -104,8 +106,7 @@ impl Server {
             .into_iter()
             .map(|l| Arc::new(ListenerRuntime::new(l, &clusters, &stats, local)))
             .collect();
-        let now = humantime_now();
-        let config_dump = crate::config::dump::config_dump(&proto, &now);
+        let loaded_at = humantime_now();
         let server = Arc::new(Server {
             options,
             node,
@@ -114,7 +115,8 @@ impl Server {
             listener_addrs: Mutex::new(vec![None; listeners.len()]),
             admin_addr: Mutex::new(None),
             listeners,
-            config_dump,
+            bootstrap_proto: proto,
+            loaded_at,
             admin_bind: bootstrap.admin.clone(),
             log,
             started: Instant::now(),
@@ -154,6 +156,13 @@ impl Server {
         self.stats
             .gauge("server.live")
             .set(i64::from(s == ServerState::Live));
+    }
+
+    /// The `/config_dump` document.
+    pub fn config_dump(&self) -> serde_json::Value {
+        let dump = crate::config::dump::config_dump(&self.bootstrap_proto, &self.loaded_at);
+        release_config_memory();
+        dump
     }
 
     /// The bound address of each listener, by name (port 0 resolved).
@@ -207,4 +216,41 @@ impl Server {
 
 fn humantime_now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Drops the descriptor pool used for config conversion and hands freed heap back to the
+/// OS, so the idle footprint is the data path's, not the config loader's.
+pub fn release_config_memory() {
+    crate::config::load::release_pool();
+    forget_descriptor_pages();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The embedded descriptor set (about 1 MiB) is read once at start-up; let the kernel drop
+/// its pages from this process until it is needed again (they are reloaded from the binary
+/// on the next access).
+fn forget_descriptor_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        let page = 4096usize;
+        let start = crate::DESCRIPTORS.as_ptr() as usize;
+        let end = start + crate::DESCRIPTORS.len();
+        let (first, last) = (start.div_ceil(page) * page, end / page * page);
+        if last > first {
+            // SAFETY: the range lies inside a read-only mapping of the executable;
+            // MADV_DONTNEED on a private file mapping only drops cached pages, which are
+            // re-read from the file on the next access.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ use prost_reflect::DynamicMessage;
 use regex::Regex;
 
 use super::error::{ConfigError, Result, Within};
-use super::load::{self, UnknownFields};
+use super::load;
 
 /// Where a listener binds or an endpoint lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -432,15 +432,22 @@ pub fn type_name(type_url: &str) -> &str {
 
 /// Resolves an `Any`, unwrapping `TypedStruct`, into the type name it carries and its
 /// binary value, so callers can dispatch on the name and decode the concrete message.
+/// Envoy types outside Remora's pool come back by name with no bytes: callers that do
+/// not support them say so by name.
 pub fn resolve_any(any: &protobuf::Any) -> Result<(String, Vec<u8>)> {
-    if !TYPED_STRUCT_URLS.contains(&any.type_url.as_str()) {
-        return Ok((type_name(&any.type_url).to_string(), any.value.clone()));
+    let name = type_name(&any.type_url);
+    if name == load::UNSUPPORTED {
+        let msg = decode_dynamic_bytes(name, &any.value)?;
+        let url = msg
+            .get_field_by_name("type_url")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        return Ok((type_name(&url).to_string(), Vec::new()));
     }
-    let desc = load::pool()
-        .get_message_by_name(type_name(&any.type_url))
-        .ok_or_else(|| ConfigError::new("", "TypedStruct descriptor missing"))?;
-    let msg = DynamicMessage::decode(desc, any.value.as_slice())
-        .map_err(|e| ConfigError::new("", format!("invalid TypedStruct: {e}")))?;
+    if !TYPED_STRUCT_URLS.contains(&any.type_url.as_str()) {
+        return Ok((name.to_string(), any.value.clone()));
+    }
+    let msg = decode_dynamic_bytes(name, &any.value)?;
     let json = serde_json::to_value(&msg)
         .map_err(|e| ConfigError::new("", format!("invalid TypedStruct: {e}")))?;
     let inner_url = json
@@ -449,12 +456,25 @@ pub fn resolve_any(any: &protobuf::Any) -> Result<(String, Vec<u8>)> {
         .ok_or_else(|| ConfigError::new("type_url", "TypedStruct needs a type_url"))?;
     let inner = type_name(inner_url).to_string();
     let value = json.get("value").cloned().unwrap_or(serde_json::json!({}));
-    let inner_desc = load::pool().get_message_by_name(&inner).ok_or_else(|| {
-        ConfigError::new("type_url", format!("unknown type '{inner}' in TypedStruct"))
-    })?;
-    let dynamic: DynamicMessage =
-        load::decode_dynamic(value, &inner_desc, UnknownFields::Reject).within("value")?;
+    let Some(inner_desc) = load::pool().get_message_by_name(&inner) else {
+        if load::is_envoy_type(&inner) {
+            return Ok((inner, Vec::new()));
+        }
+        return Err(ConfigError::new(
+            "type_url",
+            format!("unknown type '{inner}' in TypedStruct"),
+        ));
+    };
+    let dynamic = load::decode_dynamic(value, &inner_desc).within("value")?;
     Ok((inner, prost::Message::encode_to_vec(&dynamic)))
+}
+
+fn decode_dynamic_bytes(name: &str, bytes: &[u8]) -> Result<DynamicMessage> {
+    let desc = load::pool()
+        .get_message_by_name(name)
+        .ok_or_else(|| ConfigError::new("", format!("{name} descriptor missing")))?;
+    DynamicMessage::decode(desc, bytes)
+        .map_err(|e| ConfigError::new("", format!("invalid {name}: {e}")))
 }
 
 /// Decodes a concrete message from the bytes of a resolved `Any`.

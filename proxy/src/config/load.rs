@@ -5,21 +5,40 @@
 //! `"0.25s"`, wrapper types and enums by name all work as they do for Envoy. The result is
 //! transcoded into `envoy-types` prost messages; nothing past `config/` sees them.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind, MessageDescriptor};
 use serde_json::Value;
 
 use super::error::{ConfigError, Result};
 
-static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+static POOL: Mutex<Option<DescriptorPool>> = Mutex::new(None);
 
-/// The Envoy API descriptor pool (decoded once).
-pub fn pool() -> &'static DescriptorPool {
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(crate::DESCRIPTORS)
-            .expect("descriptor set produced by build.rs decodes")
-    })
+include!(concat!(env!("OUT_DIR"), "/envoy_type_names.rs"));
+
+/// The placeholder for `typed_config`s of Envoy types outside the pool.
+pub const UNSUPPORTED: &str = "remora.config.Unsupported";
+
+/// Whether `name` is a message of the Envoy API (in the pool or not).
+pub fn is_envoy_type(name: &str) -> bool {
+    ENVOY_TYPES.binary_search(&name).is_ok()
+}
+
+/// The Envoy API descriptor pool, decoded on first use and kept until [`release_pool`].
+pub fn pool() -> DescriptorPool {
+    let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    guard
+        .get_or_insert_with(|| {
+            DescriptorPool::decode(crate::DESCRIPTORS)
+                .expect("descriptor set produced by build.rs decodes")
+        })
+        .clone()
+}
+
+/// Drops the cached pool (several MB once decoded). Config loading and `/config_dump`
+/// decode it again when they need it; the data path never does.
+pub fn release_pool() {
+    POOL.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
 /// Parses YAML or JSON text into a JSON value. YAML is a superset of JSON, so one parser
@@ -67,6 +86,7 @@ pub fn decode<M: prost::Message + Default>(
     let desc = pool()
         .get_message_by_name(full_name)
         .ok_or_else(|| ConfigError::new("", format!("no descriptor for {full_name}")))?;
+    mark_unsupported(&mut value);
     let mut warnings = Vec::new();
     // Each pass either succeeds or reports one error; unknown fields are removed and the
     // decode retried, so all of them are reported, not only the first.
@@ -98,12 +118,38 @@ pub fn decode<M: prost::Message + Default>(
 }
 
 /// Decodes `value` as a dynamic message of type `desc` (used for `TypedStruct` payloads).
-pub fn decode_dynamic(
-    value: Value,
-    desc: &MessageDescriptor,
-    _unknown: UnknownFields,
-) -> Result<DynamicMessage> {
+pub fn decode_dynamic(mut value: Value, desc: &MessageDescriptor) -> Result<DynamicMessage> {
+    mark_unsupported(&mut value);
     decode_once(&value, desc)
+}
+
+/// Replaces every `Any` whose type is part of the Envoy API but not in Remora's pool with
+/// a [`UNSUPPORTED`] placeholder that keeps the type URL, so that the conversion can name
+/// the unsupported extension instead of failing on its unknown fields.
+fn mark_unsupported(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let placeholder = map
+                .get("@type")
+                .and_then(Value::as_str)
+                .filter(|url| {
+                    let name = url.rsplit('/').next().unwrap_or(url);
+                    pool().get_message_by_name(name).is_none() && is_envoy_type(name)
+                })
+                .map(str::to_string);
+            match placeholder {
+                Some(url) => {
+                    *value = serde_json::json!({
+                        "@type": format!("type.googleapis.com/{UNSUPPORTED}"),
+                        "type_url": url,
+                    });
+                }
+                None => map.values_mut().for_each(mark_unsupported),
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mark_unsupported),
+        _ => {}
+    }
 }
 
 fn decode_once(value: &Value, desc: &MessageDescriptor) -> Result<DynamicMessage> {
