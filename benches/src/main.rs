@@ -35,6 +35,9 @@ struct Args {
     proxy_cpu: usize,
     #[arg(long, default_value_t = 1)]
     load_cpu: usize,
+    /// Run only these targets (comma-separated: direct, remora, envoy); for profiling.
+    #[arg(long, value_delimiter = ',', default_values_t = ["direct".to_string(), "remora".to_string(), "envoy".to_string()])]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
