@@ -16,6 +16,7 @@ pub mod redirect;
 pub mod server;
 #[cfg(test)]
 mod tests;
+pub mod timeouts;
 pub mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,9 +35,17 @@ pub struct HttpContext {
     pub stats: HcmStats,
     /// This host's address: Envoy appends it to `x-forwarded-for` for loopback peers.
     pub local_address: IpAddr,
+    /// The listener's `per_connection_buffer_limit_bytes`: the HTTP/2 flow-control window
+    /// granted to each downstream stream and connection.
+    pub buffer_limit: u32,
 }
 
 impl HttpContext {
+    pub fn with_buffer_limit(mut self, bytes: u32) -> Self {
+        self.buffer_limit = bytes;
+        self
+    }
+
     pub fn new(
         config: Arc<HttpManager>,
         clusters: Arc<ClusterManager>,
@@ -49,6 +58,7 @@ impl HttpContext {
             clusters,
             stats,
             local_address,
+            buffer_limit: 1024 * 1024,
         }
     }
 }
@@ -78,6 +88,7 @@ pub struct HcmStats {
     pub rq_direct_response: Counter,
     pub rq_redirect: Counter,
     pub downstream_rq_timeout: Counter,
+    pub downstream_rq_idle_timeout: Counter,
 }
 
 impl HcmStats {
@@ -104,6 +115,7 @@ impl HcmStats {
             rq_direct_response: c("rq_direct_response"),
             rq_redirect: c("rq_redirect"),
             downstream_rq_timeout: c("downstream_rq_timeout"),
+            downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
         }
     }
 

@@ -27,14 +27,18 @@ pub enum ChainHandler {
 }
 
 impl ChainHandler {
-    fn new(fc: &FilterChain, clusters: &Arc<ClusterManager>, store: &Store, local: IpAddr) -> Self {
+    fn new(
+        fc: &FilterChain,
+        clusters: &Arc<ClusterManager>,
+        store: &Store,
+        local: IpAddr,
+        buffer_limit: u32,
+    ) -> Self {
         match &fc.filter {
-            NetworkFilter::Http(h) => ChainHandler::Http(Arc::new(HttpContext::new(
-                h.clone(),
-                clusters.clone(),
-                store,
-                local,
-            ))),
+            NetworkFilter::Http(h) => ChainHandler::Http(Arc::new(
+                HttpContext::new(h.clone(), clusters.clone(), store, local)
+                    .with_buffer_limit(buffer_limit),
+            )),
             NetworkFilter::Tcp(t) => ChainHandler::Tcp(Arc::new(TcpContext::new(
                 t.clone(),
                 clusters.clone(),
@@ -72,15 +76,16 @@ impl ListenerRuntime {
         store: &Store,
         local: IpAddr,
     ) -> Self {
+        let limit = config.per_connection_buffer_limit_bytes;
         let chains = config
             .filter_chains
             .iter()
-            .map(|fc| ChainHandler::new(fc, clusters, store, local))
+            .map(|fc| ChainHandler::new(fc, clusters, store, local, limit))
             .collect();
         let default_chain = config
             .default_filter_chain
             .as_ref()
-            .map(|fc| ChainHandler::new(fc, clusters, store, local));
+            .map(|fc| ChainHandler::new(fc, clusters, store, local, limit));
         let p = &config.stat_prefix;
         let stats = ListenerStats {
             downstream_cx_total: store.counter(&format!("listener.{p}.downstream_cx_total")),

@@ -375,3 +375,126 @@ async fn unix_socket_upstream() {
     let r = client::get(e.proxy.addr("edge"), "h", "/unix/x").await;
     assert_eq!(r.json()["upstream"], "unix");
 }
+
+const CONFIG2: &str = r#"
+static_resources:
+  listeners:
+  - name: norm
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: norm
+          normalize_path: true
+          merge_slashes: true
+          generate_request_id: false
+          server_name: remora-test
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes:
+              - {match: {prefix: /limited}, route: {cluster: limited}}
+              - {match: {prefix: /logical}, route: {cluster: logical}}
+              - {match: {prefix: /same-proto}, route: {cluster: same_proto}}
+              - {match: {prefix: /}, route: {cluster: a}}
+          http_filters: [{name: envoy.filters.http.router}]
+  clusters:
+  - name: a
+    load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+  - name: limited
+    max_requests_per_connection: 2
+    load_assignment: {cluster_name: limited, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{b}}}}}}]}]}
+  - name: logical
+    type: LOGICAL_DNS
+    dns_lookup_family: V4_ONLY
+    dns_refresh_rate: 1s
+    load_assignment: {cluster_name: logical, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: localhost, port_value: {{a}}}}}}]}]}
+  - name: same_proto
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        use_downstream_protocol_config: {}
+    load_assignment: {cluster_name: same_proto, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+"#;
+
+async fn env2() -> Env {
+    let a = HttpUpstream::start("a").await;
+    let b = HttpUpstream::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = render(
+        CONFIG2,
+        &[
+            ("a", a.addr.port().to_string()),
+            ("b", b.addr.port().to_string()),
+        ],
+    );
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
+        .await
+        .unwrap();
+    Env {
+        proxy,
+        a,
+        b,
+        _unix: tokio::spawn(async {}),
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_normalization_and_slash_merging() {
+    let e = env2().await;
+    let mut c = Conn::h1(e.proxy.addr("norm")).await;
+    let r = c.get("h", "/a//b/./c/../d?x=//y", &[]).await;
+    assert_eq!(r.json()["uri"], "/a/b/d?x=//y");
+    assert!(
+        r.json()["headers"]["x-request-id"].is_null(),
+        "generate_request_id: false"
+    );
+    assert_eq!(r.header("server"), Some("remora-test"));
+    let r = c.get("h", "/%2e%2e/secret", &[]).await;
+    assert_eq!(
+        r.json()["uri"],
+        "/secret",
+        "encoded dot segments cannot climb above the root"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_recycles_upstream_connections() {
+    let e = env2().await;
+    let mut c = Conn::h1(e.proxy.addr("norm")).await;
+    for _ in 0..5 {
+        assert_eq!(c.get("h", "/limited", &[]).await.json()["upstream"], "b");
+    }
+    assert_eq!(
+        e.b.connections.load(Ordering::SeqCst),
+        3,
+        "2 + 2 + 1 requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logical_dns_and_downstream_protocol() {
+    let e = env2().await;
+    let r = client::get(e.proxy.addr("norm"), "h", "/logical").await;
+    assert_eq!(r.json()["upstream"], "a");
+    assert!(e.proxy.stat("cluster.logical.update_success") >= 1);
+    let r = Conn::h1(e.proxy.addr("norm"))
+        .await
+        .get("h", "/same-proto", &[])
+        .await;
+    assert_eq!(r.json()["version"], "HTTP/1.1");
+    let r = Conn::h2(e.proxy.addr("norm"))
+        .await
+        .get("h", "/same-proto", &[])
+        .await;
+    assert_eq!(
+        r.json()["version"],
+        "HTTP/2.0",
+        "use_downstream_protocol_config follows the client"
+    );
+    let _ = &e.a;
+}

@@ -177,3 +177,41 @@ static_resources:
     assert_eq!(p.stat("http.l.downstream_rq_2xx"), 32);
     assert_eq!(p.stat("server.concurrency"), 4);
 }
+
+/// `per_connection_buffer_limit_bytes` is the HTTP/2 flow-control window a downstream
+/// stream gets: read from the server's SETTINGS frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_limit_sets_the_http2_window() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: l
+    per_connection_buffer_limit_bytes: 131072
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:{}
+"#,
+        hcm("l", "ok")
+    );
+    let p = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(p.addr("l")).await.unwrap();
+    // Client preface and an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], 0x4, "first frame is SETTINGS");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    let window = payload
+        .chunks(6)
+        .find(|c| u16::from_be_bytes([c[0], c[1]]) == 0x4)
+        .map(|c| u32::from_be_bytes([c[2], c[3], c[4], c[5]]));
+    assert_eq!(window, Some(131_072));
+}

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::timeouts::{IdleTimeout, IdleTimer};
 use crate::upstream::pool::{BoxError, Lease, ProxyBody};
 
 pub fn empty() -> ProxyBody {
@@ -26,10 +27,13 @@ pub fn boxed(b: Incoming) -> ProxyBody {
 
 /// An upstream response body; when it ends cleanly the connection returns to the pool.
 /// Dropped early, the connection is dropped with it (it may hold unread bytes).
+/// With an idle timer, a body that waits longer than `stream_idle_timeout` for the next
+/// frame fails (the downstream stream is reset, as Envoy does once a response started).
 pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
     on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+    idle: Option<IdleTimer>,
 }
 
 impl PooledBody {
@@ -37,11 +41,13 @@ impl PooledBody {
         inner: Incoming,
         lease: Lease,
         on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+        idle: Option<IdleTimer>,
     ) -> Self {
         let mut b = PooledBody {
             inner,
             lease: Some(lease),
             on_end,
+            idle,
         };
         if b.inner.is_end_stream() {
             b.finish();
@@ -76,6 +82,8 @@ impl Body for PooledBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if this.inner.is_end_stream() {
                     this.finish();
+                } else if let Some(t) = this.idle.as_mut() {
+                    t.reset();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -86,7 +94,16 @@ impl Body for PooledBody {
                 }
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.idle.as_mut().map(|t| t.poll_expired(cx)) {
+                Some(Poll::Ready(())) => {
+                    this.lease = None;
+                    if let Some(f) = this.on_end.take() {
+                        f();
+                    }
+                    Poll::Ready(Some(Err(Box::new(IdleTimeout))))
+                }
+                _ => Poll::Pending,
+            },
         }
     }
 

@@ -2,7 +2,7 @@
 //! pooled upstream connection, the route timeout, and the response on its way back.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::body::{boxed, PooledBody};
 use super::handler::ResponseMutations;
 use super::local_reply::LocalReply;
-use super::{headers, mirror, upgrade, Downstream, HttpContext};
+use super::{headers, mirror, timeouts, upgrade, Downstream, HttpContext};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterTarget, Forward, HostRewrite, PathMatch, Route};
 use crate::stats::GaugeGuard;
@@ -123,22 +123,43 @@ pub async fn forward<'r>(
     } else {
         mirror::spawn_mirrors(&parts, body, fwd, ctx, down)
     };
+    let cfg = &ctx.config;
+    let limits = timeouts::Limits {
+        route: fwd.timeout,
+        request: cfg.request_timeout,
+        stream_idle: cfg.stream_idle_timeout,
+    };
+    // Body activity matters only for a body still to come.
+    let (body, activity) = if !hyper::body::Body::is_end_stream(&body)
+        && (limits.request.is_some() || limits.stream_idle.is_some())
+    {
+        let a = timeouts::Activity::new();
+        (
+            http_body_util::BodyExt::boxed(timeouts::TrackedBody::new(body, a.clone())),
+            Some(a),
+        )
+    } else {
+        (body, None)
+    };
     let upstream_req = Request::from_parts(parts, body);
 
     cluster.stats.upstream_rq_total.inc();
     let rq_active = GaugeGuard::new(&cluster.stats.upstream_rq_active);
     let started = Instant::now();
     let exchange = send(upstream_req, &cluster, &upstream_host, proto, down);
-    let result = match fwd.timeout {
-        Some(t) => match tokio::time::timeout(t, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats.upstream_rq_timeout.inc();
-                cluster.stats.response(504);
-                return Err(LocalReply::UpstreamTimeout);
+    let result = match timeouts::run(exchange, started, limits, activity.as_deref()).await {
+        Ok(r) => r,
+        Err(expired) => {
+            match expired {
+                timeouts::Expired::Route => {
+                    cluster.stats.upstream_rq_timeout.inc();
+                    cluster.stats.response(504);
+                }
+                timeouts::Expired::Request => ctx.stats.downstream_rq_timeout.inc(),
+                timeouts::Expired::StreamIdle => ctx.stats.downstream_rq_idle_timeout.inc(),
             }
-        },
-        None => exchange.await,
+            return Err(expired.reply());
+        }
     };
     let (resp, lease) = match result {
         Ok(ok) => ok,
@@ -169,7 +190,8 @@ pub async fn forward<'r>(
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let on_end: Box<dyn FnOnce() + Send + Sync> = Box::new(move || drop(rq_active));
-    let body = PooledBody::new(body, lease, Some(on_end));
+    let idle = cfg.stream_idle_timeout.map(timeouts::IdleTimer::new);
+    let body = PooledBody::new(body, lease, Some(on_end), idle);
     Ok(Response::from_parts(
         parts,
         http_body_util::BodyExt::boxed(body),

@@ -22,6 +22,10 @@ pub enum LocalReply {
     UpstreamReset,
     /// The route timeout fired before response headers (UT).
     UpstreamTimeout,
+    /// The downstream request did not arrive in time (`request_timeout`).
+    RequestTimeout,
+    /// No activity on the stream for `stream_idle_timeout` (SI).
+    StreamIdleTimeout,
     /// HTTP/1.0 without `accept_http_10`.
     Http10NotAllowed,
     /// HTTP/1.1 request without a Host header.
@@ -41,6 +45,9 @@ impl LocalReply {
             | LocalReply::ConnectFailure
             | LocalReply::UpstreamReset => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::RequestTimeout | LocalReply::StreamIdleTimeout => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             LocalReply::Http10NotAllowed => StatusCode::UPGRADE_REQUIRED,
             LocalReply::MissingHost | LocalReply::BadPath => StatusCode::BAD_REQUEST,
             LocalReply::UpgradeNotAllowed => StatusCode::FORBIDDEN,
@@ -56,6 +63,8 @@ impl LocalReply {
             LocalReply::ConnectFailure => "UF",
             LocalReply::UpstreamReset => "UR",
             LocalReply::UpstreamTimeout => "UT",
+            LocalReply::RequestTimeout => "-",
+            LocalReply::StreamIdleTimeout => "SI",
             LocalReply::Http10NotAllowed | LocalReply::MissingHost | LocalReply::BadPath => "DPE",
             LocalReply::UpgradeNotAllowed => "-",
         }
@@ -76,6 +85,8 @@ impl LocalReply {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
             LocalReply::UpstreamTimeout => "upstream request timeout",
+            LocalReply::RequestTimeout => "request timeout",
+            LocalReply::StreamIdleTimeout => "stream timeout",
             LocalReply::Http10NotAllowed => "Upgrade Required",
             LocalReply::BadPath => "Bad Request",
         }

@@ -41,7 +41,9 @@ pub async fn serve<I: Io>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(header_bytes as u32);
+        .max_header_list_size(header_bytes as u32)
+        .initial_stream_window_size(ctx.buffer_limit.max(65_535))
+        .initial_connection_window_size(ctx.buffer_limit.max(65_535));
 
     let io = Activity::new(io);
     let activity = io.clock();

@@ -31,15 +31,43 @@ async fn silent_upstream() -> std::net::SocketAddr {
     addr
 }
 
-async fn start(
-    hcm_yaml: &str,
-) -> (
-    hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>,
-    Arc<HttpContext>,
-    Drain,
-) {
-    let store = Store::default();
+/// An upstream that answers every connection with response headers and part of a body,
+/// then goes quiet.
+async fn stalling_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+                .await;
+            held.push(s);
+        }
+    });
+    addr
+}
+
+type Client<B> = hyper::client::conn::http1::SendRequest<B>;
+
+async fn start(hcm_yaml: &str) -> (Client<Empty<bytes::Bytes>>, Arc<HttpContext>, Drain) {
     let up = silent_upstream().await;
+    start_with(hcm_yaml, up).await
+}
+
+async fn start_with<B>(
+    hcm_yaml: &str,
+    up: std::net::SocketAddr,
+) -> (Client<B>, Arc<HttpContext>, Drain)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let store = Store::default();
     let clusters = Arc::new(ClusterManager::new(vec![static_cluster("c", up)], &store));
     let hcm: HttpManager = from_yaml::<Hcm, _>(
         hcm_yaml,
@@ -65,6 +93,19 @@ async fn start(
     tokio::spawn(conn);
     (send, ctx, drain)
 }
+
+const HCM_STREAMS: &str = r#"
+stat_prefix: t
+stream_idle_timeout: 30s
+request_timeout: 10s
+route_config:
+  virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+    - {match: {prefix: /}, route: {cluster: c, timeout: 0s}}
+http_filters: [{name: envoy.filters.http.router}]
+"#;
 
 const HCM: &str = r#"
 stat_prefix: t
@@ -128,4 +169,52 @@ async fn drain_closes_idle_keep_alive_connections() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_idle_timeout_before_the_response_is_a_408() {
+    let (mut send, ctx, _drain) = start(HCM_STREAMS).await;
+    let t = Instant::now();
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 408);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"stream timeout");
+    assert!(t.elapsed() >= Duration::from_secs(30) && t.elapsed() < Duration::from_secs(31));
+    assert_eq!(ctx.stats.downstream_rq_idle_timeout.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_timeout_when_the_body_does_not_arrive() {
+    let up = silent_upstream().await;
+    let (mut send, ctx, _drain) = start_with(HCM_STREAMS, up).await;
+    // A body that sends one chunk and then never ends.
+    use futures_util::StreamExt;
+    let first = hyper::body::Frame::data(bytes::Bytes::from_static(b"start"));
+    let frames = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures_util::stream::pending());
+    let body = http_body_util::StreamBody::new(frames);
+    let req = http::Request::post("/")
+        .header("host", "h")
+        .header("content-length", "100")
+        .body(body)
+        .unwrap();
+    let t = Instant::now();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 408);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"request timeout");
+    assert!(t.elapsed() >= Duration::from_secs(10) && t.elapsed() < Duration::from_secs(11));
+    assert_eq!(ctx.stats.downstream_rq_timeout.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_idle_after_the_response_started_resets_the_stream() {
+    let up = stalling_upstream().await;
+    let (mut send, _ctx, _drain) = start_with::<Empty<bytes::Bytes>>(HCM_STREAMS, up).await;
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let t = Instant::now();
+    let err = resp.into_body().collect().await;
+    assert!(err.is_err(), "the truncated body surfaces as an error");
+    assert!(t.elapsed() >= Duration::from_secs(30));
 }

@@ -194,7 +194,10 @@ async fn connect_new(
             Ok(Sender::H1(sender))
         }
         Proto::Http2 => {
+            let window = cluster.config.per_connection_buffer_limit_bytes.max(65_535);
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(window)
+                .initial_connection_window_size(window)
                 .handshake(io)
                 .await
                 .map_err(UpstreamError::Handshake)?;

@@ -1,0 +1,278 @@
+//! The per-stream timers of the connection manager and router, as Envoy defines them:
+//!
+//! - route `timeout`: from the start of the request until the upstream's response headers
+//!   (504 `upstream request timeout`);
+//! - `request_timeout`: the whole downstream request must have arrived by then, unless the
+//!   response has started (408 `request timeout`);
+//! - `stream_idle_timeout`: no activity on the stream in either direction for that long
+//!   (408 `stream timeout` before the response starts; a reset after).
+//!
+//! While waiting for response headers they are folded into one timer for the earliest
+//! deadline; request-body activity is tracked only when the request has a body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::local_reply::LocalReply;
+use crate::upstream::pool::BoxError;
+
+/// Activity of a request body, shared between the body (on its way upstream) and the
+/// task waiting for the response.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        })
+    }
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+    fn finish(&self) {
+        self.touch();
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The configured limits for one stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub route: Option<Duration>,
+    pub request: Option<Duration>,
+    pub stream_idle: Option<Duration>,
+}
+
+/// Which timer fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    Route,
+    Request,
+    StreamIdle,
+}
+
+impl Expired {
+    pub fn reply(self) -> LocalReply {
+        match self {
+            Expired::Route => LocalReply::UpstreamTimeout,
+            Expired::Request => LocalReply::RequestTimeout,
+            Expired::StreamIdle => LocalReply::StreamIdleTimeout,
+        }
+    }
+}
+
+/// Awaits `fut` (the exchange up to response headers) under the stream's deadlines.
+pub async fn run<F: Future>(
+    fut: F,
+    start: Instant,
+    limits: Limits,
+    body: Option<&Activity>,
+) -> Result<F::Output, Expired> {
+    tokio::pin!(fut);
+    loop {
+        let route = limits.route.map(|t| (start + t, Expired::Route));
+        let request = match (limits.request, body) {
+            (Some(t), Some(a)) if !a.done.load(Ordering::Relaxed) => {
+                Some((start + t, Expired::Request))
+            }
+            _ => None,
+        };
+        let idle = limits.stream_idle.map(|t| {
+            (
+                body.map_or(start, Activity::last).max(start) + t,
+                Expired::StreamIdle,
+            )
+        });
+        let next = [route, request, idle]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at);
+        let Some((at, which)) = next else {
+            return Ok(fut.await);
+        };
+        match tokio::time::timeout_at(at, &mut fut).await {
+            Ok(out) => return Ok(out),
+            Err(_) => {
+                // The body may have moved or finished meanwhile: only a deadline that is
+                // still due counts.
+                let still_due = match which {
+                    Expired::Route => true,
+                    Expired::Request => body.is_some_and(|a| !a.done.load(Ordering::Relaxed)),
+                    Expired::StreamIdle => {
+                        body.map_or(start, Activity::last) + limits.stream_idle.unwrap_or_default()
+                            <= Instant::now()
+                    }
+                };
+                if still_due {
+                    return Err(which);
+                }
+            }
+        }
+    }
+}
+
+/// A request body that records its activity and completion.
+pub struct TrackedBody<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B> TrackedBody<B> {
+    pub fn new(inner: B, activity: Arc<Activity>) -> Self {
+        TrackedBody { inner, activity }
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => self.activity.finish(),
+            Poll::Ready(Some(_)) if self.inner.is_end_stream() => self.activity.finish(),
+            Poll::Ready(Some(_)) => self.activity.touch(),
+            Poll::Pending => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An idle timer for a response body: armed only when the body has to wait for data.
+#[derive(Debug)]
+pub struct IdleTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("stream idle timeout")]
+pub struct IdleTimeout;
+
+impl IdleTimer {
+    pub fn new(limit: Duration) -> Self {
+        IdleTimer { limit, sleep: None }
+    }
+
+    /// Call when data arrived.
+    pub fn reset(&mut self) {
+        if let Some(s) = self.sleep.as_mut() {
+            s.as_mut().reset(Instant::now() + self.limit);
+        }
+    }
+
+    /// Call when the body is waiting; `Ready` means the stream idled out.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.limit;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        sleep.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn earliest_deadline_wins() {
+        let start = Instant::now();
+        let never = std::future::pending::<()>();
+        let limits = Limits {
+            route: Some(Duration::from_secs(15)),
+            request: None,
+            stream_idle: Some(Duration::from_secs(5)),
+        };
+        assert_eq!(
+            run(never, start, limits, None).await,
+            Err(Expired::StreamIdle)
+        );
+        assert!(start.elapsed() >= Duration::from_secs(5));
+
+        let start = Instant::now();
+        let body = Activity::new();
+        let limits = Limits {
+            route: None,
+            request: Some(Duration::from_secs(3)),
+            stream_idle: Some(Duration::from_secs(10)),
+        };
+        assert_eq!(
+            run(std::future::pending::<()>(), start, limits, Some(&body)).await,
+            Err(Expired::Request)
+        );
+
+        // A body that completed disarms the request timeout; then the idle timer fires.
+        let start = Instant::now();
+        let body = Activity::new();
+        body.finish();
+        assert_eq!(
+            run(std::future::pending::<()>(), start, limits, Some(&body)).await,
+            Err(Expired::StreamIdle)
+        );
+        assert!(start.elapsed() >= Duration::from_secs(10));
+
+        let done = async { 7 };
+        assert_eq!(run(done, Instant::now(), limits, None).await, Ok(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_activity_pushes_the_idle_deadline() {
+        let start = Instant::now();
+        let body = Activity::new();
+        let b2 = body.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                b2.touch();
+            }
+        });
+        let limits = Limits {
+            route: None,
+            request: None,
+            stream_idle: Some(Duration::from_secs(5)),
+        };
+        assert_eq!(
+            run(std::future::pending::<()>(), start, limits, Some(&body)).await,
+            Err(Expired::StreamIdle)
+        );
+        // Last activity at 12 s, idle after 17 s.
+        assert!(
+            start.elapsed() >= Duration::from_secs(17),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
