@@ -76,6 +76,26 @@ pub struct Options {
     pub skip_hot_restart_on_no_parent: bool,
     #[arg(long = "hot-restart-version")]
     pub hot_restart_version: bool,
+    #[arg(long = "stats-tag")]
+    pub stats_tag: Vec<String>,
+    #[arg(long = "socket-path")]
+    pub socket_path: Option<String>,
+    #[arg(long = "socket-mode")]
+    pub socket_mode: Option<String>,
+    #[arg(long = "enable-mutex-tracing")]
+    pub enable_mutex_tracing: bool,
+    #[arg(long = "file-flush-min-size-kb")]
+    pub file_flush_min_size_kb: Option<u64>,
+    #[arg(long = "log-stacktrace-single-entry")]
+    pub log_stacktrace_single_entry: bool,
+    #[arg(long = "skip-deprecated-logs")]
+    pub skip_deprecated_logs: bool,
+    #[arg(long = "allow-unknown-fields")]
+    pub allow_unknown_fields: bool,
+    #[arg(long = "base-id-path")]
+    pub base_id_path: Option<PathBuf>,
+    #[arg(long = "skip-hot-restart-parent-stats")]
+    pub skip_hot_restart_parent_stats: bool,
     /// Write the admin address (`ip:port`) to this file once bound.
     #[arg(long = "admin-address-path")]
     pub admin_address_path: Option<PathBuf>,
@@ -149,6 +169,29 @@ impl Options {
         note(
             self.ignore_unknown_dynamic_fields,
             "--ignore-unknown-dynamic-fields",
+        );
+        note(!self.stats_tag.is_empty(), "--stats-tag");
+        note(self.socket_path.is_some(), "--socket-path");
+        note(self.socket_mode.is_some(), "--socket-mode");
+        note(self.enable_mutex_tracing, "--enable-mutex-tracing");
+        note(
+            self.file_flush_min_size_kb.is_some(),
+            "--file-flush-min-size-kb",
+        );
+        note(
+            self.log_stacktrace_single_entry,
+            "--log-stacktrace-single-entry",
+        );
+        note(self.skip_deprecated_logs, "--skip-deprecated-logs");
+        note(self.base_id_path.is_some(), "--base-id-path");
+        note(
+            self.skip_hot_restart_parent_stats,
+            "--skip-hot-restart-parent-stats",
+        );
+        note(self.log_format.is_some(), "--log-format");
+        note(
+            self.drain_strategy == DrainStrategy::Gradual,
+            "--drain-strategy gradual (drains as immediate)",
         );
         v
     }

@@ -60,16 +60,37 @@ impl LogControl {
 
 /// Installs the global subscriber. `--component-log-level` entries are accepted; Envoy's
 /// component names do not map onto Remora's modules, so they are reported at debug level.
-pub fn init(level_name: &str, components: Option<&str>) -> Result<LogControl, String> {
+pub fn init(
+    level_name: &str,
+    components: Option<&str>,
+    log_path: Option<&std::path::Path>,
+) -> Result<LogControl, String> {
     let lvl = level(level_name).ok_or_else(|| format!("unknown log level '{level_name}'"))?;
     let (filter, handle) = reload::Layer::new(EnvFilter::new(lvl));
+    // `--log-path`: append to that file instead of stderr.
+    let file = match log_path {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("--log-path {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+
+    let writer = match file {
+        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Arc::new(f)),
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::registry()
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                .with_ansi(ansi),
         )
         .try_init()
         .map_err(|e| e.to_string())?;

@@ -20,25 +20,30 @@ fn main() -> ExitCode {
         println!("disabled");
         return ExitCode::SUCCESS;
     }
-    let log =
-        match remora::logging::init(&options.log_level, options.component_log_level.as_deref()) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let log = match remora::logging::init(
+        &options.log_level,
+        options.component_log_level.as_deref(),
+        options.log_path.as_deref(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     for flag in options.inert_flags() {
         tracing::debug!(flag, "accepted for compatibility; has no effect in Remora");
     }
     let source = Source {
         path: options.config_path.as_deref(),
         yaml: options.config_yaml.as_deref(),
-        unknown_fields: Some(if options.allow_unknown_static_fields {
-            UnknownFields::Warn
-        } else {
-            UnknownFields::Reject
-        }),
+        unknown_fields: Some(
+            if options.allow_unknown_static_fields || options.allow_unknown_fields {
+                UnknownFields::Warn
+            } else {
+                UnknownFields::Reject
+            },
+        ),
     };
     let what = options
         .config_path

@@ -458,3 +458,57 @@ async fn sigterm_drains_in_flight_requests() {
     );
     drop(idle);
 }
+
+/// The command line pilot-agent gives Envoy starts Remora, and `--log-path` is honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pilot_agent_command_line() {
+    let up = HttpUpstream::start("up").await;
+    let cfg = render(ADMIN_CONFIG, &[("up", up.addr.port().to_string())]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("remora.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let p = tokio::task::spawn_blocking(move || {
+        let args = [
+            "--drain-time-s",
+            "45",
+            "--drain-strategy",
+            "immediate",
+            "--parent-shutdown-time-s",
+            "60",
+            "--local-address-ip-version",
+            "v4",
+            "--file-flush-interval-msec",
+            "1000",
+            "--disable-hot-restart",
+            "--allow-unknown-static-fields",
+            "--log-format",
+            "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t",
+            "-l",
+            "info",
+            "--component-log-level",
+            "misc:error",
+            "--concurrency",
+            "2",
+            "--service-node",
+            "sidecar~10.1.2.3~app.ns~ns.svc.cluster.local",
+            "--service-cluster",
+            "app.ns",
+            "--stats-tag",
+            "foo:bar",
+            "--log-path",
+            &log_arg,
+        ];
+        ProxyProcess::start(&remora_bin(), &cfg, &args)
+    })
+    .await
+    .unwrap();
+    let info: serde_json::Value = serde_json::from_str(&p.admin_get("/server_info").1).unwrap();
+    assert_eq!(
+        info["node"]["id"],
+        "sidecar~10.1.2.3~app.ns~ns.svc.cluster.local"
+    );
+    assert_eq!(info["node"]["cluster"], "app.ns");
+    assert_eq!(info["command_line_options"]["drain_time"], "45s");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("remora is live"), "{logged}");
+}
