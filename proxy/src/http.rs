@@ -69,6 +69,31 @@ pub struct Downstream {
     pub peer: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     pub pools: Arc<Pools>,
+    /// The peer's address as a header value (`x-envoy-external-address`), made once per
+    /// connection.
+    pub peer_header: Option<http::HeaderValue>,
+    /// What `use_remote_address` appends to `x-forwarded-for`: the peer, or this host's
+    /// address for loopback peers (as Envoy does).
+    pub xff_hop: Option<http::HeaderValue>,
+}
+
+impl Downstream {
+    pub fn new(
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        pools: Arc<Pools>,
+        local_address: IpAddr,
+    ) -> Self {
+        let ip = peer.map(|p| crate::config::common::canonical(p.ip()));
+        let header = |ip: IpAddr| http::HeaderValue::from_str(&ip.to_string()).ok();
+        Downstream {
+            peer,
+            local,
+            pools,
+            peer_header: ip.and_then(header),
+            xff_hop: ip.and_then(|ip| header(if ip.is_loopback() { local_address } else { ip })),
+        }
+    }
 }
 
 /// `http.<stat_prefix>.*`

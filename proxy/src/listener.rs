@@ -258,7 +258,7 @@ fn dispatch<I: crate::upstream::connect::Io>(
         let _active = active;
         match handler {
             ChainHandler::Http(ctx) => {
-                let down = Arc::new(Downstream { peer, local, pools });
+                let down = Arc::new(Downstream::new(peer, local, pools, ctx.local_address));
                 crate::http::server::serve(stream, ctx, down, drain).await;
             }
             ChainHandler::Tcp(ctx) => crate::tcp::proxy(stream, ctx).await,

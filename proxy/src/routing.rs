@@ -41,7 +41,7 @@ impl RequestView<'_> {
 /// then `*`.
 #[derive(Debug, Default)]
 pub struct DomainIndex {
-    exact: HashMap<String, usize>,
+    exact: HashMap<String, usize, foldhash::fast::RandomState>,
     suffixes: Vec<(String, usize)>,
     prefixes: Vec<(String, usize)>,
     default: Option<usize>,

@@ -103,31 +103,15 @@ pub async fn proxy<I: Io>(mut downstream: I, ctx: Arc<TcpContext>) {
     let mut down = Activity::new(downstream);
     let clock = down.clock();
     let mut up = upstream;
-    let idle = ctx.config.idle_timeout;
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
-    tokio::pin!(copy);
-    loop {
-        let tick = async {
-            match idle {
-                Some(t) => tokio::time::sleep(t.saturating_sub(clock.quiet_for())).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            res = &mut copy => {
-                if let Ok((rx, tx)) = res {
-                    ctx.stats.downstream_cx_rx_bytes_total.add(rx);
-                    ctx.stats.downstream_cx_tx_bytes_total.add(tx);
-                }
-                return;
-            }
-            _ = tick => {
-                if idle.is_some_and(|t| clock.quiet_for() >= t) {
-                    ctx.stats.idle_timeout.inc();
-                    return;
-                }
+    tokio::select! {
+        res = copy => {
+            if let Ok((rx, tx)) = res {
+                ctx.stats.downstream_cx_rx_bytes_total.add(rx);
+                ctx.stats.downstream_cx_tx_bytes_total.add(tx);
             }
         }
+        _ = clock.idle(ctx.config.idle_timeout) => ctx.stats.idle_timeout.inc(),
     }
 }
 

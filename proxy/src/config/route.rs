@@ -99,6 +99,8 @@ pub struct Forward {
     pub host_rewrite: HostRewrite,
     /// `None`: no route timeout (configured as 0).
     pub timeout: Option<Duration>,
+    /// `x-envoy-expected-rq-timeout-ms` for `timeout`, made once.
+    pub timeout_header: Option<http::HeaderValue>,
     pub mirrors: Vec<Mirror>,
     /// Per-route `upgrade_configs` overrides: (upgrade type lowercased, enabled).
     pub upgrades: Vec<(String, bool)>,
@@ -512,6 +514,8 @@ impl TryFrom<&pb::RouteAction> for Forward {
                 "hash-based load balancing",
             ));
         }
+        let timeout =
+            common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?;
         let mut mirrors = Vec::new();
         for (i, m) in a.request_mirror_policies.iter().enumerate() {
             mirrors.push(mirror(m).at_index("request_mirror_policies", i)?);
@@ -531,11 +535,8 @@ impl TryFrom<&pb::RouteAction> for Forward {
             prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
             regex_rewrite,
             host_rewrite,
-            timeout: common::timeout_or(
-                a.timeout.as_ref(),
-                "timeout",
-                Some(DEFAULT_ROUTE_TIMEOUT),
-            )?,
+            timeout,
+            timeout_header: timeout.map(|t| http::HeaderValue::from(t.as_millis() as u64)),
             mirrors,
             upgrades,
         })

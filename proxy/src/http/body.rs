@@ -5,34 +5,110 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::timeouts::{IdleTimeout, IdleTimer};
-use crate::upstream::pool::{BoxError, Lease, ProxyBody};
+use crate::stats::GaugeGuard;
+use crate::upstream::pool::{BoxError, Lease};
+
+/// The body type of every request and response the proxy sends. The common cases are
+/// variants, so a proxied request allocates no boxed body; anything else is `Boxed`.
+pub enum ProxyBody {
+    Empty,
+    Full(Option<Bytes>),
+    /// A body received from a peer, passed through as is.
+    Incoming(Incoming),
+    /// An upstream response that returns its connection to the pool when it ends.
+    Pooled(PooledBody),
+    Boxed(BoxBody<Bytes, BoxError>),
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProxyBody::Empty => "Empty",
+            ProxyBody::Full(_) => "Full",
+            ProxyBody::Incoming(_) => "Incoming",
+            ProxyBody::Pooled(_) => "Pooled",
+            ProxyBody::Boxed(_) => "Boxed",
+        })
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Incoming(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            ProxyBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Incoming(b) => b.is_end_stream(),
+            ProxyBody::Pooled(b) => b.is_end_stream(),
+            ProxyBody::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Incoming(b) => b.size_hint(),
+            ProxyBody::Pooled(b) => b.size_hint(),
+            ProxyBody::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
+impl ProxyBody {
+    /// Wraps any other body.
+    pub fn boxed<B>(b: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+    {
+        ProxyBody::Boxed(BodyExt::boxed(b))
+    }
+}
 
 pub fn empty() -> ProxyBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
+    ProxyBody::Empty
 }
 
 pub fn full(b: impl Into<Bytes>) -> ProxyBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
-
-pub fn boxed(b: Incoming) -> ProxyBody {
-    b.map_err(|e| Box::new(e) as BoxError).boxed()
+    let b = b.into();
+    if b.is_empty() {
+        ProxyBody::Empty
+    } else {
+        ProxyBody::Full(Some(b))
+    }
 }
 
 /// An upstream response body; when it ends cleanly the connection returns to the pool.
+/// `active` (the cluster's `upstream_rq_active`) is released when the body ends.
 /// Dropped early, the connection is dropped with it (it may hold unread bytes).
 /// With an idle timer, a body that waits longer than `stream_idle_timeout` for the next
 /// frame fails (the downstream stream is reset, as Envoy does once a response started).
 pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
-    on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+    active: Option<GaugeGuard>,
     idle: Option<IdleTimer>,
 }
 
@@ -40,13 +116,13 @@ impl PooledBody {
     pub fn new(
         inner: Incoming,
         lease: Lease,
-        on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+        active: Option<GaugeGuard>,
         idle: Option<IdleTimer>,
     ) -> Self {
         let mut b = PooledBody {
             inner,
             lease: Some(lease),
-            on_end,
+            active,
             idle,
         };
         if b.inner.is_end_stream() {
@@ -59,9 +135,7 @@ impl PooledBody {
         if let Some(lease) = self.lease.take() {
             lease.release();
         }
-        if let Some(f) = self.on_end.take() {
-            f();
-        }
+        self.active = None;
     }
 }
 
@@ -89,17 +163,13 @@ impl Body for PooledBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.lease = None;
-                if let Some(f) = this.on_end.take() {
-                    f();
-                }
+                this.active = None;
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Pending => match this.idle.as_mut().map(|t| t.poll_expired(cx)) {
                 Some(Poll::Ready(())) => {
                     this.lease = None;
-                    if let Some(f) = this.on_end.take() {
-                        f();
-                    }
+                    this.active = None;
                     Poll::Ready(Some(Err(Box::new(IdleTimeout))))
                 }
                 _ => Poll::Pending,
@@ -120,8 +190,6 @@ impl Drop for PooledBody {
     fn drop(&mut self) {
         // Not ended: drop the connection rather than pooling it mid-response.
         self.lease = None;
-        if let Some(f) = self.on_end.take() {
-            f();
-        }
+        self.active = None;
     }
 }

@@ -8,8 +8,9 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{boxed, PooledBody};
+use super::body::PooledBody;
 use super::handler::ResponseMutations;
+use super::headers::names;
 use super::local_reply::LocalReply;
 use super::{headers, mirror, timeouts, upgrade, Downstream, HttpContext};
 use crate::config::cluster::UpstreamProtocol;
@@ -44,7 +45,7 @@ pub async fn forward<'r>(
                 })
                 .unwrap_or(&w.clusters[w.clusters.len() - 1]);
             chosen.request_headers.apply(req.headers_mut());
-            mutations.levels.push(&chosen.response_headers);
+            mutations.weighted = Some(&chosen.response_headers);
             &chosen.name
         }
         ClusterTarget::Header(h) => req
@@ -66,7 +67,7 @@ pub async fn forward<'r>(
     let new_path = rewrite_path(path, route, fwd);
     if new_path != path {
         if let Ok(v) = HeaderValue::from_str(path) {
-            req.headers_mut().insert("x-envoy-original-path", v);
+            req.headers_mut().insert(names::X_ENVOY_ORIGINAL_PATH, v);
         }
     }
     let new_host = match &fwd.host_rewrite {
@@ -79,15 +80,13 @@ pub async fn forward<'r>(
     };
     if let Some(v) = new_host {
         if let Ok(orig) = HeaderValue::from_str(host) {
-            req.headers_mut().insert("x-envoy-original-host", orig);
+            req.headers_mut().insert(names::X_ENVOY_ORIGINAL_HOST, orig);
         }
         req.headers_mut().insert(header::HOST, v);
     }
-    if let Some(t) = fwd.timeout {
-        req.headers_mut().insert(
-            "x-envoy-expected-rq-timeout-ms",
-            HeaderValue::from(t.as_millis() as u64),
-        );
+    if let Some(v) = &fwd.timeout_header {
+        req.headers_mut()
+            .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v.clone());
     }
 
     let proto = match (cluster.config.protocol, req.version()) {
@@ -119,7 +118,7 @@ pub async fn forward<'r>(
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let body = if fwd.mirrors.is_empty() {
-        boxed(body)
+        ProxyBody::Incoming(body)
     } else {
         mirror::spawn_mirrors(&parts, body, fwd, ctx, down)
     };
@@ -135,7 +134,7 @@ pub async fn forward<'r>(
     {
         let a = timeouts::Activity::new();
         (
-            http_body_util::BodyExt::boxed(timeouts::TrackedBody::new(body, a.clone())),
+            ProxyBody::boxed(timeouts::TrackedBody::new(body, a.clone())),
             Some(a),
         )
     } else {
@@ -176,8 +175,8 @@ pub async fn forward<'r>(
     let (mut parts, body) = resp.into_parts();
     let service_time = started.elapsed().as_millis() as u64;
     parts.headers.insert(
-        "x-envoy-upstream-service-time",
-        HeaderValue::from(service_time),
+        names::X_ENVOY_UPSTREAM_SERVICE_TIME,
+        headers::number(service_time),
     );
 
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -189,13 +188,9 @@ pub async fn forward<'r>(
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let on_end: Box<dyn FnOnce() + Send + Sync> = Box::new(move || drop(rq_active));
     let idle = cfg.stream_idle_timeout.map(timeouts::IdleTimer::new);
-    let body = PooledBody::new(body, lease, Some(on_end), idle);
-    Ok(Response::from_parts(
-        parts,
-        http_body_util::BodyExt::boxed(body),
-    ))
+    let body = PooledBody::new(body, lease, Some(rq_active), idle);
+    Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
 }
 
 /// Sends on a pooled connection; a request that a stale pooled connection never wrote is

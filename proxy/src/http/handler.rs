@@ -8,6 +8,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
+use super::headers::names;
 use super::local_reply::{LocalReply, Reply};
 use super::{forward, headers, redirect, Downstream, HttpContext};
 use crate::config::common::HeaderMutations;
@@ -30,22 +31,29 @@ pub async fn handle(
         _ => stats.downstream_rq_http1_total.inc(),
     }
     let _active = GaugeGuard::new(&stats.downstream_rq_active);
-    let routes = ctx.config.routes.clone();
-    let mut resp = process(req, &ctx, &down, &routes).await;
+    let mut resp = process(req, &ctx, &down, &ctx.config.routes).await;
     finish(&mut resp, &ctx);
     stats.response(resp.status().as_u16());
     Ok(resp)
 }
 
-/// Response mutations collected while routing, applied most specific first, so the route
-/// configuration's additions win (Envoy's default order).
+/// The response header mutations that apply to a routed request, applied most specific
+/// first so the route configuration's additions win (Envoy's default order).
 pub struct ResponseMutations<'a> {
-    pub levels: Vec<&'a HeaderMutations>,
+    /// The chosen weighted cluster's, if any (set by the router).
+    pub weighted: Option<&'a HeaderMutations>,
+    route: &'a HeaderMutations,
+    vhost: &'a HeaderMutations,
+    table: &'a HeaderMutations,
 }
 
 impl ResponseMutations<'_> {
     fn apply(&self, headers: &mut http::HeaderMap) {
-        for m in &self.levels {
+        let levels = self
+            .weighted
+            .into_iter()
+            .chain([self.route, self.vhost, self.table]);
+        for m in levels.filter(|m| !m.is_empty()) {
             m.apply(headers);
         }
     }
@@ -97,7 +105,10 @@ async fn process(
         return reply(LocalReply::NoRoute);
     };
     let mut mutations = ResponseMutations {
-        levels: Vec::with_capacity(4),
+        weighted: None,
+        route: &route.response_headers,
+        vhost: &vhost.response_headers,
+        table: &routes.response_headers,
     };
     let result = match &route.action {
         Action::Direct(d) => {
@@ -133,11 +144,6 @@ async fn process(
     };
     let mut resp = result.unwrap_or_else(reply);
     // Local replies on a matched route get its response headers too, as in Envoy.
-    mutations.levels.extend([
-        &route.response_headers,
-        &vhost.response_headers,
-        &routes.response_headers,
-    ]);
     mutations.apply(resp.headers_mut());
     resp
 }
@@ -196,51 +202,51 @@ fn prepare_request_headers(
 ) {
     let cfg = &ctx.config;
     let h = req.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(host) {
-        h.insert(header::HOST, v);
+    // HTTP/1 requests keep their Host header unless routing changed it; HTTP/2 requests
+    // get one from :authority.
+    if h.get(header::HOST)
+        .is_none_or(|v| v.as_bytes() != host.as_bytes())
+    {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            h.insert(header::HOST, v);
+        }
     }
     // An edge request: the peer is the client and it is not internal.
     let mut edge = false;
     if cfg.use_remote_address {
         let internal = match down.peer {
             Some(peer) => {
-                let ip = crate::config::common::canonical(peer.ip());
                 if !cfg.skip_xff_append {
-                    headers::append_xff(
-                        h,
-                        if ip.is_loopback() {
-                            ctx.local_address
-                        } else {
-                            ip
-                        },
-                    );
+                    if let Some(hop) = &down.xff_hop {
+                        headers::append_xff(h, hop);
+                    }
                 }
+                let ip = crate::config::common::canonical(peer.ip());
                 cfg.internal_cidrs.iter().any(|c| c.contains(ip))
             }
             None => cfg.internal_unix_sockets,
         };
         if internal {
-            h.insert("x-envoy-internal", HeaderValue::from_static("true"));
+            h.insert(names::X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
         } else {
             edge = true;
-            for name in INTERNAL_ONLY {
-                h.remove(*name);
-            }
-            if let Some(peer) = down.peer {
-                let ip = crate::config::common::canonical(peer.ip()).to_string();
-                if let Ok(v) = HeaderValue::from_str(&ip) {
-                    h.insert("x-envoy-external-address", v);
+            if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+                for name in INTERNAL_ONLY {
+                    h.remove(*name);
                 }
             }
+            if let Some(v) = &down.peer_header {
+                h.insert(names::X_ENVOY_EXTERNAL_ADDRESS, v.clone());
+            }
         }
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    } else if !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    } else if !h.contains_key(names::X_FORWARDED_PROTO) {
+        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     // Edge requests get a fresh id unless told to keep the client's.
     let replace = edge && !cfg.preserve_external_request_id;
-    if cfg.generate_request_id && (replace || !h.contains_key("x-request-id")) {
-        h.insert("x-request-id", headers::new_request_id());
+    if cfg.generate_request_id && (replace || !h.contains_key(names::X_REQUEST_ID)) {
+        h.insert(names::X_REQUEST_ID, headers::new_request_id());
     }
 }
 
@@ -255,7 +261,9 @@ fn apply_request_mutations(
         &vhost.request_headers,
         &routes.request_headers,
     ] {
-        m.apply(h);
+        if !m.is_empty() {
+            m.apply(h);
+        }
     }
 }
 

@@ -2,6 +2,41 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// Names of the headers the proxy adds, as constants (no allocation per request).
+pub mod names {
+    use http::header::HeaderName;
+
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+    pub const X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
+        HeaderName::from_static("x-envoy-external-address");
+    pub const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+        HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+    pub const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+        HeaderName::from_static("x-envoy-upstream-service-time");
+    pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+    pub const X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
+}
+
+/// A small non-negative number as a header value; 0..100 come from a static table.
+pub fn number(n: u64) -> HeaderValue {
+    const SMALL: [&str; 100] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+        "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46",
+        "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61",
+        "62", "63", "64", "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76",
+        "77", "78", "79", "80", "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91",
+        "92", "93", "94", "95", "96", "97", "98", "99",
+    ];
+    match SMALL.get(n as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// Connection-specific headers never forwarded (RFC 9110 §7.6.1), plus any named in
 /// `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -141,16 +176,22 @@ fn remove_dot_segments(path: &str) -> Option<String> {
     Some(s)
 }
 
-/// Appends `ip` to `x-forwarded-for` (Envoy does this when `use_remote_address` is set).
-pub fn append_xff(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let ip = crate::config::listener::canonical(ip).to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
-        _ => ip,
+/// Appends a hop to `x-forwarded-for` (Envoy does this when `use_remote_address` is set).
+pub fn append_xff(headers: &mut HeaderMap, hop: &HeaderValue) {
+    let value = match headers.get(names::X_FORWARDED_FOR) {
+        Some(existing) if !existing.is_empty() => {
+            let mut v = Vec::with_capacity(existing.len() + 1 + hop.len());
+            v.extend_from_slice(existing.as_bytes());
+            v.push(b',');
+            v.extend_from_slice(hop.as_bytes());
+            match HeaderValue::from_bytes(&v) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        _ => hop.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", v);
-    }
+    headers.insert(names::X_FORWARDED_FOR, value);
 }
 
 /// Whether a remote address is internal (RFC 1918, loopback, unique local), as Envoy's
@@ -207,10 +248,18 @@ mod tests {
     }
 
     #[test]
+    fn numbers() {
+        assert_eq!(number(0), "0");
+        assert_eq!(number(99), "99");
+        assert_eq!(number(100), "100");
+        assert_eq!(number(15000), "15000");
+    }
+
+    #[test]
     fn xff_and_internal() {
         let mut h = HeaderMap::new();
-        append_xff(&mut h, "10.0.0.1".parse().unwrap());
-        append_xff(&mut h, "::ffff:1.2.3.4".parse().unwrap());
+        append_xff(&mut h, &HeaderValue::from_static("10.0.0.1"));
+        append_xff(&mut h, &HeaderValue::from_static("1.2.3.4"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1,1.2.3.4");
         assert!(is_internal("192.168.1.1".parse().unwrap()));
         assert!(!is_internal("8.8.8.8".parse().unwrap()));

@@ -66,7 +66,7 @@ pub fn spawn_mirrors(
         } else {
             Proto::Http1
         };
-        let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+        let body = ProxyBody::boxed(StreamBody::new(tokio_stream_from(rx)));
         let pools = down.pools.clone();
         tokio::spawn(async move {
             cluster.stats.upstream_rq_total.inc();
@@ -82,13 +82,12 @@ pub fn spawn_mirrors(
         });
     }
     if senders.is_empty() {
-        return super::body::boxed(body);
+        return ProxyBody::Incoming(body);
     }
-    TeeBody {
+    ProxyBody::boxed(TeeBody {
         inner: body,
         mirrors: senders,
-    }
-    .boxed()
+    })
 }
 
 fn shadow_host(host: &str) -> String {

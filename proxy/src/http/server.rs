@@ -52,15 +52,10 @@ pub async fn serve<I: Io>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
 
-    let idle = cfg.idle_timeout;
+    let idle = activity.idle(cfg.idle_timeout);
+    tokio::pin!(idle);
     let mut shutting_down = false;
     loop {
-        let idle_check = async {
-            match idle {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -72,12 +67,10 @@ pub async fn serve<I: Io>(
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = idle_check, if !shutting_down => {
-                if idle.is_some_and(|t| activity.quiet_for() >= t) {
-                    stats.downstream_cx_idle_timeout.inc();
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+            _ = &mut idle, if !shutting_down => {
+                stats.downstream_cx_idle_timeout.inc();
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
     }

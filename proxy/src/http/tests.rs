@@ -80,11 +80,12 @@ where
         "192.0.2.1".parse().unwrap(),
     ));
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let down = Arc::new(Downstream {
-        peer: None,
-        local: None,
-        pools: Arc::new(Pools::default()),
-    });
+    let down = Arc::new(Downstream::new(
+        None,
+        None,
+        Arc::new(Pools::default()),
+        "192.0.2.1".parse().unwrap(),
+    ));
     let drain = Drain::default();
     tokio::spawn(server::serve(server_io, ctx.clone(), down, drain.watch()));
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))

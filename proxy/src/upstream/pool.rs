@@ -5,11 +5,11 @@
 //! response body ends; HTTP/2 connections are shared by all streams of the worker.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,7 +19,7 @@ use super::connect::{self, ConnectError};
 use crate::stats::GaugeGuard;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub use crate::http::body::ProxyBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
@@ -46,8 +46,8 @@ struct Idle {
 
 #[derive(Default)]
 pub struct Pools {
-    h1: Mutex<HashMap<Key, Vec<Idle>>>,
-    h2: Mutex<HashMap<Key, (http2::SendRequest<ProxyBody>, u32)>>,
+    h1: Mutex<HashMap<Key, Vec<Idle>, RandomState>>,
+    h2: Mutex<HashMap<Key, (http2::SendRequest<ProxyBody>, u32), RandomState>>,
 }
 
 impl std::fmt::Debug for Pools {
