@@ -13,9 +13,12 @@ pub mod dump;
 pub mod error;
 pub mod listener;
 pub mod load;
+pub mod matcher;
 
 pub use error::{ConfigError, Result};
 pub mod cluster;
 pub mod hcm;
+pub mod headers;
 pub mod route;
+pub mod route_action;
 pub mod tcp_proxy;

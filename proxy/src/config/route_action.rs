@@ -1,0 +1,417 @@
+//! Route actions: `route` (forwarding), `redirect` and `direct_response`, converted and
+//! compiled (rewrite regexes, weights, mirror fractions, timeout header).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::route::v3 as pb;
+use http::{HeaderName, StatusCode};
+use regex::Regex;
+
+use super::common::{self, header_name, HeaderMutations};
+use super::error::{ConfigError, Result, Within};
+
+/// Envoy's default route timeout.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Box<Forward>),
+    Redirect(Redirect),
+    Direct(DirectResponse),
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    pub target: ClusterTarget,
+    pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<(Regex, String)>,
+    pub host_rewrite: HostRewrite,
+    /// `None`: no route timeout (configured as 0).
+    pub timeout: Option<Duration>,
+    /// `x-envoy-expected-rq-timeout-ms` for `timeout`, made once.
+    pub timeout_header: Option<http::HeaderValue>,
+    pub mirrors: Vec<Mirror>,
+    /// Per-route `upgrade_configs` overrides: (upgrade type lowercased, enabled).
+    pub upgrades: Vec<(String, bool)>,
+}
+
+#[derive(Debug)]
+pub enum ClusterTarget {
+    Named(Arc<str>),
+    Weighted(WeightedClusters),
+    Header(HeaderName),
+}
+
+#[derive(Debug)]
+pub struct WeightedClusters {
+    pub clusters: Vec<WeightedCluster>,
+    pub total: u64,
+}
+
+#[derive(Debug)]
+pub struct WeightedCluster {
+    pub name: Arc<str>,
+    pub weight: u32,
+    pub request_headers: HeaderMutations,
+    pub response_headers: HeaderMutations,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostRewrite {
+    None,
+    Literal(http::HeaderValue),
+    /// Use the upstream host's name (DNS clusters) as the Host header.
+    Auto,
+}
+
+#[derive(Debug)]
+pub enum MirrorTarget {
+    Cluster(Arc<str>),
+    /// The cluster named by this request header.
+    Header(HeaderName),
+}
+
+#[derive(Debug)]
+pub struct Mirror {
+    pub target: MirrorTarget,
+    /// Fraction of requests mirrored, in millionths.
+    pub per_million: u32,
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    pub status: StatusCode,
+    pub strip_query: bool,
+}
+
+#[derive(Debug)]
+pub enum RedirectPath {
+    Keep,
+    Path(String),
+    Prefix(String),
+    Regex(Regex, String),
+}
+
+#[derive(Debug)]
+pub struct DirectResponse {
+    pub status: StatusCode,
+    pub body: Option<bytes::Bytes>,
+}
+
+impl TryFrom<&pb::RouteAction> for Forward {
+    type Error = ConfigError;
+    fn try_from(a: &pb::RouteAction) -> Result<Self> {
+        use pb::route_action::{ClusterSpecifier as C, HostRewriteSpecifier as H};
+        let target = match &a.cluster_specifier {
+            Some(C::Cluster(c)) if !c.is_empty() => ClusterTarget::Named(c.as_str().into()),
+            Some(C::Cluster(_)) => return Err(ConfigError::new("cluster", "must not be empty")),
+            Some(C::ClusterHeader(h)) => {
+                ClusterTarget::Header(header_name(h).within("cluster_header")?)
+            }
+            Some(C::WeightedClusters(w)) => {
+                ClusterTarget::Weighted(weighted(w).within("weighted_clusters")?)
+            }
+            Some(_) => {
+                return Err(common::unsupported(
+                    "cluster_specifier_plugin",
+                    "cluster specifier plugins",
+                ))
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "cluster_specifier",
+                    "one of cluster, cluster_header or weighted_clusters is required",
+                ))
+            }
+        };
+        let host_rewrite = match &a.host_rewrite_specifier {
+            None => HostRewrite::None,
+            Some(H::HostRewriteLiteral(h)) => HostRewrite::Literal(
+                http::HeaderValue::from_str(h)
+                    .map_err(|_| ConfigError::new("host_rewrite_literal", "not a valid host"))?,
+            ),
+            Some(H::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
+            Some(H::AutoHostRewrite(_)) => HostRewrite::None,
+            Some(_) => {
+                return Err(common::unsupported(
+                    "host_rewrite_specifier",
+                    "host rewrite from header or path regex",
+                ))
+            }
+        };
+        let regex_rewrite = a
+            .regex_rewrite
+            .as_ref()
+            .map(|r| {
+                let pattern = r
+                    .pattern
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::new("pattern", "is required"))?;
+                Ok::<_, ConfigError>((
+                    common::regex_unanchored(pattern, "pattern")?,
+                    rewrite_substitution(&r.substitution),
+                ))
+            })
+            .transpose()
+            .within("regex_rewrite")?;
+        if a.retry_policy.is_some() {
+            return Err(common::unsupported("retry_policy", "retry policies"));
+        }
+        if !a.hash_policy.is_empty() {
+            return Err(common::unsupported(
+                "hash_policy",
+                "hash-based load balancing",
+            ));
+        }
+        let timeout =
+            common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?;
+        let mut mirrors = Vec::new();
+        for (i, m) in a.request_mirror_policies.iter().enumerate() {
+            mirrors.push(mirror(m).at_index("request_mirror_policies", i)?);
+        }
+        let upgrades = a
+            .upgrade_configs
+            .iter()
+            .map(|u| {
+                (
+                    u.upgrade_type.to_ascii_lowercase(),
+                    u.enabled.as_ref().is_none_or(|b| b.value),
+                )
+            })
+            .collect();
+        Ok(Forward {
+            target,
+            prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
+            regex_rewrite,
+            host_rewrite,
+            timeout,
+            timeout_header: timeout.map(|t| http::HeaderValue::from(t.as_millis() as u64)),
+            mirrors,
+            upgrades,
+        })
+    }
+}
+
+/// RE2 substitutions use `\1`; the regex crate uses `${1}`.
+fn rewrite_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn weighted(w: &pb::WeightedCluster) -> Result<WeightedClusters> {
+    if w.clusters.is_empty() {
+        return Err(ConfigError::new(
+            "clusters",
+            "at least one cluster is required",
+        ));
+    }
+    let mut clusters = Vec::with_capacity(w.clusters.len());
+    for (i, c) in w.clusters.iter().enumerate() {
+        let entry = (|| {
+            if c.name.is_empty() {
+                return Err(ConfigError::new(
+                    "name",
+                    "must not be empty (cluster_header is not supported)",
+                ));
+            }
+            Ok(WeightedCluster {
+                name: c.name.as_str().into(),
+                weight: common::u32_or(c.weight.as_ref(), 0),
+                request_headers: HeaderMutations::build(
+                    &c.request_headers_to_add,
+                    &c.request_headers_to_remove,
+                    "request_headers_to_add",
+                    "request_headers_to_remove",
+                )?,
+                response_headers: HeaderMutations::build(
+                    &c.response_headers_to_add,
+                    &c.response_headers_to_remove,
+                    "response_headers_to_add",
+                    "response_headers_to_remove",
+                )?,
+            })
+        })();
+        clusters.push(entry.at_index("clusters", i)?);
+    }
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return Err(ConfigError::new(
+            "clusters",
+            "the sum of weights must be greater than 0",
+        ));
+    }
+    Ok(WeightedClusters { clusters, total })
+}
+
+fn mirror(m: &pb::route_action::RequestMirrorPolicy) -> Result<Mirror> {
+    let target = match (m.cluster.is_empty(), m.cluster_header.is_empty()) {
+        (false, true) => MirrorTarget::Cluster(m.cluster.as_str().into()),
+        (true, false) => {
+            MirrorTarget::Header(header_name(&m.cluster_header).within("cluster_header")?)
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "cluster",
+                "exactly one of cluster and cluster_header is required",
+            ))
+        }
+    };
+    let per_million = match &m.runtime_fraction {
+        None => 1_000_000,
+        Some(f) => fraction_per_million(f.default_value.as_ref()),
+    };
+    Ok(Mirror {
+        target,
+        per_million,
+    })
+}
+
+/// A `FractionalPercent` as millionths.
+pub fn fraction_per_million(
+    f: Option<&envoy_types::pb::envoy::r#type::v3::FractionalPercent>,
+) -> u32 {
+    let Some(f) = f else { return 0 };
+    let scale = match f.denominator {
+        0 => 10_000,
+        1 => 100,
+        _ => 1,
+    };
+    f.numerator.saturating_mul(scale).min(1_000_000)
+}
+
+impl TryFrom<&pb::RedirectAction> for Redirect {
+    type Error = ConfigError;
+    fn try_from(r: &pb::RedirectAction) -> Result<Self> {
+        use pb::redirect_action::{
+            PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S,
+        };
+        let status = match C::try_from(r.response_code) {
+            Ok(C::MovedPermanently) => StatusCode::MOVED_PERMANENTLY,
+            Ok(C::Found) => StatusCode::FOUND,
+            Ok(C::SeeOther) => StatusCode::SEE_OTHER,
+            Ok(C::TemporaryRedirect) => StatusCode::TEMPORARY_REDIRECT,
+            Ok(C::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
+            Err(_) => return Err(ConfigError::new("response_code", "unknown value")),
+        };
+        let scheme = match &r.scheme_rewrite_specifier {
+            Some(S::HttpsRedirect(true)) => Some("https".to_string()),
+            Some(S::HttpsRedirect(false)) | None => None,
+            Some(S::SchemeRedirect(s)) => Some(s.to_ascii_lowercase()),
+        };
+        let path = match &r.path_rewrite_specifier {
+            None => RedirectPath::Keep,
+            Some(P::PathRedirect(p)) => RedirectPath::Path(p.clone()),
+            Some(P::PrefixRewrite(p)) => RedirectPath::Prefix(p.clone()),
+            Some(P::PathRewrite(_)) => {
+                return Err(common::unsupported(
+                    "path_rewrite",
+                    "substitution-format path redirects",
+                ))
+            }
+            Some(P::RegexRewrite(rr)) => {
+                let pattern = rr
+                    .pattern
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::new("regex_rewrite.pattern", "is required"))?;
+                RedirectPath::Regex(
+                    common::regex_unanchored(pattern, "regex_rewrite.pattern")?,
+                    rewrite_substitution(&rr.substitution),
+                )
+            }
+        };
+        let port = match r.port_redirect {
+            0 => None,
+            p => Some(
+                u16::try_from(p)
+                    .map_err(|_| ConfigError::new("port_redirect", "not a valid port"))?,
+            ),
+        };
+        Ok(Redirect {
+            scheme,
+            host: (!r.host_redirect.is_empty()).then(|| r.host_redirect.clone()),
+            port,
+            path,
+            status,
+            strip_query: r.strip_query,
+        })
+    }
+}
+
+impl TryFrom<&pb::DirectResponseAction> for DirectResponse {
+    type Error = ConfigError;
+    fn try_from(d: &pb::DirectResponseAction) -> Result<Self> {
+        let status = u16::try_from(d.status)
+            .ok()
+            .filter(|s| (200..600).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| {
+                ConfigError::new("status", format!("{} is not in [200, 600)", d.status))
+            })?;
+        let body = d
+            .body
+            .as_ref()
+            .map(data_source)
+            .transpose()
+            .within("body")?;
+        Ok(DirectResponse { status, body })
+    }
+}
+
+/// Reads a `DataSource` (inline bytes/string, a file, or an environment variable).
+pub fn data_source(d: &core::DataSource) -> Result<bytes::Bytes> {
+    use core::data_source::Specifier as S;
+    match &d.specifier {
+        Some(S::InlineBytes(b)) => Ok(bytes::Bytes::from(b.clone())),
+        Some(S::InlineString(s)) => Ok(bytes::Bytes::from(s.clone())),
+        Some(S::Filename(f)) => std::fs::read(f)
+            .map(bytes::Bytes::from)
+            .map_err(|e| ConfigError::new("filename", format!("cannot read '{f}': {e}"))),
+        Some(S::EnvironmentVariable(v)) => std::env::var(v)
+            .map(bytes::Bytes::from)
+            .map_err(|_| ConfigError::new("environment_variable", format!("'{v}' is not set"))),
+        None => Ok(bytes::Bytes::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_syntax_is_translated() {
+        assert_eq!(rewrite_substitution(r"/v2/\1/x"), "/v2/${1}/x");
+        assert_eq!(rewrite_substitution("a$b"), "a$$b");
+    }
+
+    #[test]
+    fn fractions() {
+        use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+        let f = |n, d| {
+            fraction_per_million(Some(&FractionalPercent {
+                numerator: n,
+                denominator: d,
+            }))
+        };
+        assert_eq!(f(50, 0), 500_000);
+        assert_eq!(f(5, 1), 500);
+        assert_eq!(f(7, 2), 7);
+        assert_eq!(f(200, 0), 1_000_000);
+    }
+}
