@@ -215,3 +215,67 @@ static_resources:
         .map(|c| u32::from_be_bytes([c[2], c[3], c[4], c[5]]));
     assert_eq!(window, Some(131_072));
 }
+
+/// `codec_type` HTTP1 and HTTP2 accept only their protocol; AUTO takes both (covered by
+/// the other tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_codecs() {
+    let codec = |name: &str, codec: &str| {
+        hcm(name, name).replace(
+            "stat_prefix: ",
+            &format!("codec_type: {codec}\n          stat_prefix: "),
+        )
+    };
+    let cfg = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: h1
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:{h1}
+  - name: h2
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:{h2}
+"#,
+        h1 = codec("h1", "HTTP1"),
+        h2 = codec("h2", "HTTP2"),
+    );
+    let p = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
+        .await
+        .unwrap();
+    assert_eq!(
+        Conn::h1(p.addr("h1")).await.get("h", "/", &[]).await.text(),
+        "h1"
+    );
+    assert_eq!(
+        Conn::h2(p.addr("h2")).await.get("h", "/", &[]).await.text(),
+        "h2"
+    );
+    // HTTP/1.1 to the HTTP/2-only listener gets no HTTP/1.1 answer (an h2 GOAWAY);
+    // the h2 preface to the HTTP/1-only listener gets a 400 or a closed connection.
+    let out = client::raw(
+        p.addr("h2"),
+        b"GET / HTTP/1.1\r\nhost: h\r\n\r\n",
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert!(
+        !out.starts_with(b"HTTP/1.1"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let out = client::raw(
+        p.addr("h1"),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert!(
+        matches!(client::raw_status(&out), None | Some(400)),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(!out.windows(6).any(|w| w == b"200 OK"));
+}

@@ -512,3 +512,35 @@ async fn pilot_agent_command_line() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("remora is live"), "{logged}");
 }
+
+/// SIGINT drains like SIGTERM; `/drain_listeners?graceful` keeps accepting for the drain
+/// time, then closes the listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_and_graceful_listener_drain() {
+    let up = HttpUpstream::start("up").await;
+    let cfg = render(ADMIN_CONFIG, &[("up", up.addr.port().to_string())]);
+    let mut p = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(&remora_bin(), &cfg, &["--drain-time-s", "1"])
+    })
+    .await
+    .unwrap();
+    let inbound = p.listener("inbound");
+    assert_eq!(p.admin_get("POST /drain_listeners?graceful").0, 200);
+    // During the graceful period the listener still accepts and serves.
+    assert_eq!(http_get(inbound, "/x"), Some(200));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(inbound).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "listener still accepting after the drain time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(p.child.id() as i32, libc::SIGINT) }, 0);
+    let code =
+        tokio::task::spawn_blocking(move || wait_exit(&mut p.child, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0));
+}

@@ -1,77 +1,139 @@
-//! Serving one downstream connection with hyper: codec selection (HTTP/1.1, HTTP/2, or
-//! automatic with h2c prior-knowledge detection), header limits, idle timeout and drain.
+//! Serving one downstream connection with hyper: codec selection (HTTP/1.1 only, HTTP/2
+//! only, or automatic with h2c prior-knowledge detection), header limits, idle timeout and
+//! drain.
 
 use std::sync::Arc;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use super::{handler, Downstream, HttpContext};
-use crate::config::hcm::Codec;
+use crate::config::hcm::{Codec, HttpManager};
 use crate::drain::DrainWatch;
 use crate::io::Activity;
 use crate::stats::GaugeGuard;
 use crate::upstream::connect::Io;
 
-pub async fn serve<I: Io>(
-    io: I,
-    ctx: Arc<HttpContext>,
-    down: Arc<Downstream>,
-    mut drain: DrainWatch,
-) {
+/// Runs a hyper connection until it ends; drain and the idle timeout ask it to finish its
+/// in-flight streams and close. (A macro: the three connection types share no trait.)
+macro_rules! drive {
+    ($conn:expr, $ctx:expr, $clock:expr, $drain:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        let idle = $clock.idle($ctx.config.idle_timeout);
+        tokio::pin!(idle);
+        let mut drain = $drain;
+        let mut shutting_down = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "downstream connection ended with error");
+                    }
+                    break;
+                }
+                _ = drain.signaled(), if !shutting_down => {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = &mut idle, if !shutting_down => {
+                    $ctx.stats.downstream_cx_idle_timeout.inc();
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }};
+}
+
+pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, drain: DrainWatch) {
     let cfg = ctx.config.clone();
     let stats = ctx.stats.clone();
     stats.downstream_cx_total.inc();
     let _active = GaugeGuard::new(&stats.downstream_cx_active);
-
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder = match cfg.codec {
-        Codec::Http1 => builder.http1_only(),
-        Codec::Http2 => builder.http2_only(),
-        Codec::Auto => builder,
-    };
-    let header_bytes = (cfg.max_request_headers_kb as usize) * 1024;
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(header_bytes.max(8192))
-        .max_headers(cfg.max_headers_count)
-        .header_read_timeout(cfg.request_headers_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(header_bytes as u32)
-        .initial_stream_window_size(ctx.buffer_limit.max(65_535))
-        .initial_connection_window_size(ctx.buffer_limit.max(65_535));
-
     let io = Activity::new(io);
-    let activity = io.clock();
-
-    let svc = service_fn(move |req| handler::handle(req, ctx.clone(), down.clone()));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-
-    let idle = activity.idle(cfg.idle_timeout);
-    tokio::pin!(idle);
-    let mut shutting_down = false;
-    loop {
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "downstream connection ended with error");
-                }
-                return;
-            }
-            _ = drain.signaled(), if !shutting_down => {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = &mut idle, if !shutting_down => {
-                stats.downstream_cx_idle_timeout.inc();
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
-            }
+    let clock = io.clock();
+    let io = TokioIo::new(io);
+    let window = ctx.buffer_limit.max(65_535);
+    let c = ctx.clone();
+    let svc = service_fn(move |req| handler::handle(req, c.clone(), down.clone()));
+    // `auto` ignores http1_only/http2_only when upgrades are served, so the fixed codecs
+    // use hyper's own builders.
+    match cfg.codec {
+        Codec::Http1 => {
+            let mut b = http1::Builder::new();
+            h1_options(&mut b, &cfg);
+            drive!(
+                b.serve_connection(io, svc).with_upgrades(),
+                ctx,
+                clock,
+                drain
+            );
+        }
+        Codec::Http2 => {
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            h2_options(&mut b, &cfg, window);
+            drive!(b.serve_connection(io, svc), ctx, clock, drain);
+        }
+        Codec::Auto => {
+            let mut b = auto::Builder::new(TokioExecutor::new());
+            h1_options(&mut b.http1(), &cfg);
+            h2_options(&mut b.http2(), &cfg, window);
+            drive!(b.serve_connection_with_upgrades(io, svc), ctx, clock, drain);
         }
     }
 }
+
+fn header_bytes(cfg: &HttpManager) -> usize {
+    (cfg.max_request_headers_kb as usize) * 1024
+}
+
+/// HTTP/1.1 limits: header bytes (431 beyond), header count, header read timeout.
+trait H1Options {
+    fn apply(&mut self, cfg: &HttpManager);
+}
+
+fn h1_options(b: &mut impl H1Options, cfg: &HttpManager) {
+    b.apply(cfg);
+}
+
+macro_rules! h1_options_impl {
+    ($t:ty) => {
+        impl H1Options for $t {
+            fn apply(&mut self, cfg: &HttpManager) {
+                self.timer(TokioTimer::new())
+                    .max_buf_size(header_bytes(cfg).max(8192))
+                    .max_headers(cfg.max_headers_count)
+                    .header_read_timeout(cfg.request_headers_timeout);
+            }
+        }
+    };
+}
+h1_options_impl!(http1::Builder);
+h1_options_impl!(auto::Http1Builder<'_, TokioExecutor>);
+
+/// HTTP/2 limits: header list size and flow-control windows.
+trait H2Options {
+    fn apply(&mut self, cfg: &HttpManager, window: u32);
+}
+
+fn h2_options(b: &mut impl H2Options, cfg: &HttpManager, window: u32) {
+    b.apply(cfg, window);
+}
+
+macro_rules! h2_options_impl {
+    ($t:ty) => {
+        impl H2Options for $t {
+            fn apply(&mut self, cfg: &HttpManager, window: u32) {
+                self.timer(TokioTimer::new())
+                    .max_header_list_size(header_bytes(cfg) as u32)
+                    .initial_stream_window_size(window)
+                    .initial_connection_window_size(window);
+            }
+        }
+    };
+}
+h2_options_impl!(http2::Builder<TokioExecutor>);
+h2_options_impl!(auto::Http2Builder<'_, TokioExecutor>);
