@@ -35,8 +35,9 @@ struct Args {
     proxy_cpu: usize,
     #[arg(long, default_value_t = 1)]
     load_cpu: usize,
-    /// Run only these targets (comma-separated: direct, remora, envoy); for profiling.
-    #[arg(long, value_delimiter = ',', default_values_t = ["direct".to_string(), "remora".to_string(), "envoy".to_string()])]
+    /// Run only these targets (comma-separated: direct, remora, envoy, haproxy). HAProxy is
+    /// a reference point, measured only when installed.
+    #[arg(long, value_delimiter = ',', default_values_t = ["direct".to_string(), "remora".to_string(), "envoy".to_string(), "haproxy".to_string()])]
     only: Vec<String>,
 }
 
@@ -67,8 +68,17 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let remora = targets::remora_bin()?;
-    let envoy = targets::envoy_bin()?;
+    let want = |t: &str| args.only.iter().any(|o| o == t);
+    let remora = if want("remora") {
+        Some(targets::remora_bin()?)
+    } else {
+        None
+    };
+    let envoy = if want("envoy") {
+        Some(targets::envoy_bin()?)
+    } else {
+        None
+    };
     procstat::pin_current_thread(args.load_cpu);
     let upstream = upstream::start(args.load_cpu, args.body_bytes);
     let cfg = targets::config(upstream);
@@ -77,56 +87,81 @@ fn run(args: &Args) -> Result<(), String> {
     let steal_before = procstat::steal_ticks();
 
     let mut rows = Vec::new();
-    let direct = load::run(
-        args.load_cpu,
-        upstream,
-        args.connections,
-        warmup,
-        window,
-        || {},
-    );
-    rows.push(row("no proxy", &direct, None, None, None, None, None));
-
-    for (name, bin, extra) in [
-        ("remora", &remora, vec![]),
-        ("envoy", &envoy, vec!["--disable-hot-restart"]),
-    ] {
-        let p = targets::start(name, bin, &cfg, args.proxy_cpu, &extra)?;
-        std::thread::sleep(Duration::from_millis(200));
-        let pid = p.child.id();
-        let (idle_rss, _) = procstat::memory_kib(pid);
-        let marks = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
-        let m = marks.clone();
-        let result = load::run(
+    if want("direct") {
+        let direct = load::run(
             args.load_cpu,
-            p.listener,
+            upstream,
             args.connections,
             warmup,
             window,
-            move || {
-                if let Ok(mut g) = m.lock() {
-                    *g = (procstat::cpu_ns(pid), procstat::runqueue_ns(pid));
-                }
-            },
+            || {},
         );
-        let (cpu_end, rq_end) = (procstat::cpu_ns(pid), procstat::runqueue_ns(pid));
-        let (cpu_start, rq_start) = marks.lock().map(|g| *g).unwrap_or_default();
-        let (_, hwm) = procstat::memory_kib(pid);
-        let per_req =
-            |ns: u64| (result.requests > 0).then(|| ns as f64 / 1000.0 / result.requests as f64);
-        rows.push(row(
-            if name == "remora" { "remora" } else { "envoy" },
-            &result,
-            per_req(cpu_end.saturating_sub(cpu_start)),
-            per_req(rq_end.saturating_sub(rq_start)),
-            Some(idle_rss),
-            Some(hwm),
-            Some(p.ready_after.as_secs_f64() * 1000.0),
-        ));
+        rows.push(row("no proxy", &direct, None, None, None, None, None));
+    }
+    if let Some(bin) = &remora {
+        let p = targets::start("remora", bin, &cfg, args.proxy_cpu, &[])?;
+        rows.push(measure(args, "remora", &p, warmup, window));
+    }
+    if let Some(bin) = &envoy {
+        let p = targets::start(
+            "envoy",
+            bin,
+            &cfg,
+            args.proxy_cpu,
+            &["--disable-hot-restart"],
+        )?;
+        rows.push(measure(args, "envoy", &p, warmup, window));
+    }
+    if want("haproxy") {
+        match targets::start_haproxy(upstream, args.proxy_cpu)? {
+            Some(p) => rows.push(measure(args, "haproxy (reference)", &p, warmup, window)),
+            None => eprintln!("haproxy is not installed; its reference row is skipped"),
+        }
     }
     let steal = procstat::steal_ticks().saturating_sub(steal_before);
     report(args, &rows, steal);
     Ok(())
+}
+
+/// Runs the load against a started proxy and reads its CPU, run-queue and memory.
+fn measure(
+    args: &Args,
+    name: &'static str,
+    p: &targets::ProxyProc,
+    warmup: Duration,
+    window: Duration,
+) -> Row {
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = p.child.id();
+    let (idle_rss, _) = procstat::memory_kib(pid);
+    let marks = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let m = marks.clone();
+    let result = load::run(
+        args.load_cpu,
+        p.listener,
+        args.connections,
+        warmup,
+        window,
+        move || {
+            if let Ok(mut g) = m.lock() {
+                *g = (procstat::cpu_ns(pid), procstat::runqueue_ns(pid));
+            }
+        },
+    );
+    let (cpu_end, rq_end) = (procstat::cpu_ns(pid), procstat::runqueue_ns(pid));
+    let (cpu_start, rq_start) = marks.lock().map(|g| *g).unwrap_or_default();
+    let (_, hwm) = procstat::memory_kib(pid);
+    let per_req =
+        |ns: u64| (result.requests > 0).then(|| ns as f64 / 1000.0 / result.requests as f64);
+    row(
+        name,
+        &result,
+        per_req(cpu_end.saturating_sub(cpu_start)),
+        per_req(rq_end.saturating_sub(rq_start)),
+        Some(idle_rss),
+        Some(hwm),
+        Some(p.ready_after.as_secs_f64() * 1000.0),
+    )
 }
 
 fn row(

@@ -72,15 +72,7 @@ pub fn start(
         .arg(&admin_path);
     cmd.args(["--concurrency", "1", "-l", "error"]).args(extra);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-            Ok(())
-        });
-    }
+    pin(&mut cmd, cpu);
     let t0 = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
     let deadline = t0 + Duration::from_secs(30);
@@ -200,4 +192,69 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// HAProxy as a reference point (not a target of the comparison): started only when the
+/// `haproxy` binary is installed, pinned like the proxies, one thread, keep-alive reuse.
+pub fn start_haproxy(upstream: SocketAddr, cpu: usize) -> Result<Option<ProxyProc>, String> {
+    let Some(bin) = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        return Ok(None);
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let dir = std::env::temp_dir().join(format!("remora-bench-haproxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cfg = format!(
+        "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 {upstream}\n"
+    );
+    let cfg_path = dir.join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-f")
+        .arg(&cfg_path)
+        .arg("-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    pin(&mut cmd, cpu);
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
+    let listener: SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    while std::net::TcpStream::connect(listener).is_err() {
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if exited || t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!(
+                "haproxy did not start (check: haproxy -c -f {})",
+                cfg_path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(Some(ProxyProc {
+        child,
+        listener,
+        ready_after: t0.elapsed(),
+        _dir: dir,
+    }))
+}
+
+fn pin(cmd: &mut Command, cpu: usize) {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
+    }
 }
