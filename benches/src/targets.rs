@@ -231,9 +231,8 @@ pub fn start_haproxy(upstream: SocketAddr, cpu: usize) -> Result<Option<ProxyPro
         let exited = matches!(child.try_wait(), Ok(Some(_)));
         if exited || t0.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
-            let _ = std::fs::remove_dir_all(&dir);
             return Err(format!(
-                "haproxy did not start (check: haproxy -c -f {})",
+                "haproxy did not start (its config is kept for checking: haproxy -c -f {})",
                 cfg_path.display()
             ));
         }
