@@ -185,6 +185,13 @@ fn bind_one(addr: &BindAddress, reuse_port: bool) -> io::Result<BoundSocket> {
     }
 }
 
+/// Logs a failed accept and pauses briefly, so that running out of file descriptors does
+/// not turn the accept loop into a busy loop.
+async fn accept_failed(listener: &ListenerRuntime, e: &io::Error) {
+    tracing::warn!(listener = %listener.config.name, error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+}
+
 /// Accepts connections on one worker until the listener closes; returns once it has.
 pub async fn accept_loop(
     listener: Arc<ListenerRuntime>,
@@ -201,7 +208,7 @@ pub async fn accept_loop(
                     r = l.accept() => match r {
                         Ok(x) => x,
                         Err(e) => {
-                            tracing::warn!(listener = %listener.config.name, error = %e, "accept failed");
+                            accept_failed(&listener, &e).await;
                             continue;
                         }
                     },
@@ -219,7 +226,7 @@ pub async fn accept_loop(
                     r = l.accept() => match r {
                         Ok((s, _)) => s,
                         Err(e) => {
-                            tracing::warn!(listener = %listener.config.name, error = %e, "accept failed");
+                            accept_failed(&listener, &e).await;
                             continue;
                         }
                     },

@@ -202,26 +202,24 @@ async fn send(
     proto: Proto,
     down: &Downstream,
 ) -> Result<(Response<Incoming>, crate::upstream::pool::Lease), UpstreamError> {
+    /// Pooled connections tried before giving up on ones that turn out to be closed.
+    const ATTEMPTS: usize = 3;
     let mut req = req;
-    for _ in 0..3 {
+    for attempt in 1..=ATTEMPTS {
         let mut lease = down.pools.acquire(cluster, host, proto).await?;
         match lease.send(req).await {
             Ok(resp) => return Ok((resp, lease)),
-            Err(SendError::NotSent(r)) => req = *r,
+            Err(SendError::NotSent(r)) if attempt < ATTEMPTS => req = *r,
+            Err(SendError::NotSent(_)) => break,
             Err(SendError::Failed(e)) => return Err(UpstreamError::Reset(e)),
         }
     }
-    let mut lease = down.pools.acquire(cluster, host, proto).await?;
-    match lease.send(req).await {
-        Ok(resp) => Ok((resp, lease)),
-        Err(SendError::NotSent(_)) => Err(UpstreamError::Connect(
-            crate::upstream::connect::ConnectError::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "upstream connection closed",
-            )),
+    Err(UpstreamError::Connect(
+        crate::upstream::connect::ConnectError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "upstream connection closed",
         )),
-        Err(SendError::Failed(e)) => Err(UpstreamError::Reset(e)),
-    }
+    ))
 }
 
 fn upstream_uri(proto: Proto, authority: &str, path: &str) -> Result<Uri, LocalReply> {
