@@ -398,9 +398,9 @@ async fn weighted_clusters_distribute_alike() {
         }
         shares.push(to_b as f64 / n as f64);
     }
-    // 70% configured; 1000 draws: ±5 points is > 3 standard deviations.
+    // 70% configured; 1000 draws: ±6 points is over 4 standard deviations (1.45 points).
     for (who, s) in ["envoy", "remora"].iter().zip(&shares) {
-        assert!((0.65..=0.75).contains(s), "{who} sent {s:.3} to b");
+        assert!((0.64..=0.76).contains(s), "{who} sent {s:.3} to b");
     }
 }
 

@@ -120,7 +120,9 @@ impl Pools {
                 }
             }
         }
-        let sender = connect_new(cluster, host, proto).await?;
+        // Boxed: connecting is rare, and its (large) future would otherwise make every
+        // request's future larger.
+        let sender = Box::pin(connect_new(cluster, host, proto)).await?;
         if let Sender::H2(s) = &sender {
             let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             h2.insert(key.clone(), (s.clone(), 0));
