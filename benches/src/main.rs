@@ -35,9 +35,9 @@ struct Args {
     proxy_cpu: usize,
     #[arg(long, default_value_t = 1)]
     load_cpu: usize,
-    /// Run only these targets (comma-separated: direct, remora, envoy, haproxy). HAProxy is
-    /// a reference point, measured only when installed.
-    #[arg(long, value_delimiter = ',', default_values_t = ["direct".to_string(), "remora".to_string(), "envoy".to_string(), "haproxy".to_string()])]
+    /// Run only these targets (comma-separated: direct, remora, envoy, haproxy, tcp-floor).
+    /// HAProxy (measured only when installed) and the L4 relay floor are reference points.
+    #[arg(long, value_delimiter = ',', default_values_t = ["direct".to_string(), "remora".to_string(), "envoy".to_string(), "haproxy".to_string(), "tcp-floor".to_string()])]
     only: Vec<String>,
 }
 
@@ -111,6 +111,19 @@ fn run(args: &Args) -> Result<(), String> {
             &["--disable-hot-restart"],
         )?;
         rows.push(measure(args, "envoy", &p, warmup, window));
+    }
+    if want("tcp-floor") {
+        if let Some(bin) = &remora {
+            let floor = targets::tcp_floor_config(upstream);
+            let p = targets::start("remora-tcp", bin, &floor, args.proxy_cpu, &[])?;
+            rows.push(measure(
+                args,
+                "L4 relay floor (remora tcp_proxy)",
+                &p,
+                warmup,
+                window,
+            ));
+        }
     }
     if want("haproxy") {
         match targets::start_haproxy(upstream, args.proxy_cpu)? {

@@ -36,6 +36,33 @@ static_resources:
     )
 }
 
+/// The same listener as a plain TCP relay (`tcp_proxy`): what forwarding costs with the
+/// same four socket operations per request and next to no user-space work. A floor for
+/// any proxy that uses kernel sockets, not a target.
+pub fn tcp_floor_config(upstream: SocketAddr) -> String {
+    format!(
+        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
+static_resources:
+  listeners:
+  - name: bench
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: bench
+          cluster: upstream
+  clusters:
+  - name: upstream
+    connect_timeout: 1s
+    load_assignment: {{cluster_name: upstream, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]}}
+"#,
+        ip = upstream.ip(),
+        port = upstream.port()
+    )
+}
+
 pub struct ProxyProc {
     pub child: Child,
     pub listener: SocketAddr,
