@@ -128,10 +128,17 @@ impl Server {
         server
     }
 
+    /// What `/ready` reports: a failed health check reads as `DRAINING`, as in Envoy.
     pub fn state(&self) -> ServerState {
         if self.health_failed.load(Ordering::Relaxed) {
             return ServerState::Draining;
         }
+        self.lifecycle_state()
+    }
+
+    /// The start-up/drain state alone (the `server.state` stat; a failed health check
+    /// does not change it, only `server.live`).
+    fn lifecycle_state(&self) -> ServerState {
         match self.state.load(Ordering::Relaxed) {
             0 => ServerState::Live,
             1 => ServerState::Draining,
@@ -151,11 +158,12 @@ impl Server {
     }
 
     fn publish_state(&self) {
-        let s = self.state();
-        self.stats.gauge("server.state").set(s as i64);
+        self.stats
+            .gauge("server.state")
+            .set(self.lifecycle_state() as i64);
         self.stats
             .gauge("server.live")
-            .set(i64::from(s == ServerState::Live));
+            .set(i64::from(self.state() == ServerState::Live));
     }
 
     /// The `/config_dump` document.

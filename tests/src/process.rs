@@ -12,8 +12,36 @@ pub fn remora_bin() -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/remora
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("remora");
-    assert!(bin.exists(), "remora binary not found at {} (build it with `cargo build -p remora` or run `cargo test --workspace`)", bin.display());
+    let hint = "build it with `cargo build -p remora`, or run `cargo test --workspace`";
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("remora binary not found at {} ({hint})", bin.display()));
+    // `cargo test -p tests` alone does not rebuild the binary: refuse to test a stale one.
+    let src = crate::workspace_root().join("proxy/src");
+    if let Some(newest) = newest_mtime(&src) {
+        assert!(
+            built >= newest,
+            "{} is older than the sources in {} ({hint})",
+            bin.display(),
+            src.display()
+        );
+    }
     bin
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                newest_mtime(&p)
+            } else {
+                e.metadata().and_then(|m| m.modified()).ok()
+            }
+        })
+        .max()
 }
 
 /// A running proxy process.

@@ -387,6 +387,9 @@ async fn admin_api_on_a_real_process() {
     assert_eq!(p.admin_get("/healthcheck/fail").0, 405);
     assert_eq!(p.admin_get("POST /healthcheck/fail").0, 200);
     assert_eq!(p.admin_get("/ready"), (503, "DRAINING\n".to_string()));
+    // As in Envoy: server.state stays LIVE (0), server.live drops to 0.
+    let (_, stats) = p.admin_get("/stats?filter=^server%5C.(state|live)$");
+    assert_eq!(stats, "server.live: 0\nserver.state: 0\n");
     assert_eq!(p.admin_get("POST /healthcheck/ok").0, 200);
     assert_eq!(p.admin_get("/ready").0, 200);
 

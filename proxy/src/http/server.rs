@@ -18,14 +18,19 @@ use crate::upstream::connect::Io;
 
 /// Runs a hyper connection until it ends; drain and the idle timeout ask it to finish its
 /// in-flight streams and close. (A macro: the three connection types share no trait.)
+/// `$late`: the connection was accepted during a drain. It is served (HTTP/1.1 closes after
+/// its first response) and asked to close after [`LATE_GRACE`] if it is still open.
 macro_rules! drive {
-    ($conn:expr, $ctx:expr, $clock:expr, $drain:expr) => {{
+    ($conn:expr, $ctx:expr, $clock:expr, $drain:expr, $late:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
         let idle = $clock.idle($ctx.config.idle_timeout);
         tokio::pin!(idle);
         let mut drain = $drain;
         let mut shutting_down = false;
+        let late: bool = $late;
+        let grace = tokio::time::sleep(LATE_GRACE);
+        tokio::pin!(grace);
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
@@ -34,7 +39,11 @@ macro_rules! drive {
                     }
                     break;
                 }
-                _ = drain.signaled(), if !shutting_down => {
+                _ = drain.signaled(), if !late && !shutting_down => {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = &mut grace, if late && !shutting_down => {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -48,6 +57,9 @@ macro_rules! drive {
     }};
 }
 
+/// How long a connection accepted during a drain may stay open for its one request.
+const LATE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, drain: DrainWatch) {
     let cfg = ctx.config.clone();
     let stats = ctx.stats.clone();
@@ -59,29 +71,41 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, d
     let window = ctx.buffer_limit.max(65_535);
     let c = ctx.clone();
     let svc = service_fn(move |req| handler::handle(req, c.clone(), down.clone()));
+    // A connection accepted while its listener drains gracefully is still served: HTTP/1.1
+    // answers once with `connection: close` (as Envoy does); HTTP/2 gets GOAWAY at once.
+    let late = drain.is_draining();
     // `auto` ignores http1_only/http2_only when upgrades are served, so the fixed codecs
     // use hyper's own builders.
     match cfg.codec {
         Codec::Http1 => {
             let mut b = http1::Builder::new();
             h1_options(&mut b, &cfg);
+            b.keep_alive(!late);
             drive!(
                 b.serve_connection(io, svc).with_upgrades(),
                 ctx,
                 clock,
-                drain
+                drain,
+                late
             );
         }
         Codec::Http2 => {
             let mut b = http2::Builder::new(TokioExecutor::new());
             h2_options(&mut b, &cfg, window);
-            drive!(b.serve_connection(io, svc), ctx, clock, drain);
+            drive!(b.serve_connection(io, svc), ctx, clock, drain, false);
         }
         Codec::Auto => {
             let mut b = auto::Builder::new(TokioExecutor::new());
             h1_options(&mut b.http1(), &cfg);
             h2_options(&mut b.http2(), &cfg, window);
-            drive!(b.serve_connection_with_upgrades(io, svc), ctx, clock, drain);
+            b.http1().keep_alive(!late);
+            drive!(
+                b.serve_connection_with_upgrades(io, svc),
+                ctx,
+                clock,
+                drain,
+                late
+            );
         }
     }
 }

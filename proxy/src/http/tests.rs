@@ -67,6 +67,19 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    start_inner(hcm_yaml, up, false).await
+}
+
+async fn start_inner<B>(
+    hcm_yaml: &str,
+    up: std::net::SocketAddr,
+    drained: bool,
+) -> (Client<B>, Arc<HttpContext>, Drain)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let store = Store::default();
     let clusters = Arc::new(ClusterManager::new(vec![static_cluster("c", up)], &store));
     let hcm: HttpManager = from_yaml::<Hcm, _>(
@@ -87,6 +100,9 @@ where
         "192.0.2.1".parse().unwrap(),
     ));
     let drain = Drain::default();
+    if drained {
+        drain.start();
+    }
     tokio::spawn(server::serve(server_io, ctx.clone(), down, drain.watch()));
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
         .await
@@ -107,6 +123,23 @@ route_config:
     - {match: {prefix: /}, route: {cluster: c, timeout: 0s}}
 http_filters: [{name: envoy.filters.http.router}]
 "#;
+
+const HCM_DIRECT: &str = r#"
+stat_prefix: t
+route_config:
+  virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+    - {match: {prefix: /}, direct_response: {status: 200}}
+http_filters: [{name: envoy.filters.http.router}]
+"#;
+
+/// Like [`start`], with the drain already under way when the connection is served.
+async fn start_draining(hcm_yaml: &str) -> (Client<Empty<bytes::Bytes>>, Arc<HttpContext>, Drain) {
+    let up = silent_upstream().await;
+    start_inner(hcm_yaml, up, true).await
+}
 
 const HCM: &str = r#"
 stat_prefix: t
@@ -164,6 +197,9 @@ async fn idle_connections_are_closed_after_idle_timeout() {
 #[tokio::test(start_paused = true)]
 async fn drain_closes_idle_keep_alive_connections() {
     let (send, _ctx, drain) = start(HCM).await;
+    // Let the connection task start before the drain (one accepted during a drain is
+    // served once instead; see `server::LATE_GRACE`).
+    tokio::task::yield_now().await;
     drain.start();
     let t = Instant::now();
     while !send.is_closed() {
@@ -218,4 +254,13 @@ async fn stream_idle_after_the_response_started_resets_the_stream() {
     let err = resp.into_body().collect().await;
     assert!(err.is_err(), "the truncated body surfaces as an error");
     assert!(t.elapsed() >= Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_accepted_during_a_drain_is_served_once() {
+    let (mut send, _ctx, drain) = start_draining(HCM_DIRECT).await;
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["connection"], "close");
+    let _ = drain;
 }
