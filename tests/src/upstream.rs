@@ -202,8 +202,9 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
                 .into_body()
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+                // A body that fails to arrive whole is not answered (the stream is reset).
+                .map_err(|_| ScriptedReset)?
+                .to_bytes();
             let desc = serde_json::json!({
                 "upstream": name, "method": method, "uri": uri, "version": version,
                 "headers": headers, "body_len": body.len(),

@@ -498,3 +498,37 @@ async fn logical_dns_and_downstream_protocol() {
     );
     let _ = &e.a;
 }
+
+/// A GET with a chunked body reaches the upstream with its body (hyper's client would
+/// otherwise drop it); a malformed chunked body is a 400, not an upstream failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_body_and_malformed_chunking() {
+    let e = env().await;
+    let addr = e.proxy.addr("edge");
+    let ok = b"GET /plain HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let out = client::raw(addr, ok, std::time::Duration::from_millis(500)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body_len\":5"), "{text}");
+    let bad =
+        b"POST /plain HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n5\r\nABCDE0\r\n";
+    let out = client::raw(addr, bad, std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        client::raw_status(&out),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let bad_target = "GET /\u{3b4} HTTP/1.1\r\nhost: h\r\n\r\n";
+    let out = client::raw(
+        addr,
+        bad_target.as_bytes(),
+        std::time::Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(
+        client::raw_status(&out),
+        Some(400),
+        "non-ASCII request target"
+    );
+}

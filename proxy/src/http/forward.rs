@@ -117,6 +117,15 @@ pub async fn forward<'r>(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    // A body without a length goes upstream chunked, whatever the method: hyper's client
+    // would otherwise send a GET (or HEAD, ...) with no body at all.
+    let has_body = !hyper::body::Body::is_end_stream(&body);
+    if proto == Proto::Http1 && has_body && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     let body = if fwd.mirrors.is_empty() {
         ProxyBody::Incoming(body)
     } else {
@@ -166,6 +175,9 @@ pub async fn forward<'r>(
             cluster.stats.response(503);
             return Err(LocalReply::ConnectFailure);
         }
+        // The downstream request body failed (malformed chunking, client gone): a bad
+        // request, not an upstream failure.
+        Err(UpstreamError::Reset(e)) if e.is_user() => return Err(LocalReply::MalformedBody),
         Err(UpstreamError::Handshake(_) | UpstreamError::Reset(_)) => {
             cluster.stats.response(503);
             return Err(LocalReply::UpstreamReset);

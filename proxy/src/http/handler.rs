@@ -83,6 +83,10 @@ async fn process(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
+    // RFC 3986: a request target is ASCII (other bytes must be percent-encoded).
+    if !path.is_ascii() {
+        return reply(LocalReply::BadPath);
+    }
     let path = if cfg.normalize_path || cfg.merge_slashes {
         match headers::normalize(&path, cfg.normalize_path, cfg.merge_slashes) {
             Some(p) => p,

@@ -34,6 +34,8 @@ pub enum LocalReply {
     UpgradeNotAllowed,
     /// The request path cannot be normalized.
     BadPath,
+    /// The request body could not be read (malformed chunked encoding, truncated).
+    MalformedBody,
 }
 
 impl LocalReply {
@@ -49,7 +51,9 @@ impl LocalReply {
                 StatusCode::REQUEST_TIMEOUT
             }
             LocalReply::Http10NotAllowed => StatusCode::UPGRADE_REQUIRED,
-            LocalReply::MissingHost | LocalReply::BadPath => StatusCode::BAD_REQUEST,
+            LocalReply::MissingHost | LocalReply::BadPath | LocalReply::MalformedBody => {
+                StatusCode::BAD_REQUEST
+            }
             LocalReply::UpgradeNotAllowed => StatusCode::FORBIDDEN,
         }
     }
@@ -65,7 +69,10 @@ impl LocalReply {
             LocalReply::UpstreamTimeout => "UT",
             LocalReply::RequestTimeout => "-",
             LocalReply::StreamIdleTimeout => "SI",
-            LocalReply::Http10NotAllowed | LocalReply::MissingHost | LocalReply::BadPath => "DPE",
+            LocalReply::Http10NotAllowed
+            | LocalReply::MissingHost
+            | LocalReply::BadPath
+            | LocalReply::MalformedBody => "DPE",
             LocalReply::UpgradeNotAllowed => "-",
         }
     }
@@ -88,7 +95,7 @@ impl LocalReply {
             LocalReply::RequestTimeout => "request timeout",
             LocalReply::StreamIdleTimeout => "stream timeout",
             LocalReply::Http10NotAllowed => "Upgrade Required",
-            LocalReply::BadPath => "Bad Request",
+            LocalReply::BadPath | LocalReply::MalformedBody => "Bad Request",
         }
     }
 
@@ -100,6 +107,7 @@ impl LocalReply {
                 | LocalReply::MissingHost
                 | LocalReply::UpgradeNotAllowed
                 | LocalReply::BadPath
+                | LocalReply::MalformedBody
         )
     }
 
