@@ -485,7 +485,10 @@ async fn logical_dns_and_downstream_protocol() {
     // dns_refresh_rate 1s: the name is resolved again.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while e.proxy.stat("cluster.logical.update_success") < 2 {
-        assert!(std::time::Instant::now() < deadline, "LOGICAL_DNS was not re-resolved");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "LOGICAL_DNS was not re-resolved"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let r = Conn::h1(e.proxy.addr("norm"))
