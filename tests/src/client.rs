@@ -33,10 +33,6 @@ impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-    /// A header the upstream saw, from the echo JSON (first value).
-    pub fn upstream_header(&self, name: &str) -> Option<String> {
-        self.json()["headers"][name][0].as_str().map(str::to_string)
-    }
 }
 
 pub type ReqBody =

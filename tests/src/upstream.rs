@@ -7,7 +7,6 @@
 //! description of the request (method, path, version, headers, body length).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -286,6 +285,3 @@ pub fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
-
-/// Keeps `Infallible` referenced for service signatures in callers.
-pub type Never = Infallible;

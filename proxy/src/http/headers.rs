@@ -194,15 +194,6 @@ pub fn append_xff(headers: &mut HeaderMap, hop: &HeaderValue) {
     headers.insert(names::X_FORWARDED_FOR, value);
 }
 
-/// Whether a remote address is internal (RFC 1918, loopback, unique local), as Envoy's
-/// default internal address check decides `x-envoy-internal`.
-pub fn is_internal(ip: std::net::IpAddr) -> bool {
-    match crate::config::listener::canonical(ip) {
-        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
-    }
-}
-
 pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
@@ -256,13 +247,11 @@ mod tests {
     }
 
     #[test]
-    fn xff_and_internal() {
+    fn xff_and_request_id() {
         let mut h = HeaderMap::new();
         append_xff(&mut h, &HeaderValue::from_static("10.0.0.1"));
         append_xff(&mut h, &HeaderValue::from_static("1.2.3.4"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1,1.2.3.4");
-        assert!(is_internal("192.168.1.1".parse().unwrap()));
-        assert!(!is_internal("8.8.8.8".parse().unwrap()));
         assert_eq!(new_request_id().len(), 36);
     }
 }

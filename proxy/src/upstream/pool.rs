@@ -238,11 +238,6 @@ impl Lease {
         }
     }
 
-    /// Whether this lease reuses a pooled connection (a failure before sending may be retried).
-    pub fn reused(&self) -> bool {
-        self.uses > 1
-    }
-
     /// Returns the connection to the pool (HTTP/1.1) once its response is complete.
     pub fn release(self) {
         if let Sender::H1(sender) = self.sender {
