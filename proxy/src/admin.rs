@@ -190,26 +190,29 @@ const HELP: &str = "  /clusters: upstream cluster status
   /stats/prometheus: print server stats in prometheus format
 ";
 
+/// `/logging`: lists levels; with `?level=` sets all, with `?<component>=<level>` one
+/// Envoy component (POST only, as in Envoy).
 fn logging(server: &Server, q: &Query, post: bool) -> AdminResponse {
-    let Some(level) = q.get("level") else {
-        return text(
-            StatusCode::OK,
-            format!("active loggers:\n  remora: {}\n", server.log.current()),
-        );
-    };
+    if q.0.is_empty() {
+        return text(StatusCode::OK, server.log.describe());
+    }
     if !post {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
             "This admin endpoint requires POST\n",
         );
     }
-    match server.log.set(level) {
-        Ok(()) => text(
-            StatusCode::OK,
-            format!("active loggers:\n  remora: {}\n", server.log.current()),
-        ),
-        Err(e) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+    for (k, v) in &q.0 {
+        let r = if k == "level" {
+            server.log.set(v)
+        } else {
+            server.log.set_component(k, v)
+        };
+        if let Err(e) = r {
+            return text(StatusCode::NOT_FOUND, format!("{e}\n"));
+        }
     }
+    text(StatusCode::OK, server.log.describe())
 }
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {

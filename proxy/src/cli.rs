@@ -25,7 +25,7 @@ pub struct Options {
     pub concurrency: Option<usize>,
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,
-    /// `component:level,...` (Envoy component names; mapped onto Remora's modules).
+    /// `component:level,...` with Envoy's component names, mapped onto Remora's modules.
     #[arg(long = "component-log-level")]
     pub component_log_level: Option<String>,
     #[arg(long = "log-format")]

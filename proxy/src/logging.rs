@@ -1,4 +1,12 @@
-//! Logging with Envoy's level names, changeable at run time through `/logging`.
+//! Logging with Envoy's level and component names, changeable at run time through
+//! `/logging`.
+//!
+//! Envoy logs by component (`upstream`, `http`, `router`, ...); Remora logs by module.
+//! `--component-log-level` and `/logging?<component>=<level>` map each Envoy component
+//! onto the modules that do that work.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -19,11 +27,45 @@ pub fn level(name: &str) -> Option<&'static str> {
     })
 }
 
-/// Handle for changing the level later.
+/// Remora's modules for an Envoy log component; `None` for components with no
+/// counterpart (accepted and ignored).
+pub fn modules(component: &str) -> Option<&'static [&'static str]> {
+    Some(match component {
+        "upstream" | "pool" | "client" | "dns" | "hc" | "health_checker" => &["remora::upstream"],
+        "connection" | "conn_handler" | "filter" => &["remora::listener", "remora::io"],
+        "tcp" => &["remora::tcp"],
+        "http" | "http1" | "http2" | "router" => &["remora::http", "remora::routing"],
+        "admin" => &["remora::admin"],
+        "config" | "runtime" => &["remora::config"],
+        "main" | "misc" => &["remora::server", "remora::runtime", "remora"],
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Levels {
+    base: String,
+    components: BTreeMap<String, &'static str>,
+}
+
+impl Levels {
+    /// The `EnvFilter` directives: the base level, then each component's modules.
+    fn directives(&self) -> String {
+        let mut d = self.base.clone();
+        for (component, lvl) in &self.components {
+            for m in modules(component).unwrap_or(&[]) {
+                d.push_str(&format!(",{m}={lvl}"));
+            }
+        }
+        d
+    }
+}
+
+/// Handle for changing levels later.
 #[derive(Clone)]
 pub struct LogControl {
     handle: Option<reload::Handle<EnvFilter, Registry>>,
-    current: std::sync::Arc<std::sync::Mutex<String>>,
+    levels: Arc<Mutex<Levels>>,
 }
 
 impl std::fmt::Debug for LogControl {
@@ -37,29 +79,81 @@ impl LogControl {
     pub fn detached(level: &str) -> Self {
         LogControl {
             handle: None,
-            current: std::sync::Arc::new(std::sync::Mutex::new(level.to_string())),
+            levels: Arc::new(Mutex::new(Levels {
+                base: level.to_string(),
+                ..Default::default()
+            })),
         }
     }
 
+    /// The base level.
     pub fn current(&self) -> String {
-        self.current.lock().map(|c| c.clone()).unwrap_or_default()
+        self.levels
+            .lock()
+            .map(|l| l.base.clone())
+            .unwrap_or_default()
     }
 
-    /// Sets every component to `name` (an Envoy level name).
+    /// `active loggers:` as `/logging` prints it: the base level and each component.
+    pub fn describe(&self) -> String {
+        let Ok(l) = self.levels.lock() else {
+            return String::new();
+        };
+        let mut out = format!("active loggers:\n  remora: {}\n", l.base);
+        for (c, lvl) in &l.components {
+            out.push_str(&format!("  {c}: {lvl}\n"));
+        }
+        out
+    }
+
+    /// Sets every component to `name` (an Envoy level name), as `/logging?level=` does.
     pub fn set(&self, name: &str) -> Result<(), String> {
         let lvl = level(name).ok_or_else(|| format!("unknown log level '{name}'"))?;
-        if let Some(h) = &self.handle {
-            h.reload(EnvFilter::new(lvl)).map_err(|e| e.to_string())?;
+        self.update(|l| {
+            l.base = lvl.to_string();
+            l.components.clear();
+        })
+    }
+
+    /// Sets one Envoy component's level (`/logging?upstream=debug`).
+    pub fn set_component(&self, component: &str, name: &str) -> Result<(), String> {
+        let lvl = level(name).ok_or_else(|| format!("unknown log level '{name}'"))?;
+        if modules(component).is_none() {
+            return Err(format!("unknown logger '{component}'"));
         }
-        if let Ok(mut c) = self.current.lock() {
-            *c = lvl.to_string();
+        self.update(|l| {
+            l.components.insert(component.to_string(), lvl);
+        })
+    }
+
+    /// Applies `--component-log-level` (`comp:level,comp:level`). Components Remora has no
+    /// counterpart for are skipped and returned.
+    pub fn set_components(&self, spec: &str) -> Result<Vec<String>, String> {
+        let mut skipped = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (c, lvl) = item
+                .split_once(':')
+                .ok_or_else(|| format!("--component-log-level: '{item}' is not component:level"))?;
+            match self.set_component(c, lvl) {
+                Err(e) if e.starts_with("unknown logger") => skipped.push(c.to_string()),
+                other => other?,
+            }
+        }
+        Ok(skipped)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Levels)) -> Result<(), String> {
+        let mut l = self.levels.lock().map_err(|e| e.to_string())?;
+        f(&mut l);
+        if let Some(h) = &self.handle {
+            let filter = EnvFilter::try_new(l.directives()).map_err(|e| e.to_string())?;
+            h.reload(filter).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 }
 
-/// Installs the global subscriber. `--component-log-level` entries are accepted; Envoy's
-/// component names do not map onto Remora's modules, so they are reported at debug level.
+/// Installs the global subscriber.
 pub fn init(
     level_name: &str,
     components: Option<&str>,
@@ -79,9 +173,8 @@ pub fn init(
         None => None,
     };
     let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-
     let writer = match file {
-        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Arc::new(f)),
+        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(Arc::new(f)),
         None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
     };
     tracing_subscriber::registry()
@@ -94,14 +187,43 @@ pub fn init(
         )
         .try_init()
         .map_err(|e| e.to_string())?;
-    if let Some(c) = components {
-        tracing::debug!(
-            components = c,
-            "--component-log-level accepted; Remora logs by module, not by Envoy component"
-        );
-    }
-    Ok(LogControl {
+    let control = LogControl {
         handle: Some(handle),
-        current: std::sync::Arc::new(std::sync::Mutex::new(lvl.to_string())),
-    })
+        levels: Arc::new(Mutex::new(Levels {
+            base: lvl.to_string(),
+            ..Default::default()
+        })),
+    };
+    if let Some(spec) = components {
+        for c in control.set_components(spec)? {
+            tracing::debug!(component = %c, "--component-log-level: no Remora counterpart; ignored");
+        }
+    }
+    Ok(control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_become_module_directives() {
+        let c = LogControl::detached("warn");
+        assert_eq!(
+            c.set_components("upstream:debug, misc:error, lua:trace")
+                .unwrap(),
+            vec!["lua"]
+        );
+        let d = c.levels.lock().unwrap().directives();
+        assert_eq!(
+            d,
+            "warn,remora::server=error,remora::runtime=error,remora=error,remora::upstream=debug"
+        );
+        assert!(EnvFilter::try_new(&d).is_ok());
+        assert!(c.describe().contains("  upstream: debug"));
+        assert!(c.set_component("nope", "debug").is_err());
+        assert!(c.set_components("upstream").is_err());
+        c.set("info").unwrap();
+        assert_eq!(c.levels.lock().unwrap().directives(), "info");
+    }
 }

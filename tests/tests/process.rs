@@ -384,6 +384,11 @@ async fn admin_api_on_a_real_process() {
     assert_eq!(code, 200);
     assert!(body.contains("debug"), "{body}");
 
+    let (code, body) = p.admin_get("POST /logging?upstream=trace");
+    assert_eq!(code, 200);
+    assert!(body.contains("upstream: trace"), "{body}");
+    assert_eq!(p.admin_get("POST /logging?no_such_logger=debug").0, 404);
+
     assert_eq!(p.admin_get("/healthcheck/fail").0, 405);
     assert_eq!(p.admin_get("POST /healthcheck/fail").0, 200);
     assert_eq!(p.admin_get("/ready"), (503, "DRAINING\n".to_string()));
