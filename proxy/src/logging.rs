@@ -37,7 +37,7 @@ pub fn modules(component: &str) -> Option<&'static [&'static str]> {
         "http" | "http1" | "http2" | "router" => &["remora::http", "remora::routing"],
         "admin" => &["remora::admin"],
         "config" | "runtime" => &["remora::config"],
-        "main" | "misc" => &["remora::server", "remora::runtime", "remora"],
+        "main" => &["remora::server", "remora::runtime"],
         _ => return None,
     })
 }
@@ -209,15 +209,14 @@ mod tests {
     #[test]
     fn components_become_module_directives() {
         let c = LogControl::detached("warn");
-        assert_eq!(
-            c.set_components("upstream:debug, misc:error, lua:trace")
-                .unwrap(),
-            vec!["lua"]
-        );
+        let skipped = c
+            .set_components("upstream:debug, main:error, misc:error, lua:trace")
+            .unwrap();
+        assert_eq!(skipped, vec!["misc", "lua"]);
         let d = c.levels.lock().unwrap().directives();
         assert_eq!(
             d,
-            "warn,remora::server=error,remora::runtime=error,remora=error,remora::upstream=debug"
+            "warn,remora::server=error,remora::runtime=error,remora::upstream=debug"
         );
         assert!(EnvFilter::try_new(&d).is_ok());
         assert!(c.describe().contains("  upstream: debug"));
