@@ -71,10 +71,10 @@ async fn process(
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
         return reply(LocalReply::Http10NotAllowed);
     }
-    let Some(host) = request_host(&req) else {
+    let Some(mut host) = request_host(&req) else {
         return reply(LocalReply::MissingHost);
     };
-    let mut host = host.to_ascii_lowercase();
+    host.make_ascii_lowercase();
     if cfg.strip_any_host_port {
         host = strip_port(&host).to_string();
     }
