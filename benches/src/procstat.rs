@@ -5,22 +5,16 @@ use std::fs;
 /// Nanoseconds on CPU of every thread of `pid` (first field of
 /// `/proc/<pid>/task/*/schedstat`).
 pub fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
+    schedstat_sum(pid, 0)
 }
 
 /// Run-queue wait of every thread (second field of schedstat), in nanoseconds.
 pub fn runqueue_ns(pid: u32) -> u64 {
+    schedstat_sum(pid, 1)
+}
+
+/// Field `index` of `/proc/<pid>/task/*/schedstat`, summed over all threads.
+fn schedstat_sum(pid: u32, index: usize) -> u64 {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
@@ -29,7 +23,7 @@ pub fn runqueue_ns(pid: u32) -> u64 {
         .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| {
             s.split_whitespace()
-                .nth(1)
+                .nth(index)
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .sum()

@@ -9,30 +9,18 @@ use std::time::{Duration, Instant};
 
 /// The bootstrap both proxies get: one listener forwarding everything to the upstream.
 pub fn config(upstream: SocketAddr) -> String {
-    format!(
-        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
-static_resources:
-  listeners:
-  - name: bench
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
+    bootstrap(
+        r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
           route_config:
-            virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: upstream}}}}]}}]
+            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: upstream}}]}]
           http_filters:
           - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-  - name: upstream
-    connect_timeout: 1s
-    load_assignment: {{cluster_name: upstream, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]}}
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
 "#,
-        ip = upstream.ip(),
-        port = upstream.port()
+        upstream,
     )
 }
 
@@ -40,6 +28,19 @@ static_resources:
 /// same four socket operations per request and next to no user-space work. A floor for
 /// any proxy that uses kernel sockets, not a target.
 pub fn tcp_floor_config(upstream: SocketAddr) -> String {
+    bootstrap(
+        r#"      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: bench
+          cluster: upstream
+"#,
+        upstream,
+    )
+}
+
+/// Admin, a listener `bench` with the given network filter, and the cluster `upstream`.
+fn bootstrap(filter: &str, upstream: SocketAddr) -> String {
     format!(
         r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
 static_resources:
@@ -48,12 +49,7 @@ static_resources:
     address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
     filter_chains:
     - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: bench
-          cluster: upstream
-  clusters:
+{filter}  clusters:
   - name: upstream
     connect_timeout: 1s
     load_assignment: {{cluster_name: upstream, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]}}
