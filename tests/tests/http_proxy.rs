@@ -91,13 +91,19 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(CONFIG).await
+}
+
+/// Upstreams `a` and `b` (TCP) and `unix` (a Unix socket), and Remora on `config`
+/// (placeholders `{{a}}`, `{{b}}`, `{{unix}}`).
+async fn env_with(config: &'static str) -> Env {
     let a = HttpUpstream::start("a").await;
     let b = HttpUpstream::start("b").await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("up.sock");
     let (unix, _) = HttpUpstream::start_unix(&sock, "unix").await;
     let cfg = render(
-        CONFIG,
+        config,
         &[
             ("a", a.addr.port().to_string()),
             ("b", b.addr.port().to_string()),
@@ -421,26 +427,7 @@ static_resources:
 "#;
 
 async fn env2() -> Env {
-    let a = HttpUpstream::start("a").await;
-    let b = HttpUpstream::start("b").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = render(
-        CONFIG2,
-        &[
-            ("a", a.addr.port().to_string()),
-            ("b", b.addr.port().to_string()),
-        ],
-    );
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
-        .await
-        .unwrap();
-    Env {
-        proxy,
-        a,
-        b,
-        _unix: tokio::spawn(async {}),
-        _dir: dir,
-    }
+    env_with(CONFIG2).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
