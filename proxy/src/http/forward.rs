@@ -1,6 +1,7 @@
 //! Forwarding a routed request: cluster and host selection, path and host rewrites, the
 //! pooled upstream connection, the route timeout, and the response on its way back.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -65,7 +66,7 @@ pub async fn forward<'r>(
 
     // Rewrites; Envoy keeps the originals in x-envoy-original-path / -host.
     let new_path = rewrite_path(path, route, fwd);
-    if new_path != path {
+    if matches!(new_path, Cow::Owned(_)) && new_path != path {
         if let Ok(v) = HeaderValue::from_str(path) {
             req.headers_mut().insert(names::X_ENVOY_ORIGINAL_PATH, v);
         }
@@ -98,13 +99,7 @@ pub async fn forward<'r>(
     let (mut parts, body) = req.into_parts();
     let wants_trailers = headers::te_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or(host)
-        .to_string();
-    parts.uri = upstream_uri(proto, &authority, &new_path)?;
+    set_upstream_uri(&mut parts, proto, host, &new_path)?;
     parts.version = match proto {
         Proto::Http2 => {
             parts.headers.remove(header::HOST);
@@ -234,30 +229,56 @@ async fn send(
     ))
 }
 
-fn upstream_uri(proto: Proto, authority: &str, path: &str) -> Result<Uri, LocalReply> {
+/// HTTP/1.1 upstreams get origin-form (the request's own URI is kept when nothing
+/// changed it, the common case); HTTP/2 upstreams get scheme and authority, the authority
+/// from the (possibly rewritten) Host header.
+fn set_upstream_uri(
+    parts: &mut http::request::Parts,
+    proto: Proto,
+    host: &str,
+    path: &str,
+) -> Result<(), LocalReply> {
     let uri = match proto {
-        Proto::Http1 => path.parse::<Uri>(),
-        Proto::Http2 => format!("http://{authority}{path}").parse::<Uri>(),
+        Proto::Http1 => {
+            let unchanged = parts.uri.authority().is_none()
+                && parts
+                    .uri
+                    .path_and_query()
+                    .is_some_and(|pq| pq.as_str() == path);
+            if unchanged {
+                return Ok(());
+            }
+            path.parse::<Uri>()
+        }
+        Proto::Http2 => {
+            let authority = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(host);
+            format!("http://{authority}{path}").parse::<Uri>()
+        }
     };
-    uri.map_err(|_| LocalReply::BadPath)
+    parts.uri = uri.map_err(|_| LocalReply::BadPath)?;
+    Ok(())
 }
 
 /// `prefix_rewrite` replaces the matched prefix (or the whole path for exact matches);
 /// `regex_rewrite` substitutes within the path, leaving the query alone.
-pub fn rewrite_path(path: &str, route: &Route, fwd: &Forward) -> String {
+pub fn rewrite_path<'a>(path: &'a str, route: &Route, fwd: &Forward) -> Cow<'a, str> {
     if let Some(prefix) = &fwd.prefix_rewrite {
         let (p, q) = split_query(path);
         let matched = match &route.matcher.path {
             PathMatch::Prefix(m) | PathMatch::SeparatedPrefix(m) => m.len().min(p.len()),
             PathMatch::Exact(_) | PathMatch::Regex(_) => p.len(),
         };
-        return format!("{prefix}{}{q}", &p[matched..]);
+        return Cow::Owned(format!("{prefix}{}{q}", &p[matched..]));
     }
     if let Some((re, sub)) = &fwd.regex_rewrite {
         let (p, q) = split_query(path);
-        return format!("{}{q}", re.replace_all(p, sub.as_str()));
+        return Cow::Owned(format!("{}{q}", re.replace_all(p, sub.as_str())));
     }
-    path.to_string()
+    Cow::Borrowed(path)
 }
 
 fn split_query(path: &str) -> (&str, &str) {

@@ -214,7 +214,8 @@ fn static_host(e: &crate::config::cluster::Endpoint) -> Option<Host> {
 /// All clusters by name. Immutable once built; a new config builds a new manager.
 #[derive(Debug, Default)]
 pub struct ClusterManager {
-    clusters: HashMap<Arc<str>, Arc<ClusterState>>,
+    /// Looked up by name on every routed request: a fast hasher.
+    clusters: HashMap<Arc<str>, Arc<ClusterState>, foldhash::fast::RandomState>,
 }
 
 impl ClusterManager {
