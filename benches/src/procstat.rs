@@ -43,14 +43,40 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Steal time of the whole machine in clock ticks (from /proc/stat).
-pub fn steal_ticks() -> u64 {
+/// (steal, all) clock ticks of the whole machine, from the `cpu` line of /proc/stat.
+pub fn steal_and_total_ticks() -> (u64, u64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
+    let fields: Vec<u64> = stat
+        .lines()
         .next()
-        .and_then(|l| l.split_whitespace().nth(8))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (fields.get(7).copied().unwrap_or(0), fields.iter().sum())
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it).
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 0;
+        }
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        r.rlim_cur
+    }
+}
+
+/// How many CPUs the machine has online (whatever this thread is pinned to).
+pub fn cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// Pins the calling thread (and threads it starts later) to `cpu`.

@@ -1,105 +1,227 @@
-//! The three targets: no proxy, Remora and Envoy, each proxy started as a process pinned
-//! to its own core with an equivalent configuration.
+//! The three targets (no proxy, Remora, Envoy), their common configuration, and starting
+//! a proxy as a process pinned to its own core.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The bootstrap both proxies get: one listener forwarding everything to the upstream.
-pub fn config(upstream: SocketAddr) -> String {
-    bootstrap(
-        r#"      - name: envoy.filters.network.http_connection_manager
+use crate::upstream::Upstreams;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Target {
+    #[serde(rename = "no proxy")]
+    Direct,
+    #[serde(rename = "remora")]
+    Remora,
+    #[serde(rename = "envoy")]
+    Envoy,
+}
+
+impl Target {
+    pub const ALL: [Target; 3] = [Target::Direct, Target::Remora, Target::Envoy];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "no proxy",
+            Target::Remora => "remora",
+            Target::Envoy => "envoy",
+        }
+    }
+}
+
+/// Where a target accepts each kind of traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    /// HTTP/1.1 to an HTTP/1.1 upstream.
+    pub http1: SocketAddr,
+    /// HTTP/2 and gRPC to an HTTP/2 upstream.
+    pub http2: SocketAddr,
+    /// TCP relayed by `tcp_proxy`.
+    pub tcp: SocketAddr,
+}
+
+impl Addrs {
+    pub fn direct(up: &Upstreams) -> Addrs {
+        Addrs {
+            http1: up.http,
+            http2: up.http,
+            tcp: up.tcp,
+        }
+    }
+}
+
+/// The bootstrap both proxies get, byte for byte: listeners `http1`, `http2` and `tcp`
+/// on ephemeral ports, each forwarding to its own cluster.
+pub fn config(up: &Upstreams) -> String {
+    let hcm = |cluster: &str| {
+        format!(
+            r#"      - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
+          stat_prefix: {cluster}
           route_config:
-            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: upstream}}]}]
+            virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: {cluster}}}}}]}}]
           http_filters:
           - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-"#,
-        upstream,
-    )
-}
-
-/// The same listener as a plain TCP relay (`tcp_proxy`): what forwarding costs with the
-/// same four socket operations per request and next to no user-space work. A floor for
-/// any proxy that uses kernel sockets, not a target.
-pub fn tcp_floor_config(upstream: SocketAddr) -> String {
-    bootstrap(
-        r#"      - name: envoy.filters.network.tcp_proxy
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+        )
+    };
+    let tcp = r#"      - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: bench
-          cluster: upstream
-"#,
-        upstream,
-    )
-}
-
-/// Admin, a listener `bench` with the given network filter, and the cluster `upstream`.
-fn bootstrap(filter: &str, upstream: SocketAddr) -> String {
+          stat_prefix: tcp
+          cluster: tcp
+"#;
+    let listener = |name: &str, filter: &str| {
+        format!(
+            "  - name: {name}\n    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n    filter_chains:\n    - filters:\n{filter}"
+        )
+    };
+    let cluster = |name: &str, addr: SocketAddr, extra: &str| {
+        format!(
+            "  - name: {name}\n    connect_timeout: 1s\n{extra}    load_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}}}]}}]}}\n",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    let h2 = r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+"#;
     format!(
-        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
-static_resources:
-  listeners:
-  - name: bench
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-{filter}  clusters:
-  - name: upstream
-    connect_timeout: 1s
-    load_assignment: {{cluster_name: upstream, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]}}
-"#,
-        ip = upstream.ip(),
-        port = upstream.port()
+        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\nstatic_resources:\n  listeners:\n{}{}{}  clusters:\n{}{}{}",
+        listener("http1", &hcm("http1")),
+        listener("http2", &hcm("http2")),
+        listener("tcp", tcp),
+        cluster("http1", up.http, ""),
+        cluster("http2", up.http, h2),
+        cluster("tcp", up.tcp, ""),
     )
 }
 
 pub struct ProxyProc {
     pub child: Child,
-    pub listener: SocketAddr,
+    pub addrs: Addrs,
+    pub admin: SocketAddr,
     /// Time from spawn until `/ready` answered 200.
     pub ready_after: Duration,
-    _dir: PathBuf,
+    /// `VmRSS` 200 ms after ready, before any traffic, in KiB.
+    pub idle_rss_kib: u64,
+    dir: PathBuf,
+}
+
+impl ProxyProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the proxy to exit (SIGTERM) and waits up to `timeout` before killing it.
+    pub fn stop(mut self, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return Ok(st),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => return Err("the proxy did not exit after SIGTERM".into()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
 }
 
 impl Drop for ProxyProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Starts `bin` pinned to `cpu` with one worker and waits for `/ready`.
-pub fn start(
-    name: &str,
-    bin: &Path,
-    cfg: &str,
-    cpu: usize,
-    extra: &[&str],
-) -> Result<ProxyProc, String> {
-    let dir = std::env::temp_dir().join(format!("remora-bench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+/// How to launch a proxy: the program and the arguments before the proxy's own (a
+/// wrapper such as valgrind goes here).
+pub struct Launch {
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub prefix: Vec<String>,
+    pub extra: Vec<String>,
+    pub ready_timeout: Duration,
+}
+
+impl Launch {
+    pub fn remora(bin: &Path) -> Launch {
+        Launch {
+            name: "remora",
+            program: bin.to_path_buf(),
+            prefix: Vec::new(),
+            extra: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn envoy(bin: &Path) -> Launch {
+        Launch {
+            name: "envoy",
+            program: bin.to_path_buf(),
+            prefix: Vec::new(),
+            extra: vec!["--disable-hot-restart".into()],
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Starts a proxy pinned to `cpu` with one worker, waits for `/ready` and reads its
+/// listeners' addresses from `/listeners`.
+pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String> {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = launch.name;
+    let dir =
+        std::env::temp_dir().join(format!("remora-bench-{name}-{}-{seq}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let cfg_path = dir.join("config.yaml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     let admin_path = dir.join("admin");
-    let mut cmd = Command::new(bin);
-    cmd.arg("-c")
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.prefix)
+        .arg("-c")
         .arg(&cfg_path)
         .arg("--admin-address-path")
-        .arg(&admin_path);
-    cmd.args(["--concurrency", "1", "-l", "error"]).args(extra);
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        .arg(&admin_path)
+        .args(["--concurrency", "1", "-l", "error"])
+        .args(&launch.extra)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     pin(&mut cmd, cpu);
     let t0 = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
-    let deadline = t0 + Duration::from_secs(30);
-    let admin: SocketAddr = loop {
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("{}: {e}", launch.program.display()))?;
+    let mut p = ProxyProc {
+        child,
+        addrs: Addrs {
+            http1: ([0, 0, 0, 0], 0).into(),
+            http2: ([0, 0, 0, 0], 0).into(),
+            tcp: ([0, 0, 0, 0], 0).into(),
+        },
+        admin: ([0, 0, 0, 0], 0).into(),
+        ready_after: Duration::ZERO,
+        idle_rss_kib: 0,
+        dir,
+    };
+    let deadline = t0 + launch.ready_timeout;
+    p.admin = loop {
         if let Some(a) = std::fs::read_to_string(&admin_path)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -108,29 +230,36 @@ pub fn start(
                 break a;
             }
         }
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("{name} exited: {st}"));
+        if let Ok(Some(st)) = p.child.try_wait() {
+            return Err(format!("{name} exited before it was ready: {st}"));
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(format!("{name} not ready in 30s"));
+            return Err(format!("{name} not ready in {:?}", launch.ready_timeout));
         }
         std::thread::sleep(Duration::from_micros(500));
     };
-    let ready_after = t0.elapsed();
+    p.ready_after = t0.elapsed();
     // Text form, the same from both proxies: `name::ip:port` per line.
-    let (_, body) = get(admin, "/listeners").ok_or("no /listeners")?;
-    let listener = body
+    let (_, body) = get(p.admin, "/listeners").ok_or("no answer from /listeners")?;
+    let listeners: HashMap<&str, SocketAddr> = body
         .lines()
-        .find_map(|l| l.strip_prefix("bench::"))
-        .and_then(|a| a.trim().parse().ok())
-        .ok_or_else(|| format!("no bench listener in /listeners: {body}"))?;
-    Ok(ProxyProc {
-        child,
-        listener,
-        ready_after,
-        _dir: dir,
-    })
+        .filter_map(|l| l.split_once("::"))
+        .filter_map(|(n, a)| Some((n, a.trim().parse().ok()?)))
+        .collect();
+    let find = |n: &str| {
+        listeners
+            .get(n)
+            .copied()
+            .ok_or_else(|| format!("{name}: no listener {n} in /listeners: {body}"))
+    };
+    p.addrs = Addrs {
+        http1: find("http1")?,
+        http2: find("http2")?,
+        tcp: find("tcp")?,
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    p.idle_rss_kib = crate::procstat::memory_kib(p.pid()).0;
+    Ok(p)
 }
 
 /// A blocking admin GET: (status, body).
@@ -173,19 +302,27 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-/// `target/release/remora`, built first so the numbers are for the current tree.
+/// The `remora` binary of this tree, built first (in the profile this harness was built
+/// with) so the numbers are for the current code.
 pub fn remora_bin() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = workspace_root();
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "remora"])
-        .current_dir(&root)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("cargo build --release -p remora failed".into());
+    let release = !cfg!(debug_assertions);
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "remora", "--bin", "remora"]);
+    if release {
+        cmd.arg("--release");
     }
-    Ok(root.join("target/release/remora"))
+    let status = cmd.current_dir(&root).status().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("building remora failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("remora"))
 }
 
 /// Envoy from `.venv` (installed by scripts/setup-test-deps.sh, which this runs).
@@ -215,58 +352,6 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
-}
-
-/// HAProxy as a reference point (not a target of the comparison): started only when the
-/// `haproxy` binary is installed, pinned like the proxies, one thread, keep-alive reuse.
-pub fn start_haproxy(upstream: SocketAddr, cpu: usize) -> Result<Option<ProxyProc>, String> {
-    let Some(bin) = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-    else {
-        return Ok(None);
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let dir = std::env::temp_dir().join(format!("remora-bench-haproxy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let cfg = format!(
-        "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 {upstream}\n"
-    );
-    let cfg_path = dir.join("haproxy.cfg");
-    std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&bin);
-    cmd.arg("-f")
-        .arg(&cfg_path)
-        .arg("-db")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    pin(&mut cmd, cpu);
-    let t0 = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
-    let listener: SocketAddr = format!("127.0.0.1:{port}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    while std::net::TcpStream::connect(listener).is_err() {
-        let exited = matches!(child.try_wait(), Ok(Some(_)));
-        if exited || t0.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            return Err(format!(
-                "haproxy did not start (its config is kept for checking: haproxy -c -f {})",
-                cfg_path.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(Some(ProxyProc {
-        child,
-        listener,
-        ready_after: t0.elapsed(),
-        _dir: dir,
-    }))
 }
 
 fn pin(cmd: &mut Command, cpu: usize) {

@@ -1,47 +1,132 @@
-//! The upstream every target forwards to: a single-threaded hyper server answering every
-//! request with a fixed body.
+//! The upstreams every target forwards to, on one single-threaded runtime pinned to the
+//! load core: an HTTP server (HTTP/1.1 and HTTP/2 prior knowledge) answering every request
+//! with a fixed body, gRPC unary calls with a fixed message, and a TCP sink for bulk
+//! transfer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncReadExt;
 
-/// Starts the server on its own thread pinned to `cpu`; returns its address.
-pub fn start(cpu: usize, body_size: usize) -> SocketAddr {
+use crate::gen::client::grpc_frame;
+
+#[derive(Clone)]
+pub struct Upstreams {
+    pub http: SocketAddr,
+    pub tcp: SocketAddr,
+    /// Bytes the TCP sink has received so far.
+    pub tcp_received: Arc<AtomicU64>,
+}
+
+/// Starts the upstreams on a thread pinned to `cpu`; `body_size` is the HTTP response
+/// body and the gRPC response message size.
+pub fn start(cpu: usize, body_size: usize) -> Result<Upstreams, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         crate::procstat::pin_current_thread(cpu);
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind upstream");
-            tx.send(l.local_addr().expect("addr")).expect("send addr");
-            let body = Bytes::from(vec![b'x'; body_size]);
-            loop {
-                let Ok((s, _)) = l.accept().await else {
-                    continue;
-                };
-                let _ = s.set_nodelay(true);
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        let b = body.clone();
-                        async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(b))) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(format!("upstream runtime: {e}")));
+                return;
             }
+        };
+        rt.block_on(async move {
+            let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+            let (http, tcp) = match (bind().await, bind().await) {
+                (Ok(h), Ok(t)) => (h, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    let _ = tx.send(Err(format!("upstream bind: {e}")));
+                    return;
+                }
+            };
+            let received = Arc::new(AtomicU64::new(0));
+            let addrs = http.local_addr().and_then(|h| Ok((h, tcp.local_addr()?)));
+            let _ = tx.send(
+                addrs
+                    .map(|(http, tcp)| Upstreams {
+                        http,
+                        tcp,
+                        tcp_received: received.clone(),
+                    })
+                    .map_err(|e| e.to_string()),
+            );
+            tokio::spawn(sink(tcp, received));
+            serve_http(http, body_size).await;
         });
     });
-    rx.recv().expect("upstream address")
+    rx.recv()
+        .map_err(|_| "the upstream thread exited".to_string())?
+}
+
+async fn serve_http(l: tokio::net::TcpListener, body_size: usize) {
+    let body = Bytes::from(vec![b'x'; body_size]);
+    let grpc = grpc_frame(&vec![b'r'; body_size]);
+    loop {
+        let Ok((s, _)) = l.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let (body, grpc) = (body.clone(), grpc.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (body, grpc) = (body.clone(), grpc.clone());
+                async move {
+                    let is_grpc = req
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                    if !is_grpc {
+                        return Ok::<_, Infallible>(hyper::Response::new(Either::Left(Full::new(
+                            body,
+                        ))));
+                    }
+                    // Read the whole request message, then answer with one message and
+                    // `grpc-status: 0` in the trailers.
+                    let _ = req.into_body().collect().await;
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let body = Full::new(grpc).with_trailers(async move { Some(Ok(trailers)) });
+                    let mut resp = hyper::Response::new(Either::Right(body));
+                    resp.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    Ok(resp)
+                }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        });
+    }
+}
+
+/// Reads and discards everything sent to it, counting bytes.
+async fn sink(l: tokio::net::TcpListener, received: Arc<AtomicU64>) {
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+    }
 }

@@ -1,0 +1,380 @@
+//! The markdown report: the targets table (Remora/Envoy ratios against the goals), then
+//! one table per scenario with medians and, over several repetitions, the range.
+
+use std::fmt::Write;
+
+use super::{Results, Scenario, Stat};
+use crate::targets::Target;
+
+/// Where the generated report goes inside BENCHMARKS.md.
+pub const BEGIN: &str =
+    "<!-- bench:results:begin (written by `cargo run --release -p benches -- all`) -->";
+pub const END: &str = "<!-- bench:results:end -->";
+
+const PROXIES: [Target; 2] = [Target::Remora, Target::Envoy];
+
+fn num(v: f64, digits: usize) -> String {
+    format!("{v:.digits$}")
+}
+
+/// `median (min–max)` or just the median for a single repetition.
+fn stat(s: Option<Stat>, digits: usize) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s.n > 1 => format!(
+            "{} ({}–{})",
+            num(s.median, digits),
+            num(s.min, digits),
+            num(s.max, digits)
+        ),
+        Some(s) => num(s.median, digits),
+    }
+}
+
+/// One goal: a measured ratio (or value) and whether it meets the bound.
+struct Goal {
+    what: String,
+    measured: Option<f64>,
+    bound: &'static str,
+    met: Option<bool>,
+}
+
+fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
+    let (a, b) = (a?.median, b?.median);
+    (b != 0.0).then_some(a / b)
+}
+
+fn goals(r: &Results) -> Vec<Goal> {
+    let mut g = Vec::new();
+    let peak = r.points(Scenario::Peak);
+    for p in &peak {
+        let cpu = |t| r.stat(Scenario::Peak, p, t, "cpu_us_per_req");
+        let m = ratio(cpu(Target::Remora), cpu(Target::Envoy));
+        g.push(Goal {
+            what: format!("CPU per request, Remora/Envoy ({p})"),
+            measured: m,
+            bound: "≤ 0.33",
+            met: m.map(|m| m <= 1.0 / 3.0),
+        });
+    }
+    for p in &peak {
+        let rps = |t| r.stat(Scenario::Peak, p, t, "rps");
+        let m = ratio(rps(Target::Remora), rps(Target::Envoy));
+        g.push(Goal {
+            what: format!("peak throughput, Remora/Envoy ({p})"),
+            measured: m,
+            bound: "≥ 3",
+            met: m.map(|m| m >= 3.0),
+        });
+    }
+    for p in r.points(Scenario::Latency) {
+        let fraction = r
+            .samples(Scenario::Latency, &p, Target::Remora)
+            .find_map(|s| s.get("load_fraction"));
+        let label = match fraction {
+            None => "fixed rate",
+            Some(f) if (f - 0.5).abs() < 1e-9 => "50% load",
+            Some(_) => continue,
+        };
+        let add = |t| r.added(Scenario::Latency, &p, t, "p99_us");
+        let (a, b) = (add(Target::Remora), add(Target::Envoy));
+        // Added latency below zero is measurement noise: compare at no less than 1 µs.
+        let m = match (a, b) {
+            (Some(a), Some(b)) => Some(a.median.max(1.0) / b.median.max(1.0)),
+            _ => None,
+        };
+        g.push(Goal {
+            what: format!("added p99 latency, Remora/Envoy ({p}, {label})"),
+            measured: m,
+            bound: "≤ 0.5",
+            met: m.map(|m| m <= 0.5),
+        });
+    }
+    for p in r.points(Scenario::TcpBulk) {
+        let tput = |t| r.stat(Scenario::TcpBulk, &p, t, "gbit_per_s");
+        let m = ratio(tput(Target::Remora), tput(Target::Direct));
+        g.push(Goal {
+            what: "TCP bulk throughput, Remora/no proxy".into(),
+            measured: m,
+            bound: "≥ 0.90",
+            met: m.map(|m| m >= 0.9),
+        });
+    }
+    let idle = r
+        .stat(
+            Scenario::Startup,
+            "cold start",
+            Target::Remora,
+            "idle_rss_mib",
+        )
+        .map(|s| s.median * 1024.0 * 1024.0 / 1e6);
+    g.push(Goal {
+        what: "idle RSS of Remora, MB".into(),
+        measured: idle,
+        bound: "< 10",
+        met: idle.map(|m| m < 10.0),
+    });
+    for p in r.points(Scenario::Connections) {
+        let per = |t| r.stat(Scenario::Connections, &p, t, "bytes_per_connection");
+        let m = ratio(per(Target::Remora), per(Target::Envoy));
+        g.push(Goal {
+            what: "memory per idle connection, Remora/Envoy".into(),
+            measured: m,
+            bound: "≤ 0.25",
+            met: m.map(|m| m <= 0.25),
+        });
+    }
+    g
+}
+
+pub fn render(r: &Results, command: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "Command: `{command}`\n");
+    let _ = writeln!(
+        o,
+        "Machine: {}. Repetitions: {}; figures are medians, with the range (min–max) over repetitions in brackets.",
+        r.machine, r.repetitions
+    );
+    for (k, v) in &r.settings {
+        let _ = writeln!(o, "- {k}: {v}");
+    }
+    let stolen = r.any_stolen();
+    if stolen.is_empty() {
+        let _ = writeln!(o, "\nNo window saw more than 2% steal time.");
+    } else {
+        let _ = writeln!(
+            o,
+            "\n**Warning:** {} measurement windows saw more than 2% steal time (flagged ⚠ below); their figures are disturbed.",
+            stolen.len()
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### Targets\n\n| goal | measured | bound | met |\n|---|---|---|---|"
+    );
+    for g in goals(r) {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            g.what,
+            g.measured.map_or("-".into(), |m| num(m, 2)),
+            g.bound,
+            match g.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            }
+        );
+    }
+    latency(&mut o, r);
+    closed_loop(
+        &mut o,
+        r,
+        Scenario::Peak,
+        "Peak throughput on one core (closed loop)",
+    );
+    closed_loop(
+        &mut o,
+        r,
+        Scenario::Grpc,
+        "gRPC unary, 1 KiB messages (closed loop)",
+    );
+    bulk(&mut o, r);
+    connections(&mut o, r);
+    startup(&mut o, r);
+    callgrind(&mut o, r);
+    o
+}
+
+fn callgrind(o: &mut String, r: &Results) {
+    let s = Scenario::Callgrind;
+    let points = r.points(s);
+    if points.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n### Instructions per request (callgrind)\n\nRemora under `valgrind --tool=callgrind`, one HTTP/1.1 connection; (I(2N) − I(N)) / N, so start-up and shutdown cancel. Repeatable whatever the machine's load.\n\n| point | instructions per request |\n|---|---|"
+    );
+    for p in points {
+        let _ = writeln!(
+            o,
+            "| {p} | {} |",
+            stat(r.stat(s, &p, Target::Remora, "instructions_per_request"), 0)
+        );
+    }
+}
+
+fn flag(r: &Results, s: Scenario, p: &str, t: Target) -> &'static str {
+    if r.samples(s, p, t).any(|x| x.stolen()) {
+        " ⚠"
+    } else {
+        ""
+    }
+}
+
+fn latency(o: &mut String, r: &Results) {
+    let s = Scenario::Latency;
+    let _ = writeln!(
+        o,
+        "\n### Latency at fixed rates (open loop, HTTP/1.1, 1 KiB responses)\n\nLatency runs from each request's intended send time. *Added* is the proxy's percentile minus the no-proxy percentile of the same repetition. Unsent: requests due in the window that the target's backlog kept from being sent (counted in the percentiles with their wait so far).\n\n| point | target | achieved req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | added p50 µs | added p99 µs | added p99.9 µs | CPU µs/req | errors | unsent |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for p in r.points(s) {
+        for t in Target::ALL {
+            let m = |k: &str, d| stat(r.stat(s, &p, t, k), d);
+            let add = |k: &str| {
+                if t == Target::Direct {
+                    "-".to_string()
+                } else {
+                    stat(r.added(s, &p, t, k), 0)
+                }
+            };
+            let _ = writeln!(
+                o,
+                "| {p} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                t.name(),
+                flag(r, s, &p, t),
+                m("rps", 0),
+                m("p50_us", 0),
+                m("p90_us", 0),
+                m("p99_us", 0),
+                m("p999_us", 0),
+                m("max_us", 0),
+                add("p50_us"),
+                add("p99_us"),
+                add("p999_us"),
+                m("cpu_us_per_req", 1),
+                m("errors", 0),
+                m("unsent", 0),
+            );
+        }
+    }
+}
+
+fn closed_loop(o: &mut String, r: &Results, s: Scenario, title: &str) {
+    let _ = writeln!(
+        o,
+        "\n### {title}\n\n| point | target | req/s | CPU µs/req | run-queue µs/req | p50 µs | p99 µs | errors |\n|---|---|---|---|---|---|---|---|"
+    );
+    for p in r.points(s) {
+        for t in Target::ALL {
+            let m = |k: &str, d| stat(r.stat(s, &p, t, k), d);
+            let _ = writeln!(
+                o,
+                "| {p} | {}{} | {} | {} | {} | {} | {} | {} |",
+                t.name(),
+                flag(r, s, &p, t),
+                m("rps", 0),
+                m("cpu_us_per_req", 1),
+                m("runqueue_us_per_req", 2),
+                m("p50_us", 0),
+                m("p99_us", 0),
+                m("errors", 0),
+            );
+        }
+        let q = |t, k| r.stat(s, &p, t, k);
+        let _ = writeln!(
+            o,
+            "| {p} | Remora/Envoy | {} | {} | | | | |",
+            ratio(q(Target::Remora, "rps"), q(Target::Envoy, "rps"))
+                .map_or("-".into(), |v| num(v, 2)),
+            ratio(
+                q(Target::Remora, "cpu_us_per_req"),
+                q(Target::Envoy, "cpu_us_per_req")
+            )
+            .map_or("-".into(), |v| num(v, 2)),
+        );
+    }
+}
+
+fn bulk(o: &mut String, r: &Results) {
+    let s = Scenario::TcpBulk;
+    let _ = writeln!(
+        o,
+        "\n### TCP bulk transfer (tcp_proxy)\n\n| point | target | Gbit/s | share of no proxy | proxy CPU ms/GiB |\n|---|---|---|---|---|"
+    );
+    for p in r.points(s) {
+        let base = r.stat(s, &p, Target::Direct, "gbit_per_s");
+        for t in Target::ALL {
+            let g = r.stat(s, &p, t, "gbit_per_s");
+            let _ = writeln!(
+                o,
+                "| {p} | {}{} | {} | {} | {} |",
+                t.name(),
+                flag(r, s, &p, t),
+                stat(g, 2),
+                ratio(g, base).map_or("-".into(), |v| num(v, 2)),
+                stat(r.stat(s, &p, t, "cpu_ms_per_gib"), 0),
+            );
+        }
+    }
+}
+
+fn connections(o: &mut String, r: &Results) {
+    let s = Scenario::Connections;
+    let _ = writeln!(
+        o,
+        "\n### Connection scale\n\nEach connection sends one request and then stays open and idle. The no-proxy row only checks that the generator holds the connections.\n\n| point | target | opened | errors | RSS before MiB | RSS after MiB | bytes per connection |\n|---|---|---|---|---|---|---|"
+    );
+    for p in r.points(s) {
+        for t in Target::ALL {
+            let m = |k: &str, d| stat(r.stat(s, &p, t, k), d);
+            let _ = writeln!(
+                o,
+                "| {p} | {} | {} | {} | {} | {} | {} |",
+                t.name(),
+                m("opened", 0),
+                m("errors", 0),
+                m("rss_before_mib", 1),
+                m("rss_after_mib", 1),
+                m("bytes_per_connection", 0),
+            );
+        }
+    }
+}
+
+fn startup(o: &mut String, r: &Results) {
+    let s = Scenario::Startup;
+    let _ = writeln!(
+        o,
+        "\n### Start-up and memory\n\n| target | ready ms | idle RSS MiB | peak RSS after the traffic scenarios MiB |\n|---|---|---|---|"
+    );
+    for t in PROXIES {
+        let m = |p: &str, k: &str, d| stat(r.stat(s, p, t, k), d);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            t.name(),
+            m("cold start", "ready_ms", 1),
+            m("cold start", "idle_rss_mib", 1),
+            m("after the traffic scenarios", "peak_rss_mib", 1),
+        );
+    }
+}
+
+/// Replaces the generated part of `doc` (between the markers) with `report`, or appends
+/// it with markers when there are none yet.
+pub fn splice(doc: &str, report: &str) -> String {
+    let block = format!("{BEGIN}\n\n{report}\n{END}");
+    match (doc.find(BEGIN), doc.find(END)) {
+        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &doc[..a], &doc[b + END.len()..]),
+        _ => format!("{}\n\n{block}\n", doc.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_between_markers_and_appends_otherwise() {
+        let doc = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\nhistory\n");
+        let out = splice(&doc, "new");
+        assert!(out.contains("intro") && out.contains("history"));
+        assert!(out.contains("new") && !out.contains("old"));
+        let out = splice("# B\n", "first");
+        assert!(
+            out.starts_with("# B\n\n") && out.contains(BEGIN) && out.ends_with(&format!("{END}\n"))
+        );
+    }
+}
