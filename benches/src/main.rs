@@ -53,6 +53,10 @@ struct Args {
     proxy_cpu: usize,
     #[arg(long, default_value_t = 1)]
     load_cpu: usize,
+    /// Run only these scenarios (comma-separated); the harness check then covers only
+    /// them, and the report is not written into BENCHMARKS.md.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
     /// Upstream response body (and gRPC message) size in bytes.
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
@@ -135,6 +139,9 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
     } else {
         scenarios::Plan::full(args.repetitions.max(1))
     };
+    if !args.only.is_empty() {
+        plan.only = args.only.clone();
+    }
     let mut settings = BTreeMap::new();
     settings.insert(
         "pinning",
@@ -171,7 +178,9 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
         samples = ctx.samples;
         plan = ctx.plan;
     }
-    let want_callgrind = args.mode == Mode::Callgrind || callgrind::available();
+    let want_callgrind = args.mode == Mode::Callgrind
+        || (callgrind::available()
+            && (args.only.is_empty() || args.only.contains(&Scenario::Callgrind)));
     if want_callgrind {
         let n = if args.quick {
             100
@@ -180,7 +189,7 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
         };
         eprintln!("[bench] callgrind: remora, {n} and {} requests", 2 * n);
         samples.push(callgrind::run(&remora, &cfg, n, (proxy_cpu, load_cpu))?);
-    } else {
+    } else if !callgrind::available() {
         eprintln!("[bench] valgrind is not installed: callgrind skipped");
     }
     let results = Results {
@@ -199,11 +208,11 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
     println!("{md}");
     println!("results: {}", json.display());
     let problems = if args.mode == Mode::All {
-        check(&results)
+        check(&results, &plan)
     } else {
         Vec::new()
     };
-    let publish = !args.quick && !args.no_write && args.mode == Mode::All;
+    let publish = !args.quick && !args.no_write && args.only.is_empty() && args.mode == Mode::All;
     let chart_dir = if publish {
         root.join("docs/bench")
     } else {
@@ -232,14 +241,18 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
 
 /// The harness check: every scenario answered by every target it applies to, no errors,
 /// and every figure a number.
-fn check(r: &Results) -> Vec<String> {
+fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
     let mut problems = Vec::new();
     let expect: [(Scenario, &str, &[Target]); 6] = [
         (Scenario::Latency, "completed", &Target::ALL),
         (Scenario::Peak, "completed", &Target::ALL),
         (Scenario::Grpc, "completed", &Target::ALL),
         (Scenario::TcpBulk, "bytes", &Target::ALL),
-        (Scenario::Connections, "opened", &Target::ALL),
+        (
+            Scenario::Connections,
+            "opened",
+            &[Target::Remora, Target::Envoy],
+        ),
         (
             Scenario::Startup,
             "ready_ms",
@@ -247,6 +260,9 @@ fn check(r: &Results) -> Vec<String> {
         ),
     ];
     for (scenario, metric, targets) in expect {
+        if !plan.wants(scenario) {
+            continue;
+        }
         let points = r.points(scenario);
         if points.is_empty() {
             problems.push(format!("{scenario:?}: no measurements"));
@@ -277,6 +293,9 @@ fn check(r: &Results) -> Vec<String> {
     }
     for proxy in [Target::Remora, Target::Envoy] {
         for s in [Scenario::Peak, Scenario::Grpc] {
+            if !plan.wants(s) {
+                continue;
+            }
             for p in r.points(s) {
                 if r.stat(s, &p, proxy, "cpu_us_per_req").is_none() {
                     problems.push(format!("{s:?} / {p} / {}: no CPU reading", proxy.name()));

@@ -73,8 +73,13 @@ async fn serve_http(l: tokio::net::TcpListener, body_size: usize) {
     let body = Bytes::from(vec![b'x'; body_size]);
     let grpc = grpc_frame(&vec![b'r'; body_size]);
     loop {
-        let Ok((s, _)) = l.accept().await else {
-            continue;
+        let s = match l.accept().await {
+            Ok((s, _)) => s,
+            Err(_) => {
+                // Out of descriptors, say: wait instead of spinning on the error.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let _ = s.set_nodelay(true);
         let (body, grpc) = (body.clone(), grpc.clone());
@@ -116,6 +121,7 @@ async fn serve_http(l: tokio::net::TcpListener, body_size: usize) {
 async fn sink(l: tokio::net::TcpListener, received: Arc<AtomicU64>) {
     loop {
         let Ok((mut s, _)) = l.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let received = received.clone();

@@ -8,6 +8,8 @@ use super::client::{self, Proto, Worker};
 
 /// Connections opened at the same time while building up.
 const PARALLEL: usize = 64;
+/// Longest wait for one connection's connect and first response.
+const PER_CONNECTION: Duration = Duration::from_secs(10);
 
 pub struct IdleOutcome {
     pub opened: usize,
@@ -33,9 +35,15 @@ pub fn run(
             let mut tasks = Vec::new();
             for _ in 0..batch {
                 tasks.push(tokio::task::spawn_local(async move {
-                    let mut w = client::connect(addr, Proto::Http1, 1, 1, 0).await.ok()?;
-                    let mut w = w.pop()?;
-                    w.call().await.then_some(w)
+                    let one = async {
+                        let mut w = client::connect(addr, Proto::Http1, 1, 1, 0).await.ok()?;
+                        let mut w = w.pop()?;
+                        w.call().await.then_some(w)
+                    };
+                    tokio::time::timeout(PER_CONNECTION, one)
+                        .await
+                        .ok()
+                        .flatten()
                 }));
             }
             for t in tasks {

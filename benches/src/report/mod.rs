@@ -63,7 +63,7 @@ impl Sample {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     /// Open-loop HTTP/1.1 latency at fixed rates.
@@ -80,6 +80,18 @@ pub enum Scenario {
     Startup,
     /// Instructions per request under callgrind.
     Callgrind,
+}
+
+impl Scenario {
+    /// The scenarios `all` runs against the three targets.
+    pub const MEASURED: [Scenario; 6] = [
+        Scenario::Latency,
+        Scenario::Peak,
+        Scenario::Grpc,
+        Scenario::TcpBulk,
+        Scenario::Connections,
+        Scenario::Startup,
+    ];
 }
 
 /// A whole run.

@@ -10,8 +10,7 @@ use crate::report::{Sample, Scenario};
 use crate::targets::Target;
 
 /// Opens the plan's number of idle HTTP/1.1 connections (one request each) and reports
-/// the proxy's RSS growth per connection. The no-proxy run checks that the generator can
-/// hold that many connections; it has no proxy memory to report.
+/// the proxy's RSS growth per connection.
 pub fn connections(ctx: &mut Ctx, t: Target, rep: u32) -> Result<(), String> {
     let n = ctx.plan.idle_connections;
     ctx.log(&format!("rep {rep} {}: {n} idle connections", t.name()));

@@ -25,6 +25,8 @@ pub struct Plan {
     pub load_fractions: Vec<f64>,
     pub fixed_rate: f64,
     pub idle_connections: usize,
+    /// The scenarios to run (all by default).
+    pub only: Vec<Scenario>,
 }
 
 impl Plan {
@@ -38,10 +40,15 @@ impl Plan {
             load_fractions: vec![0.25, 0.5, 0.75],
             fixed_rate: 1000.0,
             idle_connections: 10_000,
+            only: Scenario::MEASURED.to_vec(),
         }
     }
 
     /// Every scenario, briefly: checks the harness end to end, not the numbers.
+    pub fn wants(&self, s: Scenario) -> bool {
+        self.only.contains(&s)
+    }
+
     pub fn quick() -> Plan {
         Plan {
             quick: true,
@@ -93,18 +100,36 @@ impl Ctx {
 
 /// Runs every scenario; samples accumulate in `ctx.samples`.
 pub fn run_all(ctx: &mut Ctx) -> Result<(), String> {
-    let saturation = traffic::saturation(ctx)?;
-    for rep in 0..ctx.plan.repetitions {
-        for t in Target::ALL {
-            traffic::run(ctx, t, rep, saturation)?;
+    let traffic = [
+        Scenario::Latency,
+        Scenario::Peak,
+        Scenario::Grpc,
+        Scenario::TcpBulk,
+    ];
+    if traffic.iter().any(|&s| ctx.plan.wants(s)) {
+        let saturation = if ctx.plan.wants(Scenario::Latency) {
+            traffic::saturation(ctx)?
+        } else {
+            0.0
+        };
+        for rep in 0..ctx.plan.repetitions {
+            for t in Target::ALL {
+                traffic::run(ctx, t, rep, saturation)?;
+            }
         }
     }
     for rep in 0..ctx.plan.repetitions {
-        for t in Target::ALL {
-            memory::connections(ctx, t, rep)?;
+        if ctx.plan.wants(Scenario::Connections) {
+            // Without a proxy there is no third process to measure, and this process
+            // would hold both ends of every connection.
+            for t in [Target::Remora, Target::Envoy] {
+                memory::connections(ctx, t, rep)?;
+            }
         }
-        for t in [Target::Remora, Target::Envoy] {
-            memory::startup(ctx, t, rep)?;
+        if ctx.plan.wants(Scenario::Startup) {
+            for t in [Target::Remora, Target::Envoy] {
+                memory::startup(ctx, t, rep)?;
+            }
         }
     }
     Ok(())

@@ -52,7 +52,12 @@ pub fn run(ctx: &mut Ctx, t: Target, rep: u32, saturation: f64) -> Result<(), St
             Some(f),
         )
     }));
-    for &conns in &ctx.plan.latency_connections.clone() {
+    let conn_counts = if ctx.plan.wants(Scenario::Latency) {
+        ctx.plan.latency_connections.clone()
+    } else {
+        Vec::new()
+    };
+    for &conns in &conn_counts {
         for &(rate, fraction) in &rates {
             let point = format!("http1 {conns} conns @ {rate:.0} rps");
             ctx.log(&format!("rep {rep} {}: latency {point}", t.name()));
@@ -73,6 +78,9 @@ pub fn run(ctx: &mut Ctx, t: Target, rep: u32, saturation: f64) -> Result<(), St
         (Proto::Http2, PEAK_H2.0, PEAK_H2.1, Scenario::Peak),
         (Proto::Grpc, GRPC.0, GRPC.1, Scenario::Grpc),
     ] {
+        if !ctx.plan.wants(scenario) {
+            continue;
+        }
         let point = format!(
             "{} {conns} conns x {streams} streams, closed loop",
             proto_name(proto)
@@ -85,6 +93,25 @@ pub fn run(ctx: &mut Ctx, t: Target, rep: u32, saturation: f64) -> Result<(), St
         )?;
         ctx.samples.push(load_sample(scenario, &point, t, rep, &o));
     }
+    if ctx.plan.wants(Scenario::TcpBulk) {
+        bulk_transfer(ctx, t, rep, addrs, pid)?;
+    }
+    if let Some(p) = p {
+        let (_, hwm) = crate::procstat::memory_kib(p.pid());
+        let mut s = Sample::new(Scenario::Startup, "after the traffic scenarios", t, rep);
+        s.set("peak_rss_mib", hwm as f64 / 1024.0);
+        ctx.samples.push(s);
+    }
+    Ok(())
+}
+
+fn bulk_transfer(
+    ctx: &mut Ctx,
+    t: Target,
+    rep: u32,
+    addrs: Addrs,
+    pid: Option<u32>,
+) -> Result<(), String> {
     ctx.log(&format!("rep {rep} {}: tcp bulk", t.name()));
     let b = bulk::run(
         ctx.load_cpu,
@@ -112,12 +139,6 @@ pub fn run(ctx: &mut Ctx, t: Target, rep: u32, saturation: f64) -> Result<(), St
                 .map(|ns| ns as f64 / 1e6 / gib),
         );
     ctx.samples.push(s);
-    if let Some(p) = p {
-        let (_, hwm) = crate::procstat::memory_kib(p.pid());
-        let mut s = Sample::new(Scenario::Startup, "after the traffic scenarios", t, rep);
-        s.set("peak_rss_mib", hwm as f64 / 1024.0);
-        ctx.samples.push(s);
-    }
     Ok(())
 }
 
