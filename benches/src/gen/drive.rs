@@ -169,3 +169,107 @@ async fn closed_loop(mut worker: Worker, w: &Window, tally: &Tally) -> Result<()
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::gen::{self, Load, Proto};
+    use crate::measure::Probe;
+
+    /// An HTTP/1.1 server that answers every request after `delay`, one at a time per
+    /// connection (requests without bodies only).
+    fn slow_server(delay: Duration) -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                l.set_nonblocking(true).expect("nonblocking");
+                let l = tokio::net::TcpListener::from_std(l).expect("listener");
+                while let Ok((mut s, _)) = l.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 1024];
+                        while let Ok(n) = s.read(&mut chunk).await {
+                            if n == 0 {
+                                break;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                buf.drain(..end + 4);
+                                tokio::time::sleep(delay).await;
+                                let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                                if s.write_all(resp).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        addr
+    }
+
+    fn load(addr: SocketAddr, rate: Option<f64>, measure: Duration) -> Load {
+        Load {
+            addr,
+            proto: Proto::Http1,
+            connections: 1,
+            streams: 1,
+            rate,
+            warmup: Duration::from_millis(100),
+            measure,
+        }
+    }
+
+    #[test]
+    fn open_loop_keeps_the_rate_when_the_target_keeps_up() {
+        let addr = slow_server(Duration::ZERO);
+        let o = gen::run(
+            0,
+            load(addr, Some(500.0), Duration::from_secs(1)),
+            Probe::new(None),
+        )
+        .expect("run");
+        assert_eq!(o.errors, 0);
+        // 500 due in the window; allow for a slow CI machine at the edges.
+        assert!(
+            (400..=520).contains(&o.completed),
+            "completed {}",
+            o.completed
+        );
+        assert!(o.latency_ns.len() >= 400);
+    }
+
+    /// Coordinated omission: a target that needs 20 ms per request, offered 200 req/s on
+    /// one connection, serves 50 req/s; the queue grows through the window, and the open
+    /// loop must show it (a closed loop would report about 20 ms for every request).
+    #[test]
+    fn open_loop_shows_the_queue_of_a_slow_target() {
+        let addr = slow_server(Duration::from_millis(20));
+        let window = Duration::from_millis(800);
+        let open = gen::run(0, load(addr, Some(200.0), window), Probe::new(None)).expect("open");
+        let closed = gen::run(0, load(addr, None, window), Probe::new(None)).expect("closed");
+        assert!(
+            closed.quantile_us(0.99) < 100_000.0,
+            "closed p99 {}",
+            closed.quantile_us(0.99)
+        );
+        // Requests due late in the window waited most of it.
+        assert!(
+            open.quantile_us(0.99) > 400_000.0,
+            "open p99 {}",
+            open.quantile_us(0.99)
+        );
+        assert!(open.unsent > 50, "unsent {}", open.unsent);
+        assert!(open.completed < 60, "completed {}", open.completed);
+    }
+}

@@ -91,7 +91,7 @@ fn latency(r: &Results, path: &Path) -> Result<(), String> {
                     .filter(|p| r.samples(s, p, t).any(|x| x.get("connections") == Some(*c)))
                     .filter_map(|p| {
                         let rate = r.stat(s, p, t, "target_rps")?.median;
-                        let add = r.added(s, p, t, metric)?.median;
+                        let add = r.added(s, p, t, metric)?;
                         Some((rate, add.max(1.0)))
                     })
                     .collect();

@@ -34,9 +34,13 @@ fn stat(s: Option<Stat>, digits: usize) -> String {
 /// One goal: a measured ratio (or value) and whether it meets the bound.
 struct Goal {
     what: String,
-    measured: Option<f64>,
+    measured: String,
     bound: &'static str,
     met: Option<bool>,
+}
+
+fn fmt2(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| num(v, 2))
 }
 
 fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
@@ -52,7 +56,7 @@ fn goals(r: &Results) -> Vec<Goal> {
         let m = ratio(cpu(Target::Remora), cpu(Target::Envoy));
         g.push(Goal {
             what: format!("CPU per request, Remora/Envoy ({p})"),
-            measured: m,
+            measured: fmt2(m),
             bound: "≤ 0.33",
             met: m.map(|m| m <= 1.0 / 3.0),
         });
@@ -62,7 +66,7 @@ fn goals(r: &Results) -> Vec<Goal> {
         let m = ratio(rps(Target::Remora), rps(Target::Envoy));
         g.push(Goal {
             what: format!("peak throughput, Remora/Envoy ({p})"),
-            measured: m,
+            measured: fmt2(m),
             bound: "≥ 3",
             met: m.map(|m| m >= 3.0),
         });
@@ -78,16 +82,22 @@ fn goals(r: &Results) -> Vec<Goal> {
         };
         let add = |t| r.added(Scenario::Latency, &p, t, "p99_us");
         let (a, b) = (add(Target::Remora), add(Target::Envoy));
-        // Added latency below zero is measurement noise: compare at no less than 1 µs.
-        let m = match (a, b) {
-            (Some(a), Some(b)) => Some(a.median.max(1.0) / b.median.max(1.0)),
-            _ => None,
-        };
+        // A ratio means nothing when the added latency is within the machine's noise
+        // (zero or below): the goal then reads as "Remora adds at most half what Envoy adds".
         g.push(Goal {
             what: format!("added p99 latency, Remora/Envoy ({p}, {label})"),
-            measured: m,
+            measured: match (a, b) {
+                (Some(a), Some(b)) if a > 0.0 && b > 0.0 => {
+                    format!("{} ({a:.0} vs {b:.0} µs)", num(a / b, 2))
+                }
+                (Some(a), Some(b)) => format!("{a:.0} vs {b:.0} µs"),
+                _ => "-".into(),
+            },
             bound: "≤ 0.5",
-            met: m.map(|m| m <= 0.5),
+            met: match (a, b) {
+                (Some(a), Some(b)) => Some(a <= 0.5 * b),
+                _ => None,
+            },
         });
     }
     for p in r.points(Scenario::TcpBulk) {
@@ -95,7 +105,7 @@ fn goals(r: &Results) -> Vec<Goal> {
         let m = ratio(tput(Target::Remora), tput(Target::Direct));
         g.push(Goal {
             what: "TCP bulk throughput, Remora/no proxy".into(),
-            measured: m,
+            measured: fmt2(m),
             bound: "≥ 0.90",
             met: m.map(|m| m >= 0.9),
         });
@@ -110,7 +120,7 @@ fn goals(r: &Results) -> Vec<Goal> {
         .map(|s| s.median * 1024.0 * 1024.0 / 1e6);
     g.push(Goal {
         what: "idle RSS of Remora, MB".into(),
-        measured: idle,
+        measured: fmt2(idle),
         bound: "< 10",
         met: idle.map(|m| m < 10.0),
     });
@@ -119,7 +129,7 @@ fn goals(r: &Results) -> Vec<Goal> {
         let m = ratio(per(Target::Remora), per(Target::Envoy));
         g.push(Goal {
             what: "memory per idle connection, Remora/Envoy".into(),
-            measured: m,
+            measured: fmt2(m),
             bound: "≤ 0.25",
             met: m.map(|m| m <= 0.25),
         });
@@ -157,7 +167,7 @@ pub fn render(r: &Results, command: &str) -> String {
             o,
             "| {} | {} | {} | {} |",
             g.what,
-            g.measured.map_or("-".into(), |m| num(m, 2)),
+            g.measured,
             g.bound,
             match g.met {
                 Some(true) => "yes",
@@ -226,7 +236,7 @@ fn latency(o: &mut String, r: &Results) {
                 if t == Target::Direct {
                     "-".to_string()
                 } else {
-                    stat(r.added(s, &p, t, k), 0)
+                    r.added(s, &p, t, k).map_or("-".into(), |v| num(v, 0))
                 }
             };
             let _ = writeln!(
