@@ -218,7 +218,10 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
     } else {
         out.join("charts")
     };
-    if args.mode == Mode::All {
+    if let (Mode::All, Err(e)) = (args.mode, report::charts::font()) {
+        // Without a font there is no text to draw; the rest of the harness still ran.
+        eprintln!("[bench] charts skipped: {e}");
+    } else if args.mode == Mode::All {
         match report::charts::write_all(&results, &chart_dir) {
             Ok(paths) => {
                 for p in paths {

@@ -25,8 +25,8 @@ fn color(t: Target) -> RGBColor {
     }
 }
 
-/// Registers the chart font once.
-fn font() -> Result<(), String> {
+/// Registers the chart font once; an error says which font is missing.
+pub fn font() -> Result<(), String> {
     static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let path = std::env::var("REMORA_BENCH_FONT")
