@@ -249,6 +249,28 @@ mod tests {
         assert!(o.latency_ns.len() >= 400);
     }
 
+    /// The open loop over HTTP/2 and gRPC (streams on shared connections) against the
+    /// harness's own upstream.
+    #[test]
+    fn open_loop_over_http2_and_grpc() {
+        let up = crate::upstream::start(0, 1024).expect("upstream");
+        for proto in [Proto::Http2, Proto::Grpc] {
+            let l = Load {
+                proto,
+                connections: 2,
+                streams: 4,
+                ..load(up.http, Some(500.0), Duration::from_secs(1))
+            };
+            let o = gen::run(0, l, Probe::new(None)).expect("run");
+            assert_eq!(o.errors, 0, "{proto:?}");
+            assert!(
+                (400..=520).contains(&o.completed),
+                "{proto:?}: completed {}",
+                o.completed
+            );
+        }
+    }
+
     /// Coordinated omission: a target that needs 20 ms per request, offered 200 req/s on
     /// one connection, serves 50 req/s; the queue grows through the window, and the open
     /// loop must show it (a closed loop would report about 20 ms for every request).
