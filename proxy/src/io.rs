@@ -18,7 +18,7 @@ pub struct ActivityClock {
 }
 
 impl ActivityClock {
-    fn touch(&self) {
+    pub fn touch(&self) {
         // One writer (the stream's task): a relaxed load and store is enough.
         self.ops.store(
             self.ops.load(Ordering::Relaxed).wrapping_add(1),

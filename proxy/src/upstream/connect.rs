@@ -21,15 +21,22 @@ pub enum ConnectError {
     Io(#[from] io::Error),
 }
 
+/// An upstream connection of a known kind (the TCP relay splices TCP to TCP).
+pub type Stream = tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream>;
+
 pub async fn connect(addr: &HostAddr, timeout: Duration) -> Result<BoxIo, ConnectError> {
+    Ok(Box::new(connect_stream(addr, timeout).await?))
+}
+
+pub async fn connect_stream(addr: &HostAddr, timeout: Duration) -> Result<Stream, ConnectError> {
     let fut = async {
-        Ok::<BoxIo, io::Error>(match addr {
+        Ok::<Stream, io::Error>(match addr {
             HostAddr::Tcp(a) => {
                 let s = tokio::net::TcpStream::connect(a).await?;
                 s.set_nodelay(true)?;
-                Box::new(s)
+                Stream::Left(s)
             }
-            HostAddr::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+            HostAddr::Unix(p) => Stream::Right(tokio::net::UnixStream::connect(p).await?),
         })
     };
     match tokio::time::timeout(timeout, fut).await {
