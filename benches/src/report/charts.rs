@@ -134,7 +134,11 @@ fn latency(r: &Results, path: &Path) -> Result<(), String> {
             };
             let style = ShapeStyle::from(&color(t)).stroke_width(width);
             let dashed = label == "p99.9";
-            let name = format!("{} {label}", t.name());
+            let name = if dashed {
+                format!("{} {label} (dashed)", t.name())
+            } else {
+                format!("{} {label}", t.name())
+            };
             let anno = if dashed {
                 chart.draw_series(DashedLineSeries::new(pts.clone(), 8, 5, style))
             } else {
