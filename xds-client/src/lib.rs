@@ -1,1 +1,20 @@
+//! An xDS client for Remora, independent of the proxy: it speaks the Aggregated Discovery
+//! Service (ADS) to a control plane over TCP or a Unix socket, keeps the protocol state
+//! (versions, nonces, subscriptions), and hands each response to its consumer as one
+//! batch to validate and apply; the consumer's verdict becomes the ACK or NACK.
+//!
+//! - [`resource`]: the resource types and their type URLs.
+//! - [`sotw`]: the state-of-the-world protocol state (pure, no I/O).
+//! - [`transport`]: the gRPC channel to the control plane.
+//! - [`backoff`]: jittered exponential reconnect delays.
+//! - [`client`]: the stream loop: connect, subscribe, deliver, ACK/NACK, reconnect.
 
+pub mod backoff;
+pub mod client;
+pub mod resource;
+pub mod sotw;
+pub mod transport;
+
+pub use client::{spawn, Config, Event, Handle, Rejection, Update};
+pub use resource::ResourceType;
+pub use transport::Target;
