@@ -1,30 +1,38 @@
-//! The ADS stream loop (state of the world): connect, (re)subscribe, hand each response
-//! to the consumer as one [`Update`], send its verdict as the ACK or NACK, and reconnect
-//! with backoff when the stream ends. The consumer keeps serving its last good config
-//! while the control plane is away; this loop never gives up on reconnecting.
+//! The ADS stream loop: connect, (re)subscribe, hand each response to the consumer as
+//! one [`Update`], send its verdict as the ACK or NACK, and reconnect with backoff when
+//! the stream ends. The consumer keeps serving its last good config while the control
+//! plane is away; this loop never gives up on reconnecting. State of the world or delta
+//! is chosen by [`Config::api`] (the bootstrap's `api_type`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
-use envoy_types::pb::google::rpc::Status;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
+use crate::delta::DeltaState;
+use crate::protocol::{invalid, Pending, Protocol, Received};
 use crate::resource::ResourceType;
 use crate::sotw::SotwState;
 use crate::transport::{self, ChannelOptions, Target};
 
-/// gRPC status code INVALID_ARGUMENT, which Envoy puts in a NACK's `error_detail`.
-const INVALID_ARGUMENT: i32 = 3;
+/// `api_type` of the bootstrap's `ads_config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `GRPC`: `StreamAggregatedResources`, state of the world.
+    StateOfTheWorld,
+    /// `DELTA_GRPC`: `DeltaAggregatedResources`, incremental.
+    Delta,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub target: Target,
+    pub api: Api,
     pub node: Node,
     pub set_node_on_first_message_only: bool,
     pub channel: ChannelOptions,
@@ -42,14 +50,19 @@ pub enum Event {
     Update(Update),
 }
 
-/// One discovery response: every resource of `ty` (state of the world) at `version_info`.
-/// Answer with [`Update::accept`] once applied or [`Update::reject`] to keep the last good
-/// config; dropping it unanswered rejects it.
+/// One discovery response for `ty`. Answer with [`Update::accept`] once applied or
+/// [`Update::reject`] to keep the last good config; dropping it unanswered rejects it.
 #[derive(Debug)]
 pub struct Update {
     pub ty: ResourceType,
+    /// `version_info` (state of the world) or `system_version_info` (delta).
     pub version_info: String,
+    /// State of the world: every resource of the type. Delta: the added or changed ones.
     pub resources: Vec<Any>,
+    /// Delta: names of removed resources.
+    pub removed: Vec<String>,
+    /// Whether `resources` is the complete set (state of the world).
+    pub complete: bool,
     verdict: oneshot::Sender<Result<(), Rejection>>,
 }
 
@@ -88,20 +101,20 @@ impl Handle {
     }
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Subscribe(t, n) => write!(f, "Subscribe({t:?}, {} names)", n.len()),
-        }
-    }
-}
-
 /// Starts the client on the current tokio runtime. It runs until the event receiver is
 /// dropped.
 pub fn spawn(config: Config) -> (Handle, mpsc::Receiver<Event>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::channel(16);
-    tokio::spawn(run(config, cmd_rx, ev_tx));
+    let (node, once) = (config.node.clone(), config.set_node_on_first_message_only);
+    match config.api {
+        Api::StateOfTheWorld => {
+            tokio::spawn(run(SotwState::new(node, once), config, cmd_rx, ev_tx));
+        }
+        Api::Delta => {
+            tokio::spawn(run(DeltaState::new(node, once), config, cmd_rx, ev_tx));
+        }
+    }
     (Handle { commands: cmd_tx }, ev_rx)
 }
 
@@ -113,14 +126,15 @@ enum Ended {
     Stream(String),
 }
 
-async fn run(
+async fn run<P: Protocol>(
+    mut state: P,
     mut config: Config,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
 ) {
-    let mut state = SotwState::new(config.node.clone(), config.set_node_on_first_message_only);
     loop {
-        let (ended, answered) = stream(&config, &mut state, &mut commands, &events).await;
+        let mut answered = false;
+        let ended = stream(&config, &mut state, &mut commands, &events, &mut answered).await;
         let reason = match ended {
             Ended::ConsumerGone => return,
             Ended::Stream(reason) => reason,
@@ -153,21 +167,11 @@ async fn run(
     }
 }
 
-/// One stream, from connect to its end; also says whether the control plane answered.
-async fn stream(
+/// One stream, from connect to its end; `answered` says whether the control plane sent
+/// anything.
+async fn stream<P: Protocol>(
     config: &Config,
-    state: &mut SotwState,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-    events: &mpsc::Sender<Event>,
-) -> (Ended, bool) {
-    let mut answered = false;
-    let ended = stream_inner(config, state, commands, events, &mut answered).await;
-    (ended, answered)
-}
-
-async fn stream_inner(
-    config: &Config,
-    state: &mut SotwState,
+    state: &mut P,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     events: &mpsc::Sender<Event>,
     answered: &mut bool,
@@ -176,25 +180,22 @@ async fn stream_inner(
         Ok(c) => c,
         Err(e) => return Ended::Stream(e.to_string()),
     };
-    let mut client = AggregatedDiscoveryServiceClient::new(channel);
-    let (out_tx, out_rx) = mpsc::channel::<DiscoveryRequest>(64);
+    let (out_tx, out_rx) = mpsc::channel::<P::Request>(64);
     for req in state.opening_requests() {
         if out_tx.send(req).await.is_err() {
             return Ended::Stream("request channel closed".into());
         }
     }
-    let mut inbound = match client
-        .stream_aggregated_resources(ReceiverStream::new(out_rx))
-        .await
-    {
-        Ok(r) => r.into_inner(),
+    let client = AggregatedDiscoveryServiceClient::new(channel);
+    let mut inbound = match P::open(client, ReceiverStream::new(out_rx)).await {
+        Ok(s) => s,
         Err(status) => return Ended::Stream(format!("opening the stream: {status}")),
     };
     if events.send(Event::Connected).await.is_err() {
         return Ended::ConsumerGone;
     }
     loop {
-        tokio::select! {
+        let req = tokio::select! {
             msg = inbound.message() => {
                 let resp = match msg {
                     Ok(Some(resp)) => resp,
@@ -203,87 +204,59 @@ async fn stream_inner(
                 };
                 *answered = true;
                 match answer(state, resp, events).await {
-                    Answer::Send(req) => {
-                        if out_tx.send(*req).await.is_err() {
-                            return Ended::Stream("request channel closed".into());
-                        }
-                    }
-                    Answer::Nothing => {}
-                    Answer::ConsumerGone => return Ended::ConsumerGone,
+                    Ok(Some(req)) => req,
+                    Ok(None) => continue,
+                    Err(ended) => return ended,
                 }
             }
             cmd = commands.recv() => match cmd {
-                Some(Command::Subscribe(ty, names)) => {
-                    if let Some(req) = state.subscribe(ty, names) {
-                        if out_tx.send(req).await.is_err() {
-                            return Ended::Stream("request channel closed".into());
-                        }
-                    }
-                }
+                Some(Command::Subscribe(ty, names)) => match state.subscribe(ty, names) {
+                    Some(req) => req,
+                    None => continue,
+                },
                 None => return Ended::ConsumerGone,
             },
+        };
+        if out_tx.send(req).await.is_err() {
+            return Ended::Stream("request channel closed".into());
         }
     }
 }
 
-enum Answer {
-    Send(Box<DiscoveryRequest>),
-    Nothing,
-    ConsumerGone,
-}
-
-/// Hands a response to the consumer and turns its verdict into an ACK or a NACK.
-async fn answer(
-    state: &mut SotwState,
-    resp: DiscoveryResponse,
+/// Hands a response to the consumer and turns its verdict into the request to send (an
+/// ACK or NACK), or none for an ignored response.
+async fn answer<P: Protocol>(
+    state: &mut P,
+    resp: P::Response,
     events: &mpsc::Sender<Event>,
-) -> Answer {
-    let Some(ty) = ResourceType::from_type_url(&resp.type_url) else {
-        // As Envoy does: a type nobody subscribed to is ignored (no ACK, no NACK).
-        tracing::warn!(type_url = %resp.type_url, "ignoring an xDS response of a type with no subscription");
-        return Answer::Nothing;
+) -> Result<Option<P::Request>, Ended> {
+    let (pending, resources, complete): (Pending, Vec<Any>, bool) = match state.receive(resp) {
+        Received::Ignore => return Ok(None),
+        Received::Answer(req) => return Ok(Some(req)),
+        Received::Deliver {
+            pending,
+            resources,
+            complete,
+        } => (pending, resources, complete),
     };
-    if state.subscription(ty).is_none() {
-        tracing::warn!(type_url = %resp.type_url, "ignoring an xDS response of a type with no subscription");
-        return Answer::Nothing;
-    }
-    // Resources must all be of the response's type.
-    if let Some(bad) = resp.resources.iter().find(|r| r.type_url != resp.type_url) {
-        let message = format!(
-            "resource of type {} in a response of type {}",
-            bad.type_url, resp.type_url
-        );
-        return Answer::Send(Box::new(state.nack(ty, &resp.nonce, invalid(message))));
-    }
     let (verdict_tx, verdict_rx) = oneshot::channel();
     let update = Update {
-        ty,
-        version_info: resp.version_info.clone(),
-        resources: resp.resources,
+        ty: pending.ty,
+        version_info: pending.version_info.clone(),
+        resources,
+        removed: pending.removed.clone(),
+        complete,
         verdict: verdict_tx,
     };
     if events.send(Event::Update(update)).await.is_err() {
-        return Answer::ConsumerGone;
+        return Err(Ended::ConsumerGone);
     }
-    match verdict_rx.await {
-        Ok(Ok(())) => Answer::Send(Box::new(state.ack(ty, &resp.version_info, &resp.nonce))),
-        Ok(Err(rejection)) => Answer::Send(Box::new(state.nack(
-            ty,
-            &resp.nonce,
-            invalid(rejection.message),
-        ))),
-        Err(_) => Answer::Send(Box::new(state.nack(
-            ty,
-            &resp.nonce,
+    Ok(Some(match verdict_rx.await {
+        Ok(Ok(())) => state.accept(&pending),
+        Ok(Err(rejection)) => state.reject(&pending, invalid(rejection.message)),
+        Err(_) => state.reject(
+            &pending,
             invalid("the update was dropped without being applied".into()),
-        ))),
-    }
-}
-
-fn invalid(message: String) -> Status {
-    Status {
-        code: INVALID_ARGUMENT,
-        message,
-        details: Vec::new(),
-    }
+        ),
+    }))
 }

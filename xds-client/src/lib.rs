@@ -4,17 +4,20 @@
 //! batch to validate and apply; the consumer's verdict becomes the ACK or NACK.
 //!
 //! - [`resource`]: the resource types and their type URLs.
-//! - [`sotw`]: the state-of-the-world protocol state (pure, no I/O).
+//! - [`sotw`] and [`delta`]: the state-of-the-world and incremental protocol states
+//!   (pure, no I/O); `protocol` puts both behind the one trait the stream loop uses.
 //! - [`transport`]: the gRPC channel to the control plane.
 //! - [`backoff`]: jittered exponential reconnect delays.
 //! - [`client`]: the stream loop: connect, subscribe, deliver, ACK/NACK, reconnect.
 
 pub mod backoff;
 pub mod client;
+pub mod delta;
+mod protocol;
 pub mod resource;
 pub mod sotw;
 pub mod transport;
 
-pub use client::{spawn, Config, Event, Handle, Rejection, Update};
+pub use client::{spawn, Api, Config, Event, Handle, Rejection, Update};
 pub use resource::ResourceType;
 pub use transport::Target;
