@@ -4,16 +4,18 @@
 //! plane is away; this loop never gives up on reconnecting. State of the world or delta
 //! is chosen by [`Config::api`] (the bootstrap's `api_type`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::Any;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
+use crate::cache::{Cache, Snapshot};
 use crate::delta::DeltaState;
 use crate::protocol::{invalid, Pending, Protocol, Received};
 use crate::resource::ResourceType;
@@ -87,13 +89,23 @@ enum Command {
     Subscribe(ResourceType, BTreeSet<String>),
 }
 
-/// Changes subscriptions of a running client.
+/// Changes subscriptions of a running client and reads its cache.
 #[derive(Debug, Clone)]
 pub struct Handle {
     commands: mpsc::UnboundedSender<Command>,
+    watches: Arc<HashMap<ResourceType, watch::Receiver<Arc<Snapshot>>>>,
 }
 
 impl Handle {
+    /// The accepted resources of `ty`, updated after every accepted update.
+    pub fn watch(&self, ty: ResourceType) -> watch::Receiver<Arc<Snapshot>> {
+        match self.watches.get(&ty) {
+            Some(w) => w.clone(),
+            // Every type has a channel; this is only for completeness.
+            None => watch::channel(Arc::new(Snapshot::default())).1,
+        }
+    }
+
     /// Subscribes `ty` to `names` (replacing its previous names). For LDS and CDS, no
     /// names is the wildcard subscription.
     pub fn subscribe(&self, ty: ResourceType, names: BTreeSet<String>) {
@@ -106,16 +118,30 @@ impl Handle {
 pub fn spawn(config: Config) -> (Handle, mpsc::Receiver<Event>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::channel(16);
+    let cache = Cache::default();
+    let watches = ResourceType::ALL
+        .into_iter()
+        .filter_map(|t| Some((t, cache.watch(t)?)))
+        .collect();
     let (node, once) = (config.node.clone(), config.set_node_on_first_message_only);
+    let io = Io {
+        commands: cmd_rx,
+        events: ev_tx,
+        cache,
+    };
     match config.api {
         Api::StateOfTheWorld => {
-            tokio::spawn(run(SotwState::new(node, once), config, cmd_rx, ev_tx));
+            tokio::spawn(run(SotwState::new(node, once), config, io));
         }
         Api::Delta => {
-            tokio::spawn(run(DeltaState::new(node, once), config, cmd_rx, ev_tx));
+            tokio::spawn(run(DeltaState::new(node, once), config, io));
         }
     }
-    (Handle { commands: cmd_tx }, ev_rx)
+    let handle = Handle {
+        commands: cmd_tx,
+        watches: Arc::new(watches),
+    };
+    (handle, ev_rx)
 }
 
 /// Why a stream ended.
@@ -126,15 +152,17 @@ enum Ended {
     Stream(String),
 }
 
-async fn run<P: Protocol>(
-    mut state: P,
-    mut config: Config,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+/// The loop's channels to the outside and its cache.
+struct Io {
+    commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
-) {
+    cache: Cache,
+}
+
+async fn run<P: Protocol>(mut state: P, mut config: Config, mut io: Io) {
     loop {
         let mut answered = false;
-        let ended = stream(&config, &mut state, &mut commands, &events, &mut answered).await;
+        let ended = stream(&config, &mut state, &mut io, &mut answered).await;
         let reason = match ended {
             Ended::ConsumerGone => return,
             Ended::Stream(reason) => reason,
@@ -145,7 +173,8 @@ async fn run<P: Protocol>(
         }
         let retry_in = config.backoff.next_delay();
         tracing::debug!(%reason, ?retry_in, "xDS stream ended");
-        if events
+        if io
+            .events
             .send(Event::Disconnected { reason, retry_in })
             .await
             .is_err()
@@ -158,7 +187,7 @@ async fn run<P: Protocol>(
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
-                cmd = commands.recv() => match cmd {
+                cmd = io.commands.recv() => match cmd {
                     Some(Command::Subscribe(ty, names)) => { state.subscribe(ty, names); }
                     None => return,
                 },
@@ -172,8 +201,7 @@ async fn run<P: Protocol>(
 async fn stream<P: Protocol>(
     config: &Config,
     state: &mut P,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-    events: &mpsc::Sender<Event>,
+    io: &mut Io,
     answered: &mut bool,
 ) -> Ended {
     let channel = match transport::connect(&config.target, &config.channel).await {
@@ -191,7 +219,7 @@ async fn stream<P: Protocol>(
         Ok(s) => s,
         Err(status) => return Ended::Stream(format!("opening the stream: {status}")),
     };
-    if events.send(Event::Connected).await.is_err() {
+    if io.events.send(Event::Connected).await.is_err() {
         return Ended::ConsumerGone;
     }
     loop {
@@ -203,13 +231,13 @@ async fn stream<P: Protocol>(
                     Err(status) => return Ended::Stream(format!("stream error: {status}")),
                 };
                 *answered = true;
-                match answer(state, resp, events).await {
+                match answer(state, resp, io).await {
                     Ok(Some(req)) => req,
                     Ok(None) => continue,
                     Err(ended) => return ended,
                 }
             }
-            cmd = commands.recv() => match cmd {
+            cmd = io.commands.recv() => match cmd {
                 Some(Command::Subscribe(ty, names)) => match state.subscribe(ty, names) {
                     Some(req) => req,
                     None => continue,
@@ -228,7 +256,7 @@ async fn stream<P: Protocol>(
 async fn answer<P: Protocol>(
     state: &mut P,
     resp: P::Response,
-    events: &mpsc::Sender<Event>,
+    io: &mut Io,
 ) -> Result<Option<P::Request>, Ended> {
     let (pending, resources, complete): (Pending, Vec<Any>, bool) = match state.receive(resp) {
         Received::Ignore => return Ok(None),
@@ -240,6 +268,7 @@ async fn answer<P: Protocol>(
         } => (pending, resources, complete),
     };
     let (verdict_tx, verdict_rx) = oneshot::channel();
+    let kept = resources.clone();
     let update = Update {
         ty: pending.ty,
         version_info: pending.version_info.clone(),
@@ -248,15 +277,36 @@ async fn answer<P: Protocol>(
         complete,
         verdict: verdict_tx,
     };
-    if events.send(Event::Update(update)).await.is_err() {
+    if io.events.send(Event::Update(update)).await.is_err() {
         return Err(Ended::ConsumerGone);
     }
     Ok(Some(match verdict_rx.await {
-        Ok(Ok(())) => state.accept(&pending),
+        Ok(Ok(())) => {
+            remember(&mut io.cache, &pending, kept, complete);
+            state.accept(&pending)
+        }
         Ok(Err(rejection)) => state.reject(&pending, invalid(rejection.message)),
         Err(_) => state.reject(
             &pending,
             invalid("the update was dropped without being applied".into()),
         ),
     }))
+}
+
+/// Puts an accepted update into the cache.
+fn remember(cache: &mut Cache, p: &Pending, resources: Vec<Any>, complete: bool) {
+    if complete {
+        cache.replace(p.ty, &p.version_info, &resources);
+        return;
+    }
+    let versions: HashMap<&str, &str> = p
+        .versions
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let updated = p.names.iter().zip(resources).map(|(name, body)| {
+        let version = versions.get(name.as_str()).copied().unwrap_or_default();
+        (name.clone(), version.to_string(), body)
+    });
+    cache.apply_delta(p.ty, &p.version_info, updated, &p.removed);
 }

@@ -8,9 +8,11 @@
 //!   (pure, no I/O); `protocol` puts both behind the one trait the stream loop uses.
 //! - [`transport`]: the gRPC channel to the control plane.
 //! - [`backoff`]: jittered exponential reconnect delays.
+//! - [`cache`]: the accepted resources per type, as snapshots behind `watch` channels.
 //! - [`client`]: the stream loop: connect, subscribe, deliver, ACK/NACK, reconnect.
 
 pub mod backoff;
+pub mod cache;
 pub mod client;
 pub mod delta;
 mod protocol;

@@ -44,6 +44,8 @@ pub struct Pending {
     pub versions: Vec<(String, String)>,
     /// Delta: names removed.
     pub removed: Vec<String>,
+    /// Delta: the names of the delivered resources, in their order.
+    pub names: Vec<String>,
 }
 
 pub enum Received<R> {
@@ -116,6 +118,7 @@ impl Protocol for SotwState {
                 version_info: resp.version_info,
                 versions: Vec::new(),
                 removed: Vec::new(),
+                names: Vec::new(),
             },
             resources: resp.resources,
             complete: true,
@@ -165,6 +168,7 @@ impl Protocol for DeltaState {
         };
         let mut versions = Vec::with_capacity(resp.resources.len());
         let mut resources = Vec::with_capacity(resp.resources.len());
+        let mut names = Vec::with_capacity(resp.resources.len());
         for r in resp.resources {
             if r.name.is_empty() {
                 let e = invalid(format!(
@@ -180,6 +184,7 @@ impl Protocol for DeltaState {
                     return Received::Answer(self.nack(ty, &resp.nonce, e));
                 }
                 resources.push(body);
+                names.push(r.name.clone());
             }
             versions.push((r.name, r.version));
         }
@@ -190,6 +195,7 @@ impl Protocol for DeltaState {
                 version_info: resp.system_version_info,
                 versions,
                 removed: resp.removed_resources,
+                names,
             },
             resources,
             complete: false,

@@ -81,7 +81,7 @@ async fn synced(
 #[tokio::test]
 async fn updates_removals_ack_and_nack() {
     let mut cp = ControlPlane::start(&Listen::Tcp).await;
-    let (_handle, mut events, mut s) = synced(&mut cp).await;
+    let (handle, mut events, mut s) = synced(&mut cp).await;
 
     s.respond(response(
         ResourceType::Cluster,
@@ -95,6 +95,9 @@ async fn updates_removals_ack_and_nack() {
     assert_eq!(u.resources.len(), 1);
     u.accept();
     assert_eq!(s.request().await.response_nonce, "n2");
+    let cached = handle.watch(ResourceType::Cluster).borrow().clone();
+    assert_eq!(cached.resources.keys().collect::<Vec<_>>(), vec!["b", "c"]);
+    assert_eq!(cached.resources["c"].version, "1");
 
     s.respond(response(
         ResourceType::Cluster,
