@@ -4,7 +4,7 @@
 //! plane is away; this loop never gives up on reconnecting. State of the world or delta
 //! is chosen by [`Config::api`] (the bootstrap's `api_type`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
@@ -39,6 +40,9 @@ pub struct Config {
     pub set_node_on_first_message_only: bool,
     pub channel: ChannelOptions,
     pub backoff: Backoff,
+    /// `initial_fetch_timeout`: how long a newly subscribed type waits for its first
+    /// response before [`Event::InitialFetchTimeout`] (none: wait forever).
+    pub initial_fetch_timeout: Option<Duration>,
 }
 
 /// What the client tells its consumer.
@@ -50,6 +54,9 @@ pub enum Event {
     Disconnected { reason: String, retry_in: Duration },
     /// A response to apply.
     Update(Update),
+    /// A subscribed type got no response within `initial_fetch_timeout`: the consumer
+    /// stops waiting for it (Envoy ends warming); later responses still come.
+    InitialFetchTimeout(ResourceType),
 }
 
 /// One discovery response for `ty`. Answer with [`Update::accept`] once applied or
@@ -128,6 +135,10 @@ pub fn spawn(config: Config) -> (Handle, mpsc::Receiver<Event>) {
         commands: cmd_rx,
         events: ev_tx,
         cache,
+        timers: FetchTimers {
+            timeout: config.initial_fetch_timeout,
+            ..FetchTimers::default()
+        },
     };
     match config.api {
         Api::StateOfTheWorld => {
@@ -152,11 +163,69 @@ enum Ended {
     Stream(String),
 }
 
-/// The loop's channels to the outside and its cache.
+/// The loop's channels to the outside, its cache and its fetch timers.
 struct Io {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     cache: Cache,
+    timers: FetchTimers,
+}
+
+/// `initial_fetch_timeout` per type: armed on a type's first subscription, disarmed by
+/// its first response or its expiry, across reconnects.
+#[derive(Debug, Default)]
+struct FetchTimers {
+    timeout: Option<Duration>,
+    due: BTreeMap<ResourceType, Instant>,
+    settled: BTreeSet<ResourceType>,
+}
+
+impl FetchTimers {
+    fn subscribed(&mut self, ty: ResourceType) {
+        if let Some(t) = self.timeout {
+            if !self.settled.contains(&ty) {
+                self.due.entry(ty).or_insert_with(|| Instant::now() + t);
+            }
+        }
+    }
+
+    fn settled(&mut self, ty: ResourceType) {
+        self.due.remove(&ty);
+        self.settled.insert(ty);
+    }
+
+    /// Resolves with the first type whose timer expires (never, with none armed).
+    async fn expired(&self) -> ResourceType {
+        match self.due.iter().min_by_key(|(_, at)| **at) {
+            Some((ty, at)) => {
+                tokio::time::sleep_until(*at).await;
+                *ty
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Io {
+    /// Applies a subscription command to the protocol state and the timers.
+    fn subscribe<P: Protocol>(
+        &mut self,
+        state: &mut P,
+        ty: ResourceType,
+        names: BTreeSet<String>,
+    ) -> Option<P::Request> {
+        self.timers.subscribed(ty);
+        state.subscribe(ty, names)
+    }
+
+    /// Reports an expired fetch timer; false if the consumer is gone.
+    async fn fetch_timed_out(&mut self, ty: ResourceType) -> bool {
+        self.timers.settled(ty);
+        self.events
+            .send(Event::InitialFetchTimeout(ty))
+            .await
+            .is_ok()
+    }
 }
 
 async fn run<P: Protocol>(mut state: P, mut config: Config, mut io: Io) {
@@ -188,9 +257,14 @@ async fn run<P: Protocol>(mut state: P, mut config: Config, mut io: Io) {
             tokio::select! {
                 _ = &mut sleep => break,
                 cmd = io.commands.recv() => match cmd {
-                    Some(Command::Subscribe(ty, names)) => { state.subscribe(ty, names); }
+                    Some(Command::Subscribe(ty, names)) => { io.subscribe(&mut state, ty, names); }
                     None => return,
                 },
+                ty = io.timers.expired() => {
+                    if !io.fetch_timed_out(ty).await {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -238,12 +312,18 @@ async fn stream<P: Protocol>(
                 }
             }
             cmd = io.commands.recv() => match cmd {
-                Some(Command::Subscribe(ty, names)) => match state.subscribe(ty, names) {
+                Some(Command::Subscribe(ty, names)) => match io.subscribe(state, ty, names) {
                     Some(req) => req,
                     None => continue,
                 },
                 None => return Ended::ConsumerGone,
             },
+            ty = io.timers.expired() => {
+                if !io.fetch_timed_out(ty).await {
+                    return Ended::ConsumerGone;
+                }
+                continue;
+            }
         };
         if out_tx.send(req).await.is_err() {
             return Ended::Stream("request channel closed".into());
@@ -260,13 +340,17 @@ async fn answer<P: Protocol>(
 ) -> Result<Option<P::Request>, Ended> {
     let (pending, resources, complete): (Pending, Vec<Any>, bool) = match state.receive(resp) {
         Received::Ignore => return Ok(None),
-        Received::Answer(req) => return Ok(Some(req)),
+        Received::Answer(ty, req) => {
+            io.timers.settled(ty);
+            return Ok(Some(req));
+        }
         Received::Deliver {
             pending,
             resources,
             complete,
         } => (pending, resources, complete),
     };
+    io.timers.settled(pending.ty);
     let (verdict_tx, verdict_rx) = oneshot::channel();
     let kept = resources.clone();
     let update = Update {

@@ -52,7 +52,7 @@ pub enum Received<R> {
     /// Not for us: no answer (Envoy ignores types it has no subscription for).
     Ignore,
     /// Answer at once without the consumer (a malformed response's NACK).
-    Answer(R),
+    Answer(ResourceType, R),
     /// Hand to the consumer.
     Deliver {
         pending: Pending,
@@ -109,7 +109,7 @@ impl Protocol for SotwState {
         };
         if let Some(bad) = resp.resources.iter().find(|r| r.type_url != resp.type_url) {
             let e = wrong_type(&bad.type_url, &resp.type_url);
-            return Received::Answer(self.nack(ty, &resp.nonce, e));
+            return Received::Answer(ty, self.nack(ty, &resp.nonce, e));
         }
         Received::Deliver {
             pending: Pending {
@@ -175,13 +175,13 @@ impl Protocol for DeltaState {
                     "a resource in a {} response has no name",
                     ty.short_name()
                 ));
-                return Received::Answer(self.nack(ty, &resp.nonce, e));
+                return Received::Answer(ty, self.nack(ty, &resp.nonce, e));
             }
             // A resource without a body only refreshes its version (a TTL heartbeat).
             if let Some(body) = r.resource {
                 if body.type_url != resp.type_url {
                     let e = wrong_type(&body.type_url, &resp.type_url);
-                    return Received::Answer(self.nack(ty, &resp.nonce, e));
+                    return Received::Answer(ty, self.nack(ty, &resp.nonce, e));
                 }
                 resources.push(body);
                 names.push(r.name.clone());

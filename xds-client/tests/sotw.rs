@@ -170,3 +170,39 @@ async fn subscription_changes_and_bad_responses() {
     );
     assert!(nack.error_detail.is_some());
 }
+
+/// `initial_fetch_timeout`: a type the control plane never answers is reported once; a
+/// type that was answered is not.
+#[tokio::test]
+async fn initial_fetch_timeout_reports_an_unanswered_type() {
+    let mut cp = ControlPlane::start(&Listen::Tcp).await;
+    let mut cfg = config(cp.target.clone(), Api::StateOfTheWorld);
+    cfg.initial_fetch_timeout = Some(std::time::Duration::from_millis(150));
+    let (handle, mut events) = xds_client::spawn(cfg);
+    handle.subscribe(ResourceType::Cluster, BTreeSet::new());
+    handle.subscribe(ResourceType::Listener, BTreeSet::new());
+    let mut s = cp.sotw_stream().await;
+    s.request().await;
+    s.request().await;
+    s.respond(response(
+        ResourceType::Cluster,
+        "v1",
+        "n1",
+        vec![cluster("a")],
+    ));
+    next_update(&mut events).await.accept();
+    loop {
+        match support::next_event(&mut events).await {
+            xds_client::Event::InitialFetchTimeout(ty) => {
+                assert_eq!(ty, ResourceType::Listener);
+                break;
+            }
+            xds_client::Event::Connected => continue,
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    // Later responses for it still come through.
+    s.respond(response(ResourceType::Listener, "l1", "n2", vec![]));
+    let u = next_update(&mut events).await;
+    assert_eq!(u.ty, ResourceType::Listener);
+}

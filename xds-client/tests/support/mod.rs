@@ -172,6 +172,7 @@ pub fn config(target: Target, api: Api) -> Config {
         set_node_on_first_message_only: true,
         channel: ChannelOptions::default(),
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
+        initial_fetch_timeout: None,
     }
 }
 
@@ -202,7 +203,9 @@ pub async fn next_update(events: &mut mpsc::Receiver<Event>) -> Update {
         match next_event(events).await {
             Event::Update(u) => return u,
             Event::Connected => continue,
-            e @ Event::Disconnected { .. } => panic!("unexpected {e:?}"),
+            e @ (Event::Disconnected { .. } | Event::InitialFetchTimeout(_)) => {
+                panic!("unexpected {e:?}")
+            }
         }
     }
 }
@@ -214,6 +217,7 @@ pub async fn disconnected(events: &mut mpsc::Receiver<Event>) {
             Event::Disconnected { .. } => return,
             Event::Connected => continue,
             Event::Update(u) => panic!("unexpected update {u:?}"),
+            e @ Event::InitialFetchTimeout(_) => panic!("unexpected {e:?}"),
         }
     }
 }
