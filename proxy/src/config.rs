@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod common;
 pub mod dump;
+pub mod dynamic;
 pub mod error;
 pub mod listener;
 pub mod load;

@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3 as pb;
 
 use super::cluster::Cluster;
 use super::common::{self, BindAddress};
+use super::dynamic::DynamicResources;
 use super::error::{ConfigError, Result, Within};
 use super::listener::Listener;
 use super::load::{self, UnknownFields};
@@ -82,7 +83,10 @@ pub fn load(src: &Source<'_>) -> Result<Loaded> {
 impl TryFrom<&pb::Bootstrap> for Bootstrap {
     type Error = ConfigError;
     fn try_from(b: &pb::Bootstrap) -> Result<Self> {
-        if b.dynamic_resources.is_some() {
+        if let Some(d) = &b.dynamic_resources {
+            // Checked field by field (errors name the field), then refused as a whole
+            // until the proxy applies dynamic configuration.
+            DynamicResources::try_from(d).within("dynamic_resources")?;
             return Err(common::unsupported(
                 "dynamic_resources",
                 "dynamic configuration (xDS: ADS, LDS, CDS)",
