@@ -163,7 +163,8 @@ async fn main_loop(
 async fn init_clusters(server: &Arc<Server>) {
     let dns_clusters: Vec<_> = server
         .clusters
-        .iter()
+        .snapshot()
+        .values()
         .filter(|c| c.config.discovery != Discovery::Static)
         .cloned()
         .collect();

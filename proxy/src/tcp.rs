@@ -82,7 +82,7 @@ impl TcpContext {
 /// it ends or the worker's drain deadline passes.
 pub async fn proxy<I: Io>(mut downstream: I, ctx: Arc<TcpContext>) {
     ctx.stats.downstream_cx_total.inc();
-    let Some(cluster) = ctx.clusters.get(ctx.pick_cluster()).cloned() else {
+    let Some(cluster) = ctx.clusters.get(ctx.pick_cluster()) else {
         ctx.stats.downstream_cx_no_route.inc();
         let _ = downstream.shutdown().await;
         return;

@@ -50,7 +50,8 @@ fn addr_json(a: &HostAddr) -> Value {
 }
 
 pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
-    let mut clusters: Vec<_> = server.clusters.iter().collect();
+    let snapshot = server.clusters.snapshot();
+    let mut clusters: Vec<_> = snapshot.values().collect();
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     if q.get("format") == Some("json") {
         let statuses: Vec<Value> = clusters

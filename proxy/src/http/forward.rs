@@ -55,7 +55,7 @@ pub async fn forward<'r>(
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
     };
-    let Some(cluster) = ctx.clusters.get(cluster_name).cloned() else {
+    let Some(cluster) = ctx.clusters.get(cluster_name) else {
         ctx.stats.no_cluster.inc();
         return Err(LocalReply::ClusterNotFound);
     };

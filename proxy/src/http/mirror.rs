@@ -38,7 +38,7 @@ pub fn spawn_mirrors(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
         };
-        let Some(cluster) = ctx.clusters.get(name).cloned() else {
+        let Some(cluster) = ctx.clusters.get(name) else {
             continue;
         };
         let Some(host) = cluster.pick() else { continue };

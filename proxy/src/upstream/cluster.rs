@@ -211,39 +211,78 @@ fn static_host(e: &crate::config::cluster::Endpoint) -> Option<Host> {
     })
 }
 
-/// All clusters by name. Immutable once built; a new config builds a new manager.
+/// Clusters by name, looked up on every routed request (a fast hasher).
+pub type ClusterMap = HashMap<Arc<str>, Arc<ClusterState>, foldhash::fast::RandomState>;
+
+/// All clusters by name, as an immutable map swapped whole on every change: a request
+/// holds the `ClusterState` it looked up (and so finishes on the config it started
+/// with) while CDS adds, replaces or removes clusters.
 #[derive(Debug, Default)]
 pub struct ClusterManager {
-    /// Looked up by name on every routed request: a fast hasher.
-    clusters: HashMap<Arc<str>, Arc<ClusterState>, foldhash::fast::RandomState>,
+    clusters: ArcSwap<ClusterMap>,
+    /// Serializes writers (copy, change, swap); readers never wait.
+    write: std::sync::Mutex<()>,
 }
 
 impl ClusterManager {
     pub fn new(clusters: Vec<Cluster>, store: &Store) -> Self {
-        let clusters = clusters
+        let clusters: ClusterMap = clusters
             .into_iter()
             .map(|c| {
                 let s = Arc::new(ClusterState::new(c, store));
                 (s.name.clone(), s)
             })
             .collect();
-        ClusterManager { clusters }
+        ClusterManager {
+            clusters: ArcSwap::from_pointee(clusters),
+            write: std::sync::Mutex::new(()),
+        }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<ClusterState>> {
-        self.clusters.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<ClusterState>> {
+        self.clusters.load().get(name).cloned()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<ClusterState>> {
-        self.clusters.values()
+    /// The clusters as they are now.
+    pub fn snapshot(&self) -> Arc<ClusterMap> {
+        self.clusters.load_full()
     }
 
     pub fn len(&self) -> usize {
-        self.clusters.len()
+        self.clusters.load().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.clusters.is_empty()
+        self.clusters.load().is_empty()
+    }
+
+    fn change(&self, f: impl FnOnce(&mut ClusterMap)) {
+        // A poisoned lock only means another writer panicked; the map itself is whole.
+        let _w = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = ClusterMap::clone(&self.clusters.load());
+        f(&mut next);
+        self.clusters.store(Arc::new(next));
+    }
+
+    /// Adds `cluster`, or replaces the one with its name; returns the new state (the
+    /// caller starts its DNS refresh, if any).
+    pub fn upsert(&self, cluster: Cluster, store: &Store) -> Arc<ClusterState> {
+        let state = Arc::new(ClusterState::new(cluster, store));
+        let added = state.clone();
+        self.change(move |m| {
+            m.insert(added.name.clone(), added);
+        });
+        state
+    }
+
+    /// Removes a cluster; requests already holding it finish on it.
+    pub fn remove(&self, name: &str) -> Option<Arc<ClusterState>> {
+        let mut removed = None;
+        self.change(|m| removed = m.remove(name));
+        removed
     }
 }
 
@@ -271,5 +310,25 @@ mod tests {
         );
         let equal = HostSet::new(vec![host(1, 10), host(2, 10)]);
         assert_eq!(equal.schedule, vec![0, 1]);
+    }
+
+    #[test]
+    fn clusters_are_added_replaced_and_removed_while_holders_keep_theirs() {
+        let store = Store::default();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let m = ClusterManager::new(vec![crate::testutil::static_cluster("a", addr)], &store);
+        let held = m.get("a").expect("a");
+        let addr2 = SocketAddr::from(([127, 0, 0, 1], 2));
+        let new = m.upsert(crate::testutil::static_cluster("a", addr2), &store);
+        m.upsert(crate::testutil::static_cluster("b", addr), &store);
+        assert_eq!(m.len(), 2);
+        // The request that looked "a" up before the change still has the old hosts.
+        assert_eq!(held.pick().map(|h| h.addr), Some(HostAddr::Tcp(addr)));
+        let now = m.get("a").expect("a");
+        assert!(Arc::ptr_eq(&now, &new));
+        assert_eq!(now.pick().map(|h| h.addr), Some(HostAddr::Tcp(addr2)));
+        assert!(m.remove("b").is_some());
+        assert!(m.get("b").is_none() && m.remove("b").is_none());
+        assert_eq!(m.snapshot().len(), 1);
     }
 }
