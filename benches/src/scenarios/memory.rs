@@ -28,7 +28,7 @@ pub fn connections(ctx: &mut Ctx, t: Target, rep: u32) -> Result<(), String> {
     let o = idle::run(ctx.load_cpu, addrs.http1, n, settle, move || {
         pid.map_or((0, 0), procstat::memory_kib)
     })?;
-    let (after, _) = o.measured.unwrap_or_default();
+    let (after, _) = o.measured;
     let mut s = Sample::new(
         Scenario::Connections,
         format!("{n} idle HTTP/1.1 keep-alive connections"),
