@@ -129,7 +129,7 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
     let remora = targets::remora_bin()?;
     let up = upstream::start(load_cpu, args.body_bytes)?;
     let cfg = targets::config(&up);
-    let root = targets::workspace_root();
+    let root = tests::workspace_root();
     let out = args
         .out
         .clone()

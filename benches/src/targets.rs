@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tests::process::admin_get;
+use tests::workspace_root;
+
 use crate::upstream::Upstreams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -226,7 +229,7 @@ pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
             .ok()
             .and_then(|s| s.trim().parse().ok())
         {
-            if get(a, "/ready").is_some_and(|(c, _)| c == 200) {
+            if admin_get(a, "/ready").is_some_and(|(c, _)| c == 200) {
                 break a;
             }
         }
@@ -240,7 +243,7 @@ pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
     };
     p.ready_after = t0.elapsed();
     // Text form, the same from both proxies: `name::ip:port` per line.
-    let (_, body) = get(p.admin, "/listeners").ok_or("no answer from /listeners")?;
+    let (_, body) = admin_get(p.admin, "/listeners").ok_or("no answer from /listeners")?;
     let listeners: HashMap<&str, SocketAddr> = body
         .lines()
         .filter_map(|l| l.split_once("::"))
@@ -260,46 +263,6 @@ pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
     std::thread::sleep(Duration::from_millis(200));
     p.idle_rss_kib = crate::procstat::memory_kib(p.pid()).0;
     Ok(p)
-}
-
-/// A blocking admin GET: (status, body).
-pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.get(9..12)?.parse().ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Some((code, body))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The `remora` binary of this tree, built first (in the profile this harness was built
@@ -347,20 +310,12 @@ pub fn envoy_bin() -> Result<PathBuf, String> {
         .ok_or_else(|| "Envoy not found in .venv".to_string())
 }
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
 fn pin(cmd: &mut Command, cpu: usize) {
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // SAFETY: between fork and exec the child only calls sched_setaffinity, which is
+    // async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            crate::procstat::pin_current_thread(cpu);
             Ok(())
         });
     }

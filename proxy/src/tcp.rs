@@ -155,45 +155,8 @@ mod tests {
     use crate::testutil::{from_yaml, static_cluster};
     use tokio::io::AsyncReadExt;
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_timeout_closes_a_quiet_connection() {
-        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = upstream.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = upstream.accept().await.unwrap();
-            let mut buf = [0u8; 16];
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let store = Store::default();
-        let clusters = Arc::new(ClusterManager::new(vec![static_cluster("c", addr)], &store));
-        let cfg: TcpProxy = from_yaml::<
-            envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy,
-            _,
-        >(
-            "stat_prefix: t\ncluster: c\nidle_timeout: 600s",
-            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-        );
-        let ctx = Arc::new(TcpContext::new(Arc::new(cfg), clusters, &store));
-        let (mut client, server_side) = tokio::io::duplex(1024);
-        tokio::spawn(proxy(server_side, ctx.clone()));
-        client.write_all(b"x").await.unwrap();
-        let mut b = [0u8; 1];
-        client.read_exact(&mut b).await.unwrap();
-        let quiet_since = tokio::time::Instant::now();
-        let n = client.read(&mut b).await.unwrap();
-        assert_eq!(n, 0, "closed by the proxy");
-        assert!(quiet_since.elapsed() >= std::time::Duration::from_secs(600));
-        assert_eq!(ctx.stats.idle_timeout.get(), 1);
-    }
-
-    /// TCP on both sides takes the spliced path: bytes are echoed and the idle timeout
-    /// still closes a quiet connection.
-    #[tokio::test(start_paused = true)]
-    async fn spliced_connection_relays_and_idles_out() {
+    /// An echo upstream and a `tcp_proxy` context forwarding to it with `idle_timeout`.
+    async fn echo_proxy(idle_timeout: &str) -> Arc<TcpContext> {
         let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = upstream.local_addr().unwrap();
         tokio::spawn(async move {
@@ -211,10 +174,32 @@ mod tests {
             envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy,
             _,
         >(
-            "stat_prefix: t\ncluster: c\nidle_timeout: 30s",
+            &format!("stat_prefix: t\ncluster: c\nidle_timeout: {idle_timeout}"),
             "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         );
-        let ctx = Arc::new(TcpContext::new(Arc::new(cfg), clusters, &store));
+        Arc::new(TcpContext::new(Arc::new(cfg), clusters, &store))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_closes_a_quiet_connection() {
+        let ctx = echo_proxy("600s").await;
+        let (mut client, server_side) = tokio::io::duplex(1024);
+        tokio::spawn(proxy(server_side, ctx.clone()));
+        client.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        client.read_exact(&mut b).await.unwrap();
+        let quiet_since = tokio::time::Instant::now();
+        let n = client.read(&mut b).await.unwrap();
+        assert_eq!(n, 0, "closed by the proxy");
+        assert!(quiet_since.elapsed() >= std::time::Duration::from_secs(600));
+        assert_eq!(ctx.stats.idle_timeout.get(), 1);
+    }
+
+    /// TCP on both sides takes the spliced path: bytes are echoed and the idle timeout
+    /// still closes a quiet connection.
+    #[tokio::test(start_paused = true)]
+    async fn spliced_connection_relays_and_idles_out() {
+        let ctx = echo_proxy("30s").await;
         let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(front.local_addr().unwrap())
             .await

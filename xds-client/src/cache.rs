@@ -3,7 +3,7 @@
 //! whole current set of a type. Only accepted updates reach the cache; a NACKed one
 //! leaves it as it was.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
@@ -44,36 +44,34 @@ pub fn resource_name(body: &Any) -> Option<String> {
         .filter(|n| !n.is_empty())
 }
 
+/// One watch channel per resource type; shared (behind an `Arc`) by the client, which
+/// writes, and its handles, which read.
 #[derive(Debug)]
 pub struct Cache {
-    types: HashMap<ResourceType, watch::Sender<Arc<Snapshot>>>,
+    /// Indexed by `ResourceType as usize`.
+    types: [watch::Sender<Arc<Snapshot>>; ResourceType::ALL.len()],
 }
 
 impl Default for Cache {
     fn default() -> Self {
         Cache {
-            types: ResourceType::ALL
-                .into_iter()
-                .map(|t| (t, watch::channel(Arc::new(Snapshot::default())).0))
-                .collect(),
+            types: std::array::from_fn(|_| watch::channel(Arc::new(Snapshot::default())).0),
         }
     }
 }
 
 impl Cache {
-    fn sender(&mut self, ty: ResourceType) -> &watch::Sender<Arc<Snapshot>> {
-        self.types
-            .entry(ty)
-            .or_insert_with(|| watch::channel(Arc::new(Snapshot::default())).0)
+    fn sender(&self, ty: ResourceType) -> &watch::Sender<Arc<Snapshot>> {
+        &self.types[ty as usize]
     }
 
     /// Watches `ty`'s snapshot (empty until its first accepted update).
-    pub fn watch(&self, ty: ResourceType) -> Option<watch::Receiver<Arc<Snapshot>>> {
-        self.types.get(&ty).map(watch::Sender::subscribe)
+    pub fn watch(&self, ty: ResourceType) -> watch::Receiver<Arc<Snapshot>> {
+        self.sender(ty).subscribe()
     }
 
     /// Records an accepted state-of-the-world response: `resources` is the whole set.
-    pub fn replace(&mut self, ty: ResourceType, version_info: &str, resources: &[Any]) {
+    pub fn replace(&self, ty: ResourceType, version_info: &str, resources: &[Any]) {
         let snapshot = Snapshot {
             version_info: version_info.to_string(),
             resources: resources
@@ -92,7 +90,7 @@ impl Cache {
 
     /// Records an accepted delta response.
     pub fn apply_delta(
-        &mut self,
+        &self,
         ty: ResourceType,
         system_version_info: &str,
         updated: impl IntoIterator<Item = (String, String, Any)>,
@@ -145,10 +143,8 @@ mod tests {
 
     #[test]
     fn replace_and_delta_update_the_watched_snapshot() {
-        let mut c = Cache::default();
-        let mut w = c
-            .watch(ResourceType::Cluster)
-            .expect("every type is watched");
+        let c = Cache::default();
+        let mut w = c.watch(ResourceType::Cluster);
         c.replace(ResourceType::Cluster, "v1", &[cluster("a"), cluster("b")]);
         assert!(w.has_changed().unwrap_or(false));
         let s = w.borrow_and_update().clone();

@@ -4,7 +4,7 @@
 //! plane is away; this loop never gives up on reconnecting. State of the world or delta
 //! is chosen by [`Config::api`] (the bootstrap's `api_type`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,17 +100,13 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Handle {
     commands: mpsc::UnboundedSender<Command>,
-    watches: Arc<HashMap<ResourceType, watch::Receiver<Arc<Snapshot>>>>,
+    cache: Arc<Cache>,
 }
 
 impl Handle {
     /// The accepted resources of `ty`, updated after every accepted update.
     pub fn watch(&self, ty: ResourceType) -> watch::Receiver<Arc<Snapshot>> {
-        match self.watches.get(&ty) {
-            Some(w) => w.clone(),
-            // Every type has a channel; this is only for completeness.
-            None => watch::channel(Arc::new(Snapshot::default())).1,
-        }
+        self.cache.watch(ty)
     }
 
     /// Subscribes `ty` to `names` (replacing its previous names). For LDS and CDS, no
@@ -125,16 +121,12 @@ impl Handle {
 pub fn spawn(config: Config) -> (Handle, mpsc::Receiver<Event>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::channel(16);
-    let cache = Cache::default();
-    let watches = ResourceType::ALL
-        .into_iter()
-        .filter_map(|t| Some((t, cache.watch(t)?)))
-        .collect();
+    let cache = Arc::new(Cache::default());
     let (node, once) = (config.node.clone(), config.set_node_on_first_message_only);
     let io = Io {
         commands: cmd_rx,
         events: ev_tx,
-        cache,
+        cache: cache.clone(),
         timers: FetchTimers {
             timeout: config.initial_fetch_timeout,
             ..FetchTimers::default()
@@ -150,7 +142,7 @@ pub fn spawn(config: Config) -> (Handle, mpsc::Receiver<Event>) {
     }
     let handle = Handle {
         commands: cmd_tx,
-        watches: Arc::new(watches),
+        cache,
     };
     (handle, ev_rx)
 }
@@ -167,7 +159,7 @@ enum Ended {
 struct Io {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
-    cache: Cache,
+    cache: Arc<Cache>,
     timers: FetchTimers,
 }
 
@@ -366,7 +358,7 @@ async fn answer<P: Protocol>(
     }
     Ok(Some(match verdict_rx.await {
         Ok(Ok(())) => {
-            remember(&mut io.cache, &pending, kept, complete);
+            remember(&io.cache, &pending, kept, complete);
             state.accept(&pending)
         }
         Ok(Err(rejection)) => state.reject(&pending, invalid(rejection.message)),
@@ -378,19 +370,15 @@ async fn answer<P: Protocol>(
 }
 
 /// Puts an accepted update into the cache.
-fn remember(cache: &mut Cache, p: &Pending, resources: Vec<Any>, complete: bool) {
+fn remember(cache: &Cache, p: &Pending, resources: Vec<Any>, complete: bool) {
     if complete {
         cache.replace(p.ty, &p.version_info, &resources);
         return;
     }
-    let versions: HashMap<&str, &str> = p
-        .versions
+    let updated = p
+        .names
         .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let updated = p.names.iter().zip(resources).map(|(name, body)| {
-        let version = versions.get(name.as_str()).copied().unwrap_or_default();
-        (name.clone(), version.to_string(), body)
-    });
+        .zip(resources)
+        .map(|((name, version), body)| (name.clone(), version.clone(), body));
     cache.apply_delta(p.ty, &p.version_info, updated, &p.removed);
 }

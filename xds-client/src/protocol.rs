@@ -44,8 +44,8 @@ pub struct Pending {
     pub versions: Vec<(String, String)>,
     /// Delta: names removed.
     pub removed: Vec<String>,
-    /// Delta: the names of the delivered resources, in their order.
-    pub names: Vec<String>,
+    /// Delta: (name, version) of the delivered resources, in their order.
+    pub names: Vec<(String, String)>,
 }
 
 pub enum Received<R> {
@@ -184,7 +184,7 @@ impl Protocol for DeltaState {
                     return Received::Answer(ty, self.nack(ty, &resp.nonce, e));
                 }
                 resources.push(body);
-                names.push(r.name.clone());
+                names.push((r.name.clone(), r.version.clone()));
             }
             versions.push((r.name, r.version));
         }

@@ -48,6 +48,33 @@ impl Tally {
     fn bump(c: &Cell<u64>) {
         c.set(c.get() + 1);
     }
+
+    /// Sends one request and counts it; latency runs from `from` (its due time, or when
+    /// it was sent). False when it failed: the worker stops.
+    async fn exchange(&self, worker: &mut Worker, from: Instant, w: &Window) -> bool {
+        let ok = worker.call().await;
+        let done = Instant::now();
+        if !ok {
+            Tally::bump(&self.errors);
+            return false;
+        }
+        if w.measuring(from) {
+            self.record((done - from).as_nanos());
+        }
+        if w.measuring(done) {
+            Tally::bump(&self.completed);
+        }
+        true
+    }
+
+    /// A request due at `due` that was still waiting when the window closed: counted
+    /// with its wait so far.
+    fn unsent(&self, due: Instant, w: &Window) {
+        if due >= w.measure_start {
+            self.record((w.measure_end - due).as_nanos());
+            Tally::bump(&self.unsent);
+        }
+    }
 }
 
 pub async fn drive(load: Load, mut probe: Probe) -> Result<Outcome, String> {
@@ -90,10 +117,7 @@ pub async fn drive(load: Load, mut probe: Probe) -> Result<Outcome, String> {
             if due >= w.measure_end {
                 break;
             }
-            if due >= w.measure_start {
-                tally.record((w.measure_end - due).as_nanos());
-                Tally::bump(&tally.unsent);
-            }
+            tally.unsent(due, &w);
             slot += 1;
         }
     }
@@ -127,23 +151,11 @@ async fn open_loop(
             .map_err(|e| format!("timerfd: {e}"))?;
         if Instant::now() >= w.measure_end {
             // The window closed while this request waited for a free slot.
-            if due >= w.measure_start {
-                tally.record((w.measure_end - due).as_nanos());
-                Tally::bump(&tally.unsent);
-            }
+            tally.unsent(due, w);
             return Ok(());
         }
-        let ok = worker.call().await;
-        let done = Instant::now();
-        if !ok {
-            Tally::bump(&tally.errors);
+        if !tally.exchange(&mut worker, due, w).await {
             return Ok(());
-        }
-        if w.measuring(due) {
-            tally.record((done - due).as_nanos());
-        }
-        if w.measuring(done) {
-            Tally::bump(&tally.completed);
         }
     }
 }
@@ -155,17 +167,8 @@ async fn closed_loop(mut worker: Worker, w: &Window, tally: &Tally) -> Result<()
         if sent >= w.measure_end {
             return Ok(());
         }
-        let ok = worker.call().await;
-        let done = Instant::now();
-        if !ok {
-            Tally::bump(&tally.errors);
+        if !tally.exchange(&mut worker, sent, w).await {
             return Ok(());
-        }
-        if w.measuring(sent) {
-            tally.record((done - sent).as_nanos());
-        }
-        if w.measuring(done) {
-            Tally::bump(&tally.completed);
         }
     }
 }

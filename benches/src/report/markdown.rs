@@ -48,29 +48,77 @@ fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
     (b != 0.0).then_some(a / b)
 }
 
+/// A goal on the ratio of two targets' medians, checked at every point of a scenario.
+struct RatioGoal {
+    scenario: Scenario,
+    metric: &'static str,
+    /// The denominator (Remora is always the numerator).
+    over: Target,
+    what: &'static str,
+    /// Whether the row names the point (scenarios with several points).
+    name_point: bool,
+    bound: &'static str,
+    met: fn(f64) -> bool,
+}
+
+const CPU: RatioGoal = RatioGoal {
+    scenario: Scenario::Peak,
+    metric: "cpu_us_per_req",
+    over: Target::Envoy,
+    what: "CPU per request, Remora/Envoy",
+    name_point: true,
+    bound: "≤ 0.33",
+    met: |m| m <= 1.0 / 3.0,
+};
+const THROUGHPUT: RatioGoal = RatioGoal {
+    scenario: Scenario::Peak,
+    metric: "rps",
+    over: Target::Envoy,
+    what: "peak throughput, Remora/Envoy",
+    name_point: true,
+    bound: "≥ 3",
+    met: |m| m >= 3.0,
+};
+const BULK: RatioGoal = RatioGoal {
+    scenario: Scenario::TcpBulk,
+    metric: "gbit_per_s",
+    over: Target::Direct,
+    what: "TCP bulk throughput, Remora/no proxy",
+    name_point: false,
+    bound: "≥ 0.90",
+    met: |m| m >= 0.9,
+};
+const PER_CONNECTION: RatioGoal = RatioGoal {
+    scenario: Scenario::Connections,
+    metric: "bytes_per_connection",
+    over: Target::Envoy,
+    what: "memory per idle connection, Remora/Envoy",
+    name_point: false,
+    bound: "≤ 0.25",
+    met: |m| m <= 0.25,
+};
+
+fn ratio_goals<'a>(r: &'a Results, spec: &'a RatioGoal) -> impl Iterator<Item = Goal> + 'a {
+    r.points(spec.scenario).into_iter().map(move |p| {
+        let stat = |t| r.stat(spec.scenario, &p, t, spec.metric);
+        let m = ratio(stat(Target::Remora), stat(spec.over));
+        Goal {
+            what: if spec.name_point {
+                format!("{} ({p})", spec.what)
+            } else {
+                spec.what.to_string()
+            },
+            measured: fmt2(m),
+            bound: spec.bound,
+            met: m.map(spec.met),
+        }
+    })
+}
+
 fn goals(r: &Results) -> Vec<Goal> {
-    let mut g = Vec::new();
-    let peak = r.points(Scenario::Peak);
-    for p in &peak {
-        let cpu = |t| r.stat(Scenario::Peak, p, t, "cpu_us_per_req");
-        let m = ratio(cpu(Target::Remora), cpu(Target::Envoy));
-        g.push(Goal {
-            what: format!("CPU per request, Remora/Envoy ({p})"),
-            measured: fmt2(m),
-            bound: "≤ 0.33",
-            met: m.map(|m| m <= 1.0 / 3.0),
-        });
-    }
-    for p in &peak {
-        let rps = |t| r.stat(Scenario::Peak, p, t, "rps");
-        let m = ratio(rps(Target::Remora), rps(Target::Envoy));
-        g.push(Goal {
-            what: format!("peak throughput, Remora/Envoy ({p})"),
-            measured: fmt2(m),
-            bound: "≥ 3",
-            met: m.map(|m| m >= 3.0),
-        });
-    }
+    let mut g: Vec<Goal> = ratio_goals(r, &CPU)
+        .chain(ratio_goals(r, &THROUGHPUT))
+        .collect();
     for p in r.points(Scenario::Latency) {
         let fraction = r
             .samples(Scenario::Latency, &p, Target::Remora)
@@ -100,16 +148,7 @@ fn goals(r: &Results) -> Vec<Goal> {
             },
         });
     }
-    for p in r.points(Scenario::TcpBulk) {
-        let tput = |t| r.stat(Scenario::TcpBulk, &p, t, "gbit_per_s");
-        let m = ratio(tput(Target::Remora), tput(Target::Direct));
-        g.push(Goal {
-            what: "TCP bulk throughput, Remora/no proxy".into(),
-            measured: fmt2(m),
-            bound: "≥ 0.90",
-            met: m.map(|m| m >= 0.9),
-        });
-    }
+    g.extend(ratio_goals(r, &BULK));
     let idle = r
         .stat(
             Scenario::Startup,
@@ -124,16 +163,7 @@ fn goals(r: &Results) -> Vec<Goal> {
         bound: "< 10",
         met: idle.map(|m| m < 10.0),
     });
-    for p in r.points(Scenario::Connections) {
-        let per = |t| r.stat(Scenario::Connections, &p, t, "bytes_per_connection");
-        let m = ratio(per(Target::Remora), per(Target::Envoy));
-        g.push(Goal {
-            what: "memory per idle connection, Remora/Envoy".into(),
-            measured: fmt2(m),
-            bound: "≤ 0.25",
-            met: m.map(|m| m <= 0.25),
-        });
-    }
+    g.extend(ratio_goals(r, &PER_CONNECTION));
     g
 }
 

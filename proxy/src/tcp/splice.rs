@@ -100,38 +100,12 @@ mod tests {
         (c, s)
     }
 
-    /// 8 MiB one way and 1 MiB the other, concurrently, with half-closes: every byte
-    /// arrives in order, both counts are right, and each end sees the other's EOF.
-    #[tokio::test]
-    async fn relays_both_directions_and_half_closes() {
-        let (mut client, a) = pair().await;
-        let (b, mut server) = pair().await;
-        let clock = ActivityClock::default();
-        let relay = tokio::spawn(async move { relay(&a, &b, &clock).await });
-        let up: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let down: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 241) as u8).collect();
-        let (up2, down2) = (up.clone(), down.clone());
-        let server_task = tokio::spawn(async move {
-            let (mut r, mut w) = server.split();
-            let send = async {
-                w.write_all(&down2).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let recv = async {
-                let mut got = Vec::new();
-                r.read_to_end(&mut got).await.unwrap();
-                got
-            };
-            let ((), got) = tokio::join!(send, recv);
-            assert!(
-                got == up2,
-                "upstream got {} bytes, not the sent ones",
-                got.len()
-            );
-        });
-        let (mut r, mut w) = client.split();
+    /// Sends `data` and half-closes while reading everything the peer sends until its
+    /// half-close; returns what was read.
+    async fn exchange(mut s: TcpStream, data: Vec<u8>) -> Vec<u8> {
+        let (mut r, mut w) = s.split();
         let send = async {
-            w.write_all(&up).await.unwrap();
+            w.write_all(&data).await.unwrap();
             w.shutdown().await.unwrap();
         };
         let recv = async {
@@ -139,9 +113,28 @@ mod tests {
             r.read_to_end(&mut got).await.unwrap();
             got
         };
-        let ((), got) = tokio::join!(send, recv);
+        tokio::join!(send, recv).1
+    }
+
+    /// 8 MiB one way and 1 MiB the other, concurrently, with half-closes: every byte
+    /// arrives in order, both counts are right, and each end sees the other's EOF.
+    #[tokio::test]
+    async fn relays_both_directions_and_half_closes() {
+        let (client, a) = pair().await;
+        let (b, server) = pair().await;
+        let clock = ActivityClock::default();
+        let relay = tokio::spawn(async move { relay(&a, &b, &clock).await });
+        let up: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 241) as u8).collect();
+        let server_task = tokio::spawn(exchange(server, down.clone()));
+        let got = exchange(client, up.clone()).await;
         assert!(got == down, "downstream got {} bytes", got.len());
-        server_task.await.unwrap();
+        let got = server_task.await.unwrap();
+        assert!(
+            got == up,
+            "upstream got {} bytes, not the sent ones",
+            got.len()
+        );
         let (ab, ba) = relay.await.unwrap().unwrap();
         assert_eq!((ab, ba), (up.len() as u64, down.len() as u64));
     }
