@@ -33,12 +33,14 @@ fn main() {
 
     let mut files = Vec::new();
     collect_protos(&proto_root.join("data-plane-api/envoy"), &mut files);
-    // Service protos are skipped (the discovery ones are added below), and so is
+    // Service protos are skipped except the discovery messages (a `DiscoveryResponse`
+    // is the format of `path_config_source` files), and so is
     // `envoy/extensions/config/` (config validators): its package name shadows
     // `config.core.v3` for relative references elsewhere in the tree.
     files.retain(|f| {
         let s = f.to_string_lossy();
-        !s.contains("/envoy/service/") && !s.contains("/envoy/extensions/config/")
+        (!s.contains("/envoy/service/") || s.ends_with("/envoy/service/discovery/v3/discovery.proto"))
+            && !s.contains("/envoy/extensions/config/")
     });
     for own in OWN_PROTOS {
         files.push(PathBuf::from(own));
@@ -150,6 +152,7 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/filters/http/router/v3/router.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",
+    "envoy/service/discovery/v3/discovery.proto",
 ];
 
 /// Remora's own protos (always in the pool).

@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::hcm::HttpManager;
+use crate::routing::RouteSlot;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::pool::Pools;
 use crate::upstream::ClusterManager;
@@ -31,6 +32,8 @@ use crate::upstream::ClusterManager;
 #[derive(Debug)]
 pub struct HttpContext {
     pub config: Arc<HttpManager>,
+    /// The route table in force (inline, or the latest RDS version).
+    pub routes: RouteSlot,
     pub clusters: Arc<ClusterManager>,
     pub stats: HcmStats,
     /// This host's address: Envoy appends it to `x-forwarded-for` for loopback peers.
@@ -48,6 +51,7 @@ impl HttpContext {
 
     pub fn new(
         config: Arc<HttpManager>,
+        routes: RouteSlot,
         clusters: Arc<ClusterManager>,
         store: &Store,
         local_address: IpAddr,
@@ -55,6 +59,7 @@ impl HttpContext {
         let stats = HcmStats::new(store, &config.stat_prefix);
         HttpContext {
             config,
+            routes,
             clusters,
             stats,
             local_address,

@@ -17,6 +17,7 @@ pub mod tcp;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod upstream;
+pub mod xds;
 
 /// Envoy's API descriptors, compiled from the protos in `envoy-types` by `build.rs`.
 pub static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));

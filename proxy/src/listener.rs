@@ -2,6 +2,7 @@
 //! loops, filter chain selection and hand-off to the chain's network filter.
 
 pub mod chain;
+pub mod manager;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -11,9 +12,13 @@ use socket2::{Domain, Socket, Type};
 use tokio_util::task::TaskTracker;
 
 use crate::config::common::BindAddress;
-use crate::config::listener::{FilterChain, Listener, NetworkFilter};
+use crate::config::hcm::RouteSpec;
+use crate::config::listener::{FilterChain, NetworkFilter};
+pub use crate::config::listener::Listener;
 use crate::drain::{Drain, DrainWatch};
+use manager::ListenerSlot;
 use crate::http::{Downstream, HttpContext};
+use crate::routing::{fixed_routes, RouteSlot};
 use crate::stats::{Counter, Gauge, GaugeGuard, Store};
 use crate::tcp::TcpContext;
 use crate::upstream::pool::Pools;
@@ -26,19 +31,38 @@ pub enum ChainHandler {
     Tcp(Arc<TcpContext>),
 }
 
+/// Hands out the route slot of an RDS route configuration by name.
+pub type RouteResolver<'a> = &'a dyn Fn(&str) -> RouteSlot;
+
+/// What a listener's filter chains are built with.
+#[derive(Clone, Copy)]
+pub struct BuildContext<'a> {
+    pub clusters: &'a Arc<ClusterManager>,
+    pub store: &'a Store,
+    /// This host's address ([`crate::net::local_address`]).
+    pub local: IpAddr,
+    pub routes: RouteResolver<'a>,
+}
+
 impl ChainHandler {
-    fn new(
-        fc: &FilterChain,
-        clusters: &Arc<ClusterManager>,
-        store: &Store,
-        local: IpAddr,
-        buffer_limit: u32,
-    ) -> Self {
+    fn new(fc: &FilterChain, cx: BuildContext<'_>, buffer_limit: u32) -> Self {
+        let BuildContext {
+            clusters,
+            store,
+            local,
+            ..
+        } = cx;
         match &fc.filter {
-            NetworkFilter::Http(h) => ChainHandler::Http(Arc::new(
-                HttpContext::new(h.clone(), clusters.clone(), store, local)
-                    .with_buffer_limit(buffer_limit),
-            )),
+            NetworkFilter::Http(h) => {
+                let routes = match &h.routes {
+                    RouteSpec::Static(t) => fixed_routes(t.clone()),
+                    RouteSpec::Rds { name, .. } => (cx.routes)(name),
+                };
+                ChainHandler::Http(Arc::new(
+                    HttpContext::new(h.clone(), routes, clusters.clone(), store, local)
+                        .with_buffer_limit(buffer_limit),
+                ))
+            }
             NetworkFilter::Tcp(t) => ChainHandler::Tcp(Arc::new(TcpContext::new(
                 t.clone(),
                 clusters.clone(),
@@ -64,28 +88,21 @@ pub struct ListenerRuntime {
     pub stats: ListenerStats,
     /// Connections wind down when this fires.
     pub drain: Drain,
-    /// The accept loops stop when this fires.
-    pub close: Drain,
 }
 
 impl ListenerRuntime {
-    /// `local` is this host's address ([`crate::net::local_address`]).
-    pub fn new(
-        config: Listener,
-        clusters: &Arc<ClusterManager>,
-        store: &Store,
-        local: IpAddr,
-    ) -> Self {
+    pub fn new(config: Listener, cx: BuildContext<'_>) -> Self {
         let limit = config.per_connection_buffer_limit_bytes;
         let chains = config
             .filter_chains
             .iter()
-            .map(|fc| ChainHandler::new(fc, clusters, store, local, limit))
+            .map(|fc| ChainHandler::new(fc, cx, limit))
             .collect();
         let default_chain = config
             .default_filter_chain
             .as_ref()
-            .map(|fc| ChainHandler::new(fc, clusters, store, local, limit));
+            .map(|fc| ChainHandler::new(fc, cx, limit));
+        let store = cx.store;
         let p = &config.stat_prefix;
         let stats = ListenerStats {
             downstream_cx_total: store.counter(&format!("listener.{p}.downstream_cx_total")),
@@ -98,7 +115,6 @@ impl ListenerRuntime {
             default_chain,
             stats,
             drain: Drain::default(),
-            close: Drain::default(),
         }
     }
 
@@ -192,14 +208,16 @@ async fn accept_failed(listener: &ListenerRuntime, e: &io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
 }
 
-/// Accepts connections on one worker until the listener closes; returns once it has.
+/// Accepts connections on one worker until the slot closes; returns once it has. Each
+/// connection is served by the slot's listener config as it is when the connection
+/// arrives.
 pub async fn accept_loop(
-    listener: Arc<ListenerRuntime>,
+    slot: Arc<ListenerSlot>,
     socket: BoundSocket,
     pools: Arc<Pools>,
     tracker: TaskTracker,
 ) -> io::Result<()> {
-    let mut close = listener.close.watch();
+    let mut close = slot.close.watch();
     match socket {
         BoundSocket::Tcp(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
@@ -208,7 +226,7 @@ pub async fn accept_loop(
                     r = l.accept() => match r {
                         Ok(x) => x,
                         Err(e) => {
-                            accept_failed(&listener, &e).await;
+                            accept_failed(&slot.current(), &e).await;
                             continue;
                         }
                     },
@@ -216,7 +234,7 @@ pub async fn accept_loop(
                 };
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().ok();
-                dispatch(&listener, stream, Some(peer), local, &pools, &tracker);
+                dispatch(&slot.current(), stream, Some(peer), local, &pools, &tracker);
             }
         }
         BoundSocket::Unix(l) => {
@@ -226,13 +244,13 @@ pub async fn accept_loop(
                     r = l.accept() => match r {
                         Ok((s, _)) => s,
                         Err(e) => {
-                            accept_failed(&listener, &e).await;
+                            accept_failed(&slot.current(), &e).await;
                             continue;
                         }
                     },
                     _ = close.signaled() => return Ok(()),
                 };
-                dispatch(&listener, stream, None, None, &pools, &tracker);
+                dispatch(&slot.current(), stream, None, None, &pools, &tracker);
             }
         }
     }

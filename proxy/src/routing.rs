@@ -4,6 +4,9 @@
 //! compiled per request.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use http::{HeaderMap, Method};
 
@@ -11,6 +14,15 @@ use crate::config::route::{
     HeaderMatch, HeaderMatcher, PathMatch, QueryMatcher, Route, RouteMatch, RouteTable, VirtualHost,
 };
 use crate::config::{ConfigError, Result};
+
+/// A connection manager's current route table: fixed for inline routes, swapped whole
+/// when RDS delivers a new version. A request loads it once and keeps that version.
+pub type RouteSlot = Arc<ArcSwap<RouteTable>>;
+
+/// The slot of an inline (`route_config`) table, which never changes.
+pub fn fixed_routes(table: Arc<RouteTable>) -> RouteSlot {
+    Arc::new(ArcSwap::new(table))
+}
 
 /// The parts of a request that routing looks at.
 #[derive(Debug)]

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::config::cluster::Discovery;
 use crate::drain::Drain;
-use crate::listener::{self, BoundSocket};
+use crate::listener::{self, manager::WorkerCommand};
 use crate::server::{Server, ServerError, ServerState};
 use crate::upstream::dns;
 use crate::upstream::pool::Pools;
@@ -45,35 +44,19 @@ pub fn run(server: Arc<Server>) -> Result<(), ServerError> {
 /// Binds the admin and listener sockets (so bind errors are returned here), then starts
 /// the main thread and the workers.
 pub fn start(server: Arc<Server>) -> Result<Running, ServerError> {
-    let workers = server.options.workers();
     let admin = crate::admin::bind(&server)?;
-    let mut sockets: Vec<Vec<BoundSocket>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for (i, l) in server.listeners.iter().enumerate() {
-        if !l.config.bind_to_port {
-            continue;
-        }
-        let per_worker =
-            listener::bind(&l.config, workers).map_err(|source| ServerError::Bind {
-                name: l.config.name.clone(),
-                address: l.config.address.to_string(),
+    for l in server.take_static_listeners() {
+        let (name, address) = (l.config.name.clone(), l.config.address.to_string());
+        let active = server
+            .listeners
+            .add(l)
+            .map_err(|source| ServerError::Bind {
+                name: name.clone(),
+                address,
                 source,
             })?;
-        if let Some(addr) = per_worker.first().and_then(BoundSocket::local_addr) {
-            tracing::info!(listener = %l.config.name, address = %addr, "listening");
-            bound.push((i, addr));
-        }
-        for (w, s) in per_worker.into_iter().enumerate() {
-            sockets[w].push(s);
-        }
-    }
-    {
-        let mut addrs = server
-            .listener_addrs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for (i, a) in bound {
-            addrs[i] = Some(a);
+        if let Some(addr) = active.addr {
+            tracing::info!(listener = %name, address = %addr, "listening");
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -83,7 +66,7 @@ pub fn start(server: Arc<Server>) -> Result<Running, ServerError> {
     let s = server.clone();
     let main = std::thread::Builder::new()
         .name("main".into())
-        .spawn(move || rt.block_on(main_loop(s, admin, sockets)))
+        .spawn(move || rt.block_on(main_loop(s, admin)))
         .map_err(ServerError::Runtime)?;
     Ok(Running { server, main })
 }
@@ -91,7 +74,6 @@ pub fn start(server: Arc<Server>) -> Result<Running, ServerError> {
 async fn main_loop(
     server: Arc<Server>,
     admin: Option<crate::admin::AdminSocket>,
-    sockets: Vec<Vec<BoundSocket>>,
 ) -> Result<(), ServerError> {
     let admin = match admin {
         Some(sock) => Some(tokio::spawn(crate::admin::serve(
@@ -102,15 +84,25 @@ async fn main_loop(
     };
     server.set_state(ServerState::Initializing);
     init_clusters(&server).await;
+    // Dynamic config: the first CDS and LDS rounds (with their warming) complete before
+    // the workers start, as Envoy's init manager does; until then `/ready` says
+    // INITIALIZING.
+    if let Some(initialized) = crate::xds::start(&server) {
+        let mut quit = server.shutdown.watch();
+        tokio::select! {
+            _ = initialized => {}
+            _ = quit.signaled() => {}
+        }
+    }
 
     let hard_stop = Arc::new(Drain::default());
     let mut threads = Vec::new();
-    for (w, socks) in sockets.into_iter().enumerate() {
+    for w in 0..server.listeners.workers() {
         let server = server.clone();
         let hard_stop = hard_stop.clone();
         let handle = std::thread::Builder::new()
             .name(format!("worker-{w}"))
-            .spawn(move || worker(w, server, socks, hard_stop))
+            .spawn(move || worker(w, server, hard_stop))
             .map_err(ServerError::Runtime)?;
         threads.push(handle);
     }
@@ -118,10 +110,6 @@ async fn main_loop(
         .stats
         .gauge("listener_manager.workers_started")
         .set(1);
-    server
-        .stats
-        .gauge("listener_manager.total_listeners_active")
-        .set(server.listeners.len() as i64);
     server
         .stats
         .gauge("server.concurrency")
@@ -133,10 +121,7 @@ async fn main_loop(
     wait_for_shutdown(&server).await;
     tracing::info!(drain_time_s = server.options.drain_time_s, "draining");
     server.set_state(ServerState::Draining);
-    for l in &server.listeners {
-        l.drain.start();
-        l.close.start();
-    }
+    server.listeners.close_all();
     let deadline = Duration::from_secs(server.options.drain_time_s);
     let all_done = tokio::task::spawn_blocking(move || {
         for t in threads {
@@ -165,7 +150,7 @@ async fn init_clusters(server: &Arc<Server>) {
         .clusters
         .snapshot()
         .values()
-        .filter(|c| c.config.discovery != Discovery::Static)
+        .filter(|c| c.config.discovery.is_dns())
         .cloned()
         .collect();
     futures_util::future::join_all(dns_clusters.iter().map(|c| async move {
@@ -199,7 +184,10 @@ async fn wait_for_shutdown(server: &Arc<Server>) {
     }
 }
 
-fn worker(id: usize, server: Arc<Server>, sockets: Vec<BoundSocket>, hard_stop: Arc<Drain>) {
+fn worker(id: usize, server: Arc<Server>, hard_stop: Arc<Drain>) {
+    let Some(mut commands) = server.listeners.take_commands(id) else {
+        return;
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -213,18 +201,27 @@ fn worker(id: usize, server: Arc<Server>, sockets: Vec<BoundSocket>, hard_stop: 
     rt.block_on(async move {
         let pools = Arc::new(Pools::default());
         let tracker = TaskTracker::new();
-        let mut loops = Vec::new();
-        let bound = server.listeners.iter().filter(|l| l.config.bind_to_port);
-        for (l, sock) in bound.zip(sockets) {
-            loops.push(tokio::spawn(listener::accept_loop(
-                l.clone(),
-                sock,
-                pools.clone(),
-                tracker.clone(),
-            )));
+        let mut loops = tokio::task::JoinSet::new();
+        let mut stopped = server.listeners.stopped.watch();
+        loop {
+            let command = tokio::select! {
+                c = commands.recv() => c,
+                _ = stopped.signaled() => None,
+            };
+            match command {
+                Some(WorkerCommand::Serve { slot, socket }) => {
+                    loops.spawn(listener::accept_loop(
+                        slot,
+                        socket,
+                        pools.clone(),
+                        tracker.clone(),
+                    ));
+                }
+                None => break,
+            }
         }
-        for h in loops {
-            if let Ok(Err(e)) = h.await {
+        while let Some(done) = loops.join_next().await {
+            if let Ok(Err(e)) = done {
                 tracing::error!(worker = id, error = %e, "accept loop failed");
             }
         }

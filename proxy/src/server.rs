@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crate::cli::Options;
 use crate::config::bootstrap::{Loaded, Node};
 use crate::drain::Drain;
-use crate::listener::ListenerRuntime;
+use crate::config::dynamic::DynamicResources;
+use crate::listener::manager::ListenerManager;
+use crate::listener::{BuildContext, ListenerRuntime};
 use crate::logging::LogControl;
 use crate::stats::Store;
 use crate::upstream::ClusterManager;
@@ -69,8 +71,15 @@ pub struct Server {
     pub node: Node,
     pub stats: Arc<Store>,
     pub clusters: Arc<ClusterManager>,
-    pub listeners: Vec<Arc<ListenerRuntime>>,
-    pub listener_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    pub listeners: ListenerManager,
+    /// The bootstrap's listeners, bound when the server starts.
+    static_listeners: Mutex<Vec<Arc<ListenerRuntime>>>,
+    /// Where LDS and CDS come from, if anywhere.
+    pub dynamic: Option<DynamicResources>,
+    /// Resources received over xDS, for `/config_dump`.
+    pub xds_dump: Mutex<crate::xds::dump::DynamicDump>,
+    /// This host's address ([`crate::net::local_address`]).
+    pub local_address: std::net::IpAddr,
     pub admin_addr: Mutex<Option<SocketAddr>>,
     /// The bootstrap as loaded, for `/config_dump`.
     pub bootstrap_proto: envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
@@ -101,20 +110,31 @@ impl Server {
         let local = crate::net::local_address(
             options.local_address_ip_version == crate::cli::IpVersion::V6,
         );
-        let listeners: Vec<_> = bootstrap
+        let no_rds = |_: &str| crate::routing::fixed_routes(Default::default());
+        let cx = BuildContext {
+            clusters: &clusters,
+            store: &stats,
+            local,
+            routes: &no_rds,
+        };
+        let static_listeners: Vec<_> = bootstrap
             .listeners
             .into_iter()
-            .map(|l| Arc::new(ListenerRuntime::new(l, &clusters, &stats, local)))
+            .map(|l| Arc::new(ListenerRuntime::new(l, cx)))
             .collect();
         let loaded_at = humantime_now();
+        let workers = options.workers();
         let server = Arc::new(Server {
             options,
             node,
             stats,
             clusters,
-            listener_addrs: Mutex::new(vec![None; listeners.len()]),
+            listeners: ListenerManager::new(workers),
+            static_listeners: Mutex::new(static_listeners),
+            dynamic: bootstrap.dynamic,
+            xds_dump: Mutex::default(),
+            local_address: local,
             admin_addr: Mutex::new(None),
-            listeners,
             bootstrap_proto: proto,
             loaded_at,
             admin_bind: bootstrap.admin.clone(),
@@ -168,15 +188,43 @@ impl Server {
 
     /// The `/config_dump` document.
     pub fn config_dump(&self) -> serde_json::Value {
-        let dump = crate::config::dump::config_dump(&self.bootstrap_proto, &self.loaded_at);
+        let dynamic = self
+            .xds_dump
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sections();
+        let dump =
+            crate::config::dump::config_dump(&self.bootstrap_proto, &self.loaded_at, &dynamic);
         release_config_memory();
         dump
     }
 
     /// The bound address of each listener, by name (port 0 resolved).
     pub fn listener_address(&self, name: &str) -> Option<SocketAddr> {
-        let i = self.listeners.iter().position(|l| l.config.name == name)?;
-        self.listener_addrs.lock().ok()?.get(i).copied().flatten()
+        self.listeners.find(name)?.addr
+    }
+
+    /// The bootstrap's listeners, once (the runtime binds them at start).
+    pub(crate) fn take_static_listeners(&self) -> Vec<Arc<ListenerRuntime>> {
+        std::mem::take(
+            &mut *self
+                .static_listeners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// What dynamic listeners are built with.
+    pub fn build_context<'a>(
+        &'a self,
+        routes: crate::listener::RouteResolver<'a>,
+    ) -> BuildContext<'a> {
+        BuildContext {
+            clusters: &self.clusters,
+            store: &self.stats,
+            local: self.local_address,
+            routes,
+        }
     }
 
     /// Refreshes gauges that are derived rather than counted.
@@ -187,6 +235,9 @@ impl Server {
         self.stats
             .gauge("cluster_manager.active_clusters")
             .set(self.clusters.len() as i64);
+        self.stats
+            .gauge("listener_manager.total_listeners_active")
+            .set(self.listeners.len() as i64);
     }
 
     /// Drains the listeners matching `inbound_only`; with `graceful`, connections are
@@ -195,24 +246,25 @@ impl Server {
         use crate::config::listener::Direction;
         let chosen: Vec<_> = self
             .listeners
-            .iter()
-            .filter(|l| !inbound_only || l.config.direction == Direction::Inbound)
-            .cloned()
+            .list()
+            .into_iter()
+            .map(|l| l.slot)
+            .filter(|s| !inbound_only || s.current().config.direction == Direction::Inbound)
             .collect();
-        for l in &chosen {
-            l.drain.start();
+        for s in &chosen {
+            s.current().drain.start();
         }
         let wait = Duration::from_secs(self.options.drain_time_s);
         if graceful {
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
-                for l in chosen {
-                    l.close.start();
+                for s in chosen {
+                    s.close.start();
                 }
             });
         } else {
-            for l in chosen {
-                l.close.start();
+            for s in chosen {
+                s.close.start();
             }
         }
     }

@@ -91,17 +91,13 @@ pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
 }
 
 pub fn listeners(server: &Server, q: &Query) -> AdminResponse {
-    let addrs = server
-        .listener_addrs
-        .lock()
-        .map(|a| a.clone())
-        .unwrap_or_default();
     let rows: Vec<(String, Value, String)> = server
         .listeners
-        .iter()
-        .zip(addrs)
-        .map(|(l, bound)| {
-            let (j, s) = match (&l.config.address, bound) {
+        .list()
+        .into_iter()
+        .map(|active| {
+            let l = active.slot.current();
+            let (j, s) = match (&l.config.address, active.addr) {
                 (_, Some(sa)) => (json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}}), sa.to_string()),
                 (BindAddress::Tcp(sa), None) => (json!({"socket_address": {"address": sa.ip().to_string(), "port_value": sa.port()}}), sa.to_string()),
                 (BindAddress::Unix(p), None) => (json!({"pipe": {"path": p.display().to_string()}}), p.display().to_string()),

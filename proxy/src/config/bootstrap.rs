@@ -20,6 +20,7 @@ pub struct Bootstrap {
     pub admin: Option<BindAddress>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    pub dynamic: Option<DynamicResources>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -83,15 +84,12 @@ pub fn load(src: &Source<'_>) -> Result<Loaded> {
 impl TryFrom<&pb::Bootstrap> for Bootstrap {
     type Error = ConfigError;
     fn try_from(b: &pb::Bootstrap) -> Result<Self> {
-        if let Some(d) = &b.dynamic_resources {
-            // Checked field by field (errors name the field), then refused as a whole
-            // until the proxy applies dynamic configuration.
-            DynamicResources::try_from(d).within("dynamic_resources")?;
-            return Err(common::unsupported(
-                "dynamic_resources",
-                "dynamic configuration (xDS: ADS, LDS, CDS)",
-            ));
-        }
+        let dynamic = b
+            .dynamic_resources
+            .as_ref()
+            .map(DynamicResources::try_from)
+            .transpose()
+            .within("dynamic_resources")?;
         if !b.stats_sinks.is_empty() {
             return Err(common::unsupported(
                 "stats_sinks",
@@ -154,18 +152,45 @@ impl TryFrom<&pb::Bootstrap> for Bootstrap {
             admin,
             listeners,
             clusters,
+            dynamic,
         };
         out.check_cluster_references()?;
+        out.check_ads_cluster()?;
         Ok(out)
     }
 }
 
 impl Bootstrap {
+    /// The ADS stream goes to a static cluster (Envoy requires it to be defined in
+    /// `static_resources`).
+    fn check_ads_cluster(&self) -> Result<()> {
+        let Some(ads) = self.dynamic.as_ref().and_then(|d| d.ads.as_ref()) else {
+            return Ok(());
+        };
+        let Some(c) = self.clusters.iter().find(|c| c.name == ads.cluster) else {
+            return Err(ConfigError::new(
+                "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name",
+                format!("unknown cluster '{}' (it must be a static cluster)", ads.cluster),
+            ));
+        };
+        if c.endpoints.is_empty() {
+            return Err(ConfigError::new(
+                "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name",
+                format!("cluster '{}' has no endpoints", ads.cluster),
+            ));
+        }
+        Ok(())
+    }
+
     /// Routes and TCP proxies must name clusters that exist (Envoy's `validate_clusters`
     /// default for static route configs).
     fn check_cluster_references(&self) -> Result<()> {
         use super::listener::NetworkFilter;
         use super::route::{Action, ClusterTarget};
+        if self.dynamic.as_ref().is_some_and(|d| d.cds.is_some()) {
+            // Clusters may arrive over CDS.
+            return Ok(());
+        }
         let known: HashSet<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
         let check = |name: &str, path: String| -> Result<()> {
             if known.contains(name) {
@@ -189,7 +214,13 @@ impl Bootstrap {
                         }
                     }
                     NetworkFilter::Http(h) => {
-                        for (vi, vh) in h.routes.virtual_hosts.iter().enumerate() {
+                        let super::hcm::RouteSpec::Static(table) = &h.routes else {
+                            return Err(common::unsupported(
+                                &format!("{base}.typed_config.rds"),
+                                "RDS in a static listener",
+                            ));
+                        };
+                        for (vi, vh) in table.virtual_hosts.iter().enumerate() {
                             for (ri, r) in vh.routes.iter().enumerate() {
                                 let p = format!("{base}.typed_config.route_config.virtual_hosts[{vi}].routes[{ri}].route");
                                 let Action::Forward(f) = &r.action else {

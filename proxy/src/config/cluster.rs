@@ -24,6 +24,8 @@ pub struct Cluster {
     pub dns_refresh_rate: Duration,
     pub dns_family: DnsFamily,
     pub per_connection_buffer_limit_bytes: u32,
+    /// EDS clusters: where their endpoints come from.
+    pub eds: Option<Eds>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,24 @@ pub enum Discovery {
     Static,
     StrictDns,
     LogicalDns,
+    /// Endpoints from EDS (a `ClusterLoadAssignment` named [`Eds::service_name`]).
+    Eds,
+}
+
+impl Discovery {
+    /// Whether hosts come from resolving the endpoints' names.
+    pub fn is_dns(self) -> bool {
+        matches!(self, Discovery::StrictDns | Discovery::LogicalDns)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eds {
+    /// `eds_cluster_config.service_name`, or the cluster's name.
+    pub service_name: String,
+    /// How long the cluster warms waiting for its endpoints (`eds_config`'s
+    /// `initial_fetch_timeout`); `None`: until they arrive.
+    pub initial_fetch_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +89,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 Ok(T::Static) => Discovery::Static,
                 Ok(T::StrictDns) => Discovery::StrictDns,
                 Ok(T::LogicalDns) => Discovery::LogicalDns,
-                Ok(T::Eds) => return Err(common::unsupported("type", "EDS clusters (xDS)")),
+                Ok(T::Eds) => Discovery::Eds,
                 Ok(T::OriginalDst) => {
                     return Err(common::unsupported(
                         "type",
@@ -109,6 +129,10 @@ impl TryFrom<&pb::Cluster> for Cluster {
         if let Some(la) = &c.load_assignment {
             endpoints = load_assignment(la).within("load_assignment")?;
         }
+        let eds = match discovery {
+            Discovery::Eds => Some(eds_config(c).within("eds_cluster_config")?),
+            _ => None,
+        };
         if discovery == Discovery::Static {
             if let Some(i) = endpoints
                 .iter()
@@ -151,8 +175,34 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 c.per_connection_buffer_limit_bytes.as_ref(),
                 1024 * 1024,
             ),
+            eds,
         })
     }
+}
+
+fn eds_config(c: &pb::Cluster) -> Result<Eds> {
+    use super::dynamic::{config_source, SourceKind};
+    let Some(ec) = &c.eds_cluster_config else {
+        return Err(ConfigError::new("", "is required for EDS clusters"));
+    };
+    let Some(src) = &ec.eds_config else {
+        return Err(ConfigError::new("eds_config", "is required"));
+    };
+    let src = config_source(src).within("eds_config")?;
+    if src.kind != SourceKind::Ads {
+        return Err(common::unsupported(
+            "eds_config",
+            "EDS from a source other than ADS",
+        ));
+    }
+    Ok(Eds {
+        service_name: if ec.service_name.is_empty() {
+            c.name.clone()
+        } else {
+            ec.service_name.clone()
+        },
+        initial_fetch_timeout: src.initial_fetch_timeout,
+    })
 }
 
 fn dns_family(v: i32) -> DnsFamily {
@@ -187,9 +237,12 @@ fn reject_resilience(c: &pb::Cluster) -> Result<()> {
     Ok(())
 }
 
-fn load_assignment(
+/// The endpoints of a load assignment (a cluster's inline one, or an EDS resource).
+/// Endpoints EDS reports as unhealthy, draining or timed out are left out of rotation.
+pub fn load_assignment(
     la: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
 ) -> Result<Vec<Endpoint>> {
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus as H;
     let mut out = Vec::new();
     for (i, locality) in la.endpoints.iter().enumerate() {
         let res = (|| {
@@ -215,9 +268,13 @@ fn load_assignment(
                             "must be at least 1",
                         ));
                     }
-                    Ok(Endpoint { address, weight })
+                    let healthy = !matches!(
+                        H::try_from(lb.health_status),
+                        Ok(H::Unhealthy | H::Draining | H::Timeout)
+                    );
+                    Ok(healthy.then_some(Endpoint { address, weight }))
                 })();
-                out.push(ep.at_index("lb_endpoints", j)?);
+                out.extend(ep.at_index("lb_endpoints", j)?);
             }
             Ok(())
         })();

@@ -16,10 +16,20 @@ const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_con
 
 /// Serializes a prost message as protobuf JSON with proto field names.
 pub fn to_json<M: Message>(msg: &M, full_name: &str) -> Value {
+    bytes_to_json(&msg.encode_to_vec(), full_name)
+}
+
+/// Serializes an encoded message of type `full_name` as protobuf JSON with proto field
+/// names, with its `@type` (as a resource inside a dump carries it).
+pub fn typed_json(bytes: &[u8], full_name: &str) -> Value {
+    typed(full_name, bytes_to_json(bytes, full_name))
+}
+
+fn bytes_to_json(bytes: &[u8], full_name: &str) -> Value {
     let Some(desc) = pool().get_message_by_name(full_name) else {
         return Value::Null;
     };
-    let Ok(dynamic) = DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()) else {
+    let Ok(dynamic) = DynamicMessage::decode(desc, bytes) else {
         return Value::Null;
     };
     let opts = SerializeOptions::new()
@@ -42,8 +52,9 @@ fn typed(type_name: &str, mut v: Value) -> Value {
     v
 }
 
-/// The full dump for a static bootstrap. `last_updated` is the time config was loaded.
-pub fn config_dump(b: &Bootstrap, last_updated: &str) -> Value {
+/// The full dump: the bootstrap's static resources (`last_updated` is the time config
+/// was loaded) and what xDS delivered, section by section.
+pub fn config_dump(b: &Bootstrap, last_updated: &str, dynamic: &DynamicSections) -> Value {
     let bootstrap = json!({
         "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
         "bootstrap": to_json(b, "envoy.config.bootstrap.v3.Bootstrap"),
@@ -82,12 +93,28 @@ pub fn config_dump(b: &Bootstrap, last_updated: &str) -> Value {
             }
         }
     }
-    json!({
-        "configs": [
-            bootstrap,
-            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": clusters},
-            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners": listeners},
-            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "static_route_configs": routes},
-        ]
-    })
+    let mut clusters_dump = json!({"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": clusters});
+    let mut listeners_dump = json!({"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners": listeners});
+    let mut routes_dump = json!({"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", "static_route_configs": routes});
+    merge(&mut clusters_dump, &dynamic.clusters);
+    merge(&mut listeners_dump, &dynamic.listeners);
+    merge(&mut routes_dump, &dynamic.routes);
+    json!({"configs": [bootstrap, clusters_dump, listeners_dump, routes_dump]})
+}
+
+/// The dynamic fields of each section (`dynamic_active_clusters`, `dynamic_listeners`,
+/// `dynamic_route_configs`, ...), as JSON objects merged into the static sections.
+#[derive(Debug, Default)]
+pub struct DynamicSections {
+    pub clusters: Value,
+    pub listeners: Value,
+    pub routes: Value,
+}
+
+fn merge(into: &mut Value, from: &Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        for (k, v) in from {
+            into.insert(k.clone(), v.clone());
+        }
+    }
 }

@@ -62,7 +62,9 @@ pub struct Ads {
     pub set_node_on_first_message_only: bool,
 }
 
-fn config_source(s: &PbConfigSource) -> Result<ConfigSource> {
+/// Converts a `ConfigSource` (LDS/CDS in the bootstrap, RDS in a connection manager,
+/// EDS in a cluster).
+pub fn config_source(s: &PbConfigSource) -> Result<ConfigSource> {
     if s.resource_api_version == ApiVersion::V2 as i32 {
         return Err(ConfigError::new(
             "resource_api_version",

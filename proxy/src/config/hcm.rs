@@ -16,7 +16,7 @@ pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 pub struct HttpManager {
     pub stat_prefix: String,
     pub codec: Codec,
-    pub routes: Arc<RouteTable>,
+    pub routes: RouteSpec,
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub use_remote_address: bool,
@@ -41,6 +41,19 @@ pub struct HttpManager {
     pub strip_any_host_port: bool,
     pub strip_matching_host_port: bool,
     pub drain_timeout: Duration,
+}
+
+/// Where a connection manager's routes come from.
+#[derive(Debug, Clone)]
+pub enum RouteSpec {
+    /// `route_config`: inline.
+    Static(Arc<RouteTable>),
+    /// `rds`: the `RouteConfiguration` named `name`, over ADS; the listener warms until it
+    /// arrives or `initial_fetch_timeout` passes.
+    Rds {
+        name: String,
+        initial_fetch_timeout: Option<Duration>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +88,9 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
         };
         let routes = match &h.route_specifier {
             Some(RouteSpecifier::RouteConfig(rc)) => {
-                RouteTable::try_from(rc).within("route_config")?
+                RouteSpec::Static(Arc::new(RouteTable::try_from(rc).within("route_config")?))
             }
-            Some(RouteSpecifier::Rds(_)) => {
-                return Err(common::unsupported("rds", "RDS (routes over xDS)"))
-            }
+            Some(RouteSpecifier::Rds(rds)) => rds_spec(rds).within("rds")?,
             Some(RouteSpecifier::ScopedRoutes(_)) => {
                 return Err(common::unsupported("scoped_routes", "scoped routes"))
             }
@@ -136,7 +147,7 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
         Ok(HttpManager {
             stat_prefix: h.stat_prefix.clone(),
             codec,
-            routes: Arc::new(routes),
+            routes,
             server_name: http::HeaderValue::from_str(server_name)
                 .map_err(|_| ConfigError::new("server_name", "not a valid header value"))?,
             server_header,
@@ -193,6 +204,27 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
             )?,
         })
     }
+}
+
+fn rds_spec(rds: &pb::Rds) -> Result<RouteSpec> {
+    use super::dynamic::{config_source, SourceKind};
+    if rds.route_config_name.is_empty() {
+        return Err(ConfigError::new("route_config_name", "must not be empty"));
+    }
+    let Some(src) = &rds.config_source else {
+        return Err(ConfigError::new("config_source", "is required"));
+    };
+    let src = config_source(src).within("config_source")?;
+    if src.kind != SourceKind::Ads {
+        return Err(common::unsupported(
+            "config_source",
+            "RDS from a source other than ADS",
+        ));
+    }
+    Ok(RouteSpec::Rds {
+        name: rds.route_config_name.clone(),
+        initial_fetch_timeout: src.initial_fetch_timeout,
+    })
 }
 
 /// The filter chain must end in the router; other HTTP filters arrive in later work and are

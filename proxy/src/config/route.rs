@@ -10,7 +10,8 @@ use super::error::{ConfigError, Result, Within};
 
 pub use super::route_action::*;
 
-#[derive(Debug)]
+/// A route configuration. The default (no virtual hosts) answers every request 404 NR.
+#[derive(Debug, Default)]
 pub struct RouteTable {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,

@@ -31,7 +31,8 @@ pub async fn handle(
         _ => stats.downstream_rq_http1_total.inc(),
     }
     let _active = GaugeGuard::new(&stats.downstream_rq_active);
-    let mut resp = process(req, &ctx, &down, &ctx.config.routes).await;
+    let routes = ctx.routes.load_full();
+    let mut resp = process(req, &ctx, &down, &routes).await;
     finish(&mut resp, &ctx);
     stats.response(resp.status().as_u16());
     Ok(resp)

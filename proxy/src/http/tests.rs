@@ -86,8 +86,13 @@ where
         hcm_yaml,
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     );
+    let crate::config::hcm::RouteSpec::Static(table) = &hcm.routes else {
+        panic!("tests use inline routes");
+    };
+    let routes = crate::routing::fixed_routes(table.clone());
     let ctx = Arc::new(HttpContext::new(
         Arc::new(hcm),
+        routes,
         clusters,
         &store,
         "192.0.2.1".parse().unwrap(),

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::cluster::{Cluster, Discovery};
 use crate::config::common::HostAddress;
+use crate::drain::Drain;
 use crate::stats::{Counter, Gauge, Store};
 
 /// A resolved upstream host.
@@ -109,8 +110,11 @@ pub struct ClusterStats {
     pub upstream_cx_none_healthy: Counter,
     pub membership_total: Gauge,
     pub membership_healthy: Gauge,
+    pub update_attempt: Counter,
     pub update_success: Counter,
     pub update_failure: Counter,
+    pub update_rejected: Counter,
+    pub update_empty: Counter,
 }
 
 impl ClusterStats {
@@ -135,8 +139,11 @@ impl ClusterStats {
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
+            update_attempt: c("update_attempt"),
             update_success: c("update_success"),
             update_failure: c("update_failure"),
+            update_rejected: c("update_rejected"),
+            update_empty: c("update_empty"),
         }
     }
 
@@ -157,6 +164,8 @@ pub struct ClusterState {
     hosts: ArcSwap<HostSet>,
     rr: AtomicUsize,
     pub stats: ClusterStats,
+    /// Fired when the cluster is removed or replaced (stops its DNS refresh).
+    pub retired: Drain,
 }
 
 impl ClusterState {
@@ -164,7 +173,7 @@ impl ClusterState {
         let stats = ClusterStats::new(store, &config.name);
         let initial = match config.discovery {
             Discovery::Static => config.endpoints.iter().filter_map(static_host).collect(),
-            Discovery::StrictDns | Discovery::LogicalDns => Vec::new(),
+            Discovery::StrictDns | Discovery::LogicalDns | Discovery::Eds => Vec::new(),
         };
         let state = ClusterState {
             name: config.name.as_str().into(),
@@ -172,6 +181,7 @@ impl ClusterState {
             hosts: ArcSwap::from_pointee(HostSet::default()),
             rr: AtomicUsize::new(0),
             stats,
+            retired: Drain::default(),
         };
         state.set_hosts(initial);
         state
@@ -282,7 +292,30 @@ impl ClusterManager {
     pub fn remove(&self, name: &str) -> Option<Arc<ClusterState>> {
         let mut removed = None;
         self.change(|m| removed = m.remove(name));
+        if let Some(r) = &removed {
+            r.retired.start();
+        }
         removed
+    }
+
+    /// Adds or replaces `upserts` and removes `removals` in one swap (one CDS response).
+    /// Replaced and removed clusters are retired.
+    pub fn update(&self, upserts: Vec<Arc<ClusterState>>, removals: &[String]) {
+        if upserts.is_empty() && removals.is_empty() {
+            return;
+        }
+        let mut retired = Vec::new();
+        self.change(|m| {
+            for name in removals {
+                retired.extend(m.remove(name.as_str()));
+            }
+            for c in upserts {
+                retired.extend(m.insert(c.name.clone(), c));
+            }
+        });
+        for r in retired {
+            r.retired.start();
+        }
     }
 }
 

@@ -58,12 +58,15 @@ fn filter_family(addrs: Vec<SocketAddr>, family: DnsFamily) -> Vec<SocketAddr> {
     }
 }
 
-/// Re-resolves the cluster every `dns_refresh_rate` until `stop` fires.
+/// Re-resolves the cluster every `dns_refresh_rate` until `stop` fires or the cluster
+/// is retired.
 pub async fn refresh_loop(cluster: Arc<ClusterState>, mut stop: DrainWatch) {
+    let mut retired = cluster.retired.watch();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(cluster.config.dns_refresh_rate) => update(&cluster).await,
             _ = stop.signaled() => return,
+            _ = retired.signaled() => return,
         }
     }
 }

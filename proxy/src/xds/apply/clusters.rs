@@ -1,0 +1,335 @@
+//! CDS and EDS: clusters by name, endpoints by EDS service name, and the warming of EDS
+//! clusters until their endpoints arrive.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{rejection, removed_names, Applier, Batch};
+use crate::config::cluster::Cluster;
+use crate::server::Server;
+use crate::upstream::cluster::{ClusterState, Host};
+use crate::upstream::dns;
+use crate::xds::convert;
+use crate::xds::dump::Entry;
+
+/// A cluster that CDS delivered.
+#[derive(Debug)]
+struct DynCluster {
+    /// Hash of the latest version received (active or warming).
+    hash: u64,
+    /// The latest version while it waits for its endpoints, with its deadline.
+    warming: Option<(Cluster, Option<Instant>)>,
+    /// The EDS service of the latest version.
+    service: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Clusters {
+    dynamic: HashMap<String, DynCluster>,
+    /// Endpoints received, by EDS service name, with the hash of their encoding.
+    endpoints: HashMap<String, (u64, Arc<Vec<Host>>)>,
+    /// EDS service name -> clusters (static or dynamic) that take their endpoints from it.
+    by_service: HashMap<String, BTreeSet<String>>,
+    /// The EDS names last subscribed.
+    subscribed: BTreeSet<String>,
+}
+
+impl Clusters {
+    /// Static EDS clusters in the bootstrap take endpoints over ADS too.
+    pub(super) fn index_static(&mut self, server: &Server) {
+        for c in server.clusters.snapshot().values() {
+            if let Some(eds) = &c.config.eds {
+                self.by_service
+                    .entry(eds.service_name.clone())
+                    .or_default()
+                    .insert(c.name.to_string());
+            }
+        }
+    }
+
+    pub(super) fn warming_count(&self) -> usize {
+        self.dynamic.values().filter(|c| c.warming.is_some()).count()
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.dynamic
+            .values()
+            .filter_map(|c| c.warming.as_ref().and_then(|w| w.1))
+            .min()
+    }
+
+    /// The EDS names to subscribe, if they changed since the last call.
+    pub(super) fn eds_names_changed(&mut self) -> Option<BTreeSet<String>> {
+        let names: BTreeSet<String> = self.by_service.keys().cloned().collect();
+        if names == self.subscribed {
+            return None;
+        }
+        self.subscribed = names.clone();
+        Some(names)
+    }
+
+    fn unindex(&mut self, cluster: &str, service: Option<&String>) {
+        if let Some(s) = service {
+            if let Some(set) = self.by_service.get_mut(s) {
+                set.remove(cluster);
+                if set.is_empty() {
+                    self.by_service.remove(s);
+                    self.endpoints.remove(s);
+                }
+            }
+        }
+    }
+}
+
+impl Applier {
+    /// Makes the run-time state of a cluster version, with its endpoints if it is EDS.
+    fn activate(&self, config: Cluster) -> Arc<ClusterState> {
+        let eds = config.eds.as_ref().map(|e| e.service_name.clone());
+        let dns = config.discovery.is_dns();
+        let state = Arc::new(ClusterState::new(config, &self.server.stats));
+        if let Some(service) = eds {
+            if let Some((_, hosts)) = self.clusters.endpoints.get(&service) {
+                state.set_hosts(hosts.to_vec());
+            }
+        }
+        if dns {
+            let c = state.clone();
+            let stop = self.server.shutdown.watch();
+            tokio::spawn(async move {
+                dns::update(&c).await;
+                dns::refresh_loop(c, stop).await;
+            });
+        }
+        state
+    }
+
+    pub(super) fn apply_cds(&mut self, b: Batch<'_>) -> Result<(), String> {
+        self.stats.cds.update_attempt.inc();
+        let mut decoded = Vec::with_capacity(b.resources.len());
+        let mut errors = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, any) in b.resources.iter().enumerate() {
+            match convert::cluster(any, i) {
+                Ok(d) if self.static_clusters.contains(&d.name) => errors.push(format!(
+                    "Cluster '{}': name: a static cluster has this name",
+                    d.name
+                )),
+                Ok(d) if !seen.insert(d.name.clone()) => errors.push(format!(
+                    "Cluster '{}': name: duplicate in the response",
+                    d.name
+                )),
+                Ok(d) => decoded.push((i, d)),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if let Err(e) = rejection(errors) {
+            self.stats.cds.update_rejected.inc();
+            return Err(e);
+        }
+        let present: HashSet<&str> = decoded.iter().map(|(_, d)| d.name.as_str()).collect();
+        let removals = removed_names(b, &self.clusters.dynamic, &present);
+        let now = Instant::now();
+        let mut upserts = Vec::new();
+        let mut dump = Vec::new();
+        for (i, d) in decoded {
+            let old = self.clusters.dynamic.get(&d.name);
+            match old {
+                Some(c) if c.hash == d.hash => continue,
+                Some(_) => self.stats.cluster_modified.inc(),
+                None => self.stats.cluster_added.inc(),
+            }
+            let old_service = old.and_then(|c| c.service.clone());
+            self.clusters.unindex(&d.name, old_service.as_ref());
+            let service = d.value.eds.as_ref().map(|e| e.service_name.clone());
+            if let Some(s) = &service {
+                self.clusters
+                    .by_service
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(d.name.clone());
+            }
+            let entry = Entry::new(b.version_info, &b.resources[i].value);
+            let ready = service
+                .as_ref()
+                .is_none_or(|s| self.clusters.endpoints.contains_key(s));
+            let warming = if ready {
+                upserts.push(self.activate(d.value));
+                dump.push((d.name.clone(), Some(entry), None));
+                None
+            } else {
+                let deadline = d
+                    .value
+                    .eds
+                    .as_ref()
+                    .and_then(|e| e.initial_fetch_timeout)
+                    .map(|t| now + t);
+                dump.push((d.name.clone(), None, Some(entry)));
+                Some((d.value, deadline))
+            };
+            self.clusters.dynamic.insert(
+                d.name,
+                DynCluster {
+                    hash: d.hash,
+                    warming,
+                    service,
+                },
+            );
+        }
+        for name in &removals {
+            if let Some(c) = self.clusters.dynamic.remove(name) {
+                self.clusters.unindex(name, c.service.as_ref());
+            }
+            self.stats.cluster_removed.inc();
+        }
+        self.server.clusters.update(upserts, &removals);
+        {
+            let mut d = self.dump();
+            for (name, active, warming) in dump {
+                let s = d.clusters.entry(name).or_default();
+                if active.is_some() {
+                    s.active = active;
+                    s.warming = None;
+                } else {
+                    s.warming = warming;
+                }
+            }
+            for name in &removals {
+                d.clusters.remove(name);
+            }
+            d.cds_version = b.version_info.to_owned();
+        }
+        self.stats.cds.accepted(b.version_info);
+        Ok(())
+    }
+
+    pub(super) fn apply_eds(&mut self, b: Batch<'_>) -> Result<(), String> {
+        let mut decoded = Vec::with_capacity(b.resources.len());
+        let mut errors = Vec::new();
+        for (i, any) in b.resources.iter().enumerate() {
+            match convert::endpoints(any, i) {
+                Ok(d) => decoded.push(d),
+                Err(e) => {
+                    self.for_service(&e.name, |c| c.stats.update_rejected.inc());
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        rejection(errors)?;
+        let mut activated = Vec::new();
+        for d in decoded {
+            if self
+                .clusters
+                .endpoints
+                .get(&d.name)
+                .is_some_and(|(h, _)| *h == d.hash)
+            {
+                continue;
+            }
+            if !self.clusters.by_service.contains_key(&d.name) {
+                // Not (or no longer) asked for.
+                continue;
+            }
+            let hosts = Arc::new(d.value);
+            self.clusters
+                .endpoints
+                .insert(d.name.clone(), (d.hash, hosts.clone()));
+            self.endpoints_arrived(&d.name, &hosts, &mut activated);
+        }
+        for name in b.removed {
+            if self.clusters.by_service.contains_key(name) {
+                let hosts = Arc::new(Vec::new());
+                self.clusters
+                    .endpoints
+                    .insert(name.clone(), (0, hosts.clone()));
+                self.endpoints_arrived(name, &hosts, &mut activated);
+            }
+        }
+        self.install_warmed(activated);
+        Ok(())
+    }
+
+    /// Runs `f` on the active state of every cluster fed by EDS service `service`.
+    fn for_service(&self, service: &str, mut f: impl FnMut(&ClusterState)) {
+        if let Some(names) = self.clusters.by_service.get(service) {
+            for n in names {
+                if let Some(c) = self.server.clusters.get(n) {
+                    f(&c);
+                }
+            }
+        }
+    }
+
+    /// New endpoints for `service`: active clusters swap their host set; warming ones
+    /// become active (collected in `activated`).
+    fn endpoints_arrived(
+        &mut self,
+        service: &str,
+        hosts: &Arc<Vec<Host>>,
+        activated: &mut Vec<(String, Cluster)>,
+    ) {
+        let Some(names) = self.clusters.by_service.get(service).cloned() else {
+            return;
+        };
+        for name in names {
+            if let Some((config, _)) = self
+                .clusters
+                .dynamic
+                .get_mut(&name)
+                .and_then(|c| c.warming.take())
+            {
+                activated.push((name, config));
+            } else if let Some(c) = self.server.clusters.get(&name) {
+                c.stats.update_attempt.inc();
+                c.stats.update_success.inc();
+                if hosts.is_empty() {
+                    c.stats.update_empty.inc();
+                }
+                c.set_hosts(hosts.to_vec());
+            }
+        }
+    }
+
+    /// Activates warmed clusters in one swap and moves their dump entries to active.
+    fn install_warmed(&mut self, warmed: Vec<(String, Cluster)>) {
+        if warmed.is_empty() {
+            return;
+        }
+        let mut names = Vec::with_capacity(warmed.len());
+        let states: Vec<_> = warmed
+            .into_iter()
+            .map(|(name, config)| {
+                names.push(name);
+                self.activate(config)
+            })
+            .collect();
+        for s in &states {
+            s.stats.update_attempt.inc();
+            s.stats.update_success.inc();
+        }
+        self.server.clusters.update(states, &[]);
+        let mut d = self.dump();
+        for n in names {
+            if let Some(s) = d.clusters.get_mut(&n) {
+                if let Some(w) = s.warming.take() {
+                    s.active = Some(w);
+                }
+            }
+        }
+    }
+
+    /// Warming clusters past their deadline become active without endpoints.
+    pub(super) fn expire_clusters(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (name, c) in &mut self.clusters.dynamic {
+            if c.warming.as_ref().and_then(|w| w.1).is_some_and(|d| d <= now) {
+                if let Some((config, _)) = c.warming.take() {
+                    tracing::warn!(cluster = %name, "no endpoints within initial_fetch_timeout; activating without");
+                    expired.push((name.clone(), config));
+                }
+            }
+        }
+        self.install_warmed(expired);
+    }
+}

@@ -1,0 +1,238 @@
+//! xDS resources (protobuf `Any`) -> Remora's validated config types. Every error names
+//! the resource (type and name) and the field, and becomes the NACK's message.
+
+use std::hash::{Hash, Hasher};
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster_pb;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint_pb;
+use envoy_types::pb::envoy::config::listener::v3 as listener_pb;
+use envoy_types::pb::envoy::config::route::v3 as route_pb;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use xds_client::ResourceType;
+
+use crate::config::cluster::{self, Cluster};
+use crate::config::common::HostAddress;
+use crate::config::listener::Listener;
+use crate::config::route::RouteTable;
+use crate::config::ConfigError;
+use crate::upstream::cluster::{Host, HostAddr};
+
+/// A resource that failed to decode or validate: `<Type> '<name>': <field>: <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} '{name}': {error}")]
+pub struct Invalid {
+    pub kind: &'static str,
+    pub name: String,
+    pub error: ConfigError,
+}
+
+/// A decoded resource: its name, a hash of its encoding (to skip unchanged resources) and
+/// the converted value.
+#[derive(Debug)]
+pub struct Decoded<T> {
+    pub name: String,
+    pub hash: u64,
+    pub value: T,
+}
+
+fn kind(ty: ResourceType) -> &'static str {
+    match ty {
+        ResourceType::Listener => "Listener",
+        ResourceType::RouteConfiguration => "RouteConfiguration",
+        ResourceType::Cluster => "Cluster",
+        ResourceType::ClusterLoadAssignment => "ClusterLoadAssignment",
+        ResourceType::Secret => "Secret",
+    }
+}
+
+/// A hash of a resource's encoding; equal encodings mean an unchanged resource.
+pub fn hash(bytes: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn decode<P: Message + Default, T>(
+    ty: ResourceType,
+    any: &Any,
+    index: usize,
+    name_of: impl Fn(&P) -> &str,
+    convert: impl FnOnce(&P) -> Result<T, ConfigError>,
+) -> Result<Decoded<T>, Invalid> {
+    let invalid = |name: String, error| Invalid {
+        kind: kind(ty),
+        name,
+        error,
+    };
+    if any.type_url != ty.type_url() {
+        return Err(invalid(
+            format!("#{index}"),
+            ConfigError::new("type_url", format!("'{}' in a {} response", any.type_url, ty.short_name())),
+        ));
+    }
+    let proto = P::decode(any.value.as_slice()).map_err(|e| {
+        invalid(
+            format!("#{index}"),
+            ConfigError::new("", format!("cannot decode: {e}")),
+        )
+    })?;
+    let name = name_of(&proto).to_owned();
+    if name.is_empty() {
+        return Err(invalid(
+            format!("#{index}"),
+            ConfigError::new("name", "must not be empty"),
+        ));
+    }
+    let value = convert(&proto).map_err(|e| invalid(name.clone(), e))?;
+    Ok(Decoded {
+        name,
+        hash: hash(&any.value),
+        value,
+    })
+}
+
+pub fn cluster(any: &Any, index: usize) -> Result<Decoded<Cluster>, Invalid> {
+    decode::<cluster_pb::Cluster, _>(
+        ResourceType::Cluster,
+        any,
+        index,
+        |c| &c.name,
+        |c| Cluster::try_from(c),
+    )
+}
+
+pub fn listener(any: &Any, index: usize) -> Result<Decoded<Listener>, Invalid> {
+    decode::<listener_pb::Listener, _>(
+        ResourceType::Listener,
+        any,
+        index,
+        |l| &l.name,
+        |l| Listener::try_from(l),
+    )
+}
+
+pub fn route(any: &Any, index: usize) -> Result<Decoded<RouteTable>, Invalid> {
+    decode::<route_pb::RouteConfiguration, _>(
+        ResourceType::RouteConfiguration,
+        any,
+        index,
+        |r| &r.name,
+        |r| RouteTable::try_from(r),
+    )
+}
+
+/// A `ClusterLoadAssignment` as the hosts it lists (healthy ones only). EDS hosts are
+/// addresses, never names to resolve.
+pub fn endpoints(any: &Any, index: usize) -> Result<Decoded<Vec<Host>>, Invalid> {
+    decode::<endpoint_pb::ClusterLoadAssignment, _>(
+        ResourceType::ClusterLoadAssignment,
+        any,
+        index,
+        |c| &c.cluster_name,
+        |cla| {
+            let eps = cluster::load_assignment(cla)?;
+            eps.into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let addr = match e.address {
+                        HostAddress::Ip(a) => HostAddr::Tcp(a),
+                        HostAddress::Unix(p) => HostAddr::Unix(p),
+                        HostAddress::Name { host, .. } => {
+                            return Err(ConfigError::new(
+                                format!("endpoints.lb_endpoints[{i}].endpoint.address.socket_address.address"),
+                                format!("'{host}' is not an IP address (EDS endpoints are not resolved)"),
+                            ))
+                        }
+                    };
+                    Ok(Host {
+                        addr,
+                        hostname: None,
+                        weight: e.weight,
+                    })
+                })
+                .collect()
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any<M: Message>(ty: ResourceType, m: &M) -> Any {
+        Any {
+            type_url: ty.type_url().into(),
+            value: m.encode_to_vec(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_resource_and_the_field() {
+        let c = cluster_pb::Cluster {
+            name: "web".into(),
+            connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let e = cluster(&any(ResourceType::Cluster, &c), 0).expect_err("invalid");
+        assert_eq!(e.name, "web");
+        assert!(e.to_string().starts_with("Cluster 'web': connect_timeout:"), "{e}");
+
+        let garbage = Any {
+            type_url: ResourceType::Listener.type_url().into(),
+            value: vec![0xff, 0xff, 0xff],
+        };
+        let e = listener(&garbage, 3).expect_err("garbage");
+        assert!(e.to_string().starts_with("Listener '#3': cannot decode"), "{e}");
+
+        let wrong = any(ResourceType::Cluster, &c);
+        let e = listener(&wrong, 0).expect_err("mistyped");
+        assert!(e.to_string().contains("type_url"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_are_addresses_and_unhealthy_ones_leave() {
+        use envoy_types::pb::envoy::config::core::v3 as core;
+        let ep = |ip: &str, health: core::HealthStatus| endpoint_pb::LbEndpoint {
+            host_identifier: Some(endpoint_pb::lb_endpoint::HostIdentifier::Endpoint(
+                endpoint_pb::Endpoint {
+                    address: Some(core::Address {
+                        address: Some(core::address::Address::SocketAddress(
+                            core::SocketAddress {
+                                address: ip.into(),
+                                port_specifier: Some(
+                                    core::socket_address::PortSpecifier::PortValue(80),
+                                ),
+                                ..Default::default()
+                            },
+                        )),
+                    }),
+                    ..Default::default()
+                },
+            )),
+            health_status: health as i32,
+            ..Default::default()
+        };
+        let cla = endpoint_pb::ClusterLoadAssignment {
+            cluster_name: "web".into(),
+            endpoints: vec![endpoint_pb::LocalityLbEndpoints {
+                lb_endpoints: vec![
+                    ep("10.0.0.1", core::HealthStatus::Healthy),
+                    ep("10.0.0.2", core::HealthStatus::Unhealthy),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let d = endpoints(&any(ResourceType::ClusterLoadAssignment, &cla), 0).expect("valid");
+        assert_eq!(d.value.len(), 1);
+        let mut named = cla.clone();
+        named.endpoints[0].lb_endpoints = vec![ep("web.local", core::HealthStatus::Healthy)];
+        let e = endpoints(&any(ResourceType::ClusterLoadAssignment, &named), 0)
+            .expect_err("names are refused");
+        assert!(e.to_string().contains("is not an IP address"), "{e}");
+    }
+}
