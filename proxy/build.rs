@@ -39,7 +39,8 @@ fn main() {
     // `config.core.v3` for relative references elsewhere in the tree.
     files.retain(|f| {
         let s = f.to_string_lossy();
-        (!s.contains("/envoy/service/") || s.ends_with("/envoy/service/discovery/v3/discovery.proto"))
+        (!s.contains("/envoy/service/")
+            || s.ends_with("/envoy/service/discovery/v3/discovery.proto"))
             && !s.contains("/envoy/extensions/config/")
     });
     for own in OWN_PROTOS {

@@ -1,22 +1,33 @@
-//! One drain signal for the whole process: accept loops stop accepting and connections
-//! finish their in-flight streams when it fires.
+//! Drain signals: accept loops stop accepting and connections finish their in-flight
+//! streams when one fires.
+//!
+//! Two strengths. [`Drain::start`] (shutdown, `/drain_listeners`) asks connections to
+//! close now, after their in-flight streams. [`Drain::start_gentle`] (a listener replaced
+//! or removed by LDS) lets connections keep serving for the connection manager's
+//! `drain_timeout`: HTTP/1.1 responses carry `connection: close` so clients move to the
+//! new listener one response at a time, and only then are idle connections closed. A
+//! client never finds a keep-alive connection closed under a request it just sent.
 
 use tokio::sync::watch;
 
+const RUNNING: u8 = 0;
+const GENTLE: u8 = 1;
+const NOW: u8 = 2;
+
 #[derive(Debug)]
 pub struct Drain {
-    tx: watch::Sender<bool>,
+    tx: watch::Sender<u8>,
 }
 
 #[derive(Debug, Clone)]
 pub struct DrainWatch {
-    rx: watch::Receiver<bool>,
+    rx: watch::Receiver<u8>,
 }
 
 impl Default for Drain {
     fn default() -> Self {
         Drain {
-            tx: watch::channel(false).0,
+            tx: watch::channel(RUNNING).0,
         }
     }
 }
@@ -28,23 +39,52 @@ impl Drain {
         }
     }
 
+    /// Connections close as soon as their in-flight streams end.
     pub fn start(&self) {
-        self.tx.send_replace(true);
+        self.tx.send_replace(NOW);
+    }
+
+    /// Connections wind down over the connection manager's `drain_timeout` (a no-op if
+    /// a stronger drain already started).
+    pub fn start_gentle(&self) {
+        self.tx.send_if_modified(|v| {
+            let changed = *v == RUNNING;
+            if changed {
+                *v = GENTLE;
+            }
+            changed
+        });
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.tx.borrow()
+        *self.tx.borrow() != RUNNING
     }
 }
 
 impl DrainWatch {
-    /// Resolves once draining has started (immediately if it already has).
+    /// Resolves once draining has started, gently or not (immediately if it has). A
+    /// `Drain` dropped without starting never signals: its state is final.
     pub async fn signaled(&mut self) {
-        let _ = self.rx.wait_for(|d| *d).await;
+        if self.rx.wait_for(|d| *d != RUNNING).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once connections must close now (never, if the `Drain` is dropped
+    /// before that).
+    pub async fn closing(&mut self) {
+        if self.rx.wait_for(|d| *d == NOW).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.rx.borrow()
+        *self.rx.borrow() != RUNNING
+    }
+
+    /// Whether connections must close now (not gently).
+    pub fn is_closing(&self) -> bool {
+        *self.rx.borrow() == NOW
     }
 }
 
@@ -62,5 +102,32 @@ mod tests {
         let mut late = d.watch();
         late.signaled().await;
         assert!(d.is_draining());
+    }
+
+    #[tokio::test]
+    async fn a_gentle_drain_can_harden_but_not_soften() {
+        let d = Drain::default();
+        let mut w = d.watch();
+        d.start_gentle();
+        w.signaled().await;
+        assert!(w.is_draining() && !w.is_closing());
+        d.start();
+        w.closing().await;
+        d.start_gentle();
+        assert!(w.is_closing());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_drain_keeps_its_last_state() {
+        let d = Drain::default();
+        let mut w = d.watch();
+        d.start_gentle();
+        drop(d);
+        w.signaled().await;
+        let closing = tokio::time::timeout(std::time::Duration::from_secs(60), w.closing());
+        assert!(
+            closing.await.is_err(),
+            "a gentle drain never turns into closing"
+        );
     }
 }

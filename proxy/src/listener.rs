@@ -13,16 +13,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::common::BindAddress;
 use crate::config::hcm::RouteSpec;
-use crate::config::listener::{FilterChain, NetworkFilter};
 pub use crate::config::listener::Listener;
+use crate::config::listener::{FilterChain, NetworkFilter};
 use crate::drain::{Drain, DrainWatch};
-use manager::ListenerSlot;
 use crate::http::{Downstream, HttpContext};
 use crate::routing::{fixed_routes, RouteSlot};
 use crate::stats::{Counter, Gauge, GaugeGuard, Store};
 use crate::tcp::TcpContext;
 use crate::upstream::pool::Pools;
 use crate::upstream::ClusterManager;
+use manager::ListenerSlot;
 
 /// A filter chain ready to serve connections.
 #[derive(Debug, Clone)]

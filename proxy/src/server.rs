@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::cli::Options;
 use crate::config::bootstrap::{Loaded, Node};
-use crate::drain::Drain;
 use crate::config::dynamic::DynamicResources;
+use crate::drain::Drain;
 use crate::listener::manager::ListenerManager;
 use crate::listener::{BuildContext, ListenerRuntime};
 use crate::logging::LogControl;

@@ -41,7 +41,11 @@ pub fn start(server: &Arc<Server>) -> Option<oneshot::Receiver<()>> {
     let uses_ads = [&dynamic.cds, &dynamic.lds]
         .iter()
         .any(|s| s.as_ref().is_some_and(|s| s.kind == SourceKind::Ads))
-        || server.clusters.snapshot().values().any(|c| c.config.eds.is_some());
+        || server
+            .clusters
+            .snapshot()
+            .values()
+            .any(|c| c.config.eds.is_some());
     let mut events = None;
     let mut subscriber: Option<Box<dyn Subscriber>> = None;
     if let (true, Some(ads)) = (uses_ads, &dynamic.ads) {
@@ -68,8 +72,12 @@ pub fn start(server: &Arc<Server>) -> Option<oneshot::Receiver<()>> {
             ..
         }) = source
         {
-            if let Err(e) = file::watch(ty, path.clone(), watched_directory.clone(), files_tx.clone())
-            {
+            if let Err(e) = file::watch(
+                ty,
+                path.clone(),
+                watched_directory.clone(),
+                files_tx.clone(),
+            ) {
                 tracing::error!(error = %e, "cannot watch the {} file", ty.short_name());
             }
         }
@@ -200,7 +208,11 @@ fn on_file(applier: &mut Applier, f: FileUpdate) {
         complete: true,
     });
     match result {
-        Ok(()) => tracing::info!(path = %f.path.display(), version = %f.version_info, "{} file applied", f.ty.short_name()),
-        Err(e) => tracing::warn!(path = %f.path.display(), error = %e, "{} file rejected; keeping the last good config", f.ty.short_name()),
+        Ok(()) => {
+            tracing::info!(path = %f.path.display(), version = %f.version_info, "{} file applied", f.ty.short_name())
+        }
+        Err(e) => {
+            tracing::warn!(path = %f.path.display(), error = %e, "{} file rejected; keeping the last good config", f.ty.short_name())
+        }
     }
 }

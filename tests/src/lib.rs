@@ -3,6 +3,7 @@
 //! and the clients that drive them.
 
 pub mod client;
+pub mod control_plane;
 pub mod envoy;
 pub mod grpc;
 pub mod process;

@@ -23,6 +23,13 @@ impl Proxy {
     }
 
     pub fn start_with(yaml: &str, args: &[&str]) -> Proxy {
+        let p = Self::launch(yaml, args);
+        p.wait_live(Duration::from_secs(10));
+        p
+    }
+
+    /// Starts Remora without waiting for it to become LIVE (for tests of start-up).
+    pub fn launch(yaml: &str, args: &[&str]) -> Proxy {
         let mut argv = vec!["remora"];
         argv.extend_from_slice(args);
         let options = Options::try_parse_from(argv).expect("valid test options");
@@ -34,14 +41,22 @@ impl Proxy {
         .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"));
         let server = Server::new(options, loaded, LogControl::detached("info"));
         let running = runtime::start(server.clone()).expect("proxy starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.state() != ServerState::Live {
-            assert!(Instant::now() < deadline, "proxy did not become LIVE");
-            std::thread::sleep(Duration::from_millis(2));
-        }
         Proxy {
             running: Some(running),
             server,
+        }
+    }
+
+    /// Waits until the proxy is LIVE; panics after `limit`.
+    pub fn wait_live(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.server.state() != ServerState::Live {
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not become LIVE (state {})",
+                self.server.state().name()
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

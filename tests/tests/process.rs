@@ -147,19 +147,35 @@ fn shared_configs_validate_or_name_the_missing_feature() {
     // outside their dynamic_resources, which Remora reads.
     let istio: &[(&str, &str)] = &[
         ("all", "stats_sinks: stats sinks"),
-        ("authsds", "HTTP filter 'envoy.filters.http.compressor.brotli'"),
-        ("default", "HTTP filter 'envoy.filters.http.compressor.brotli'"),
+        (
+            "authsds",
+            "HTTP filter 'envoy.filters.http.compressor.brotli'",
+        ),
+        (
+            "default",
+            "HTTP filter 'envoy.filters.http.compressor.brotli'",
+        ),
         ("lrs", "HTTP filter 'envoy.filters.http.compressor.brotli'"),
         ("metrics_no_statsd", "stats_sinks: stats sinks"),
-        ("stats_inclusion", "HTTP filter 'envoy.filters.http.compressor.brotli'"),
+        (
+            "stats_inclusion",
+            "HTTP filter 'envoy.filters.http.compressor.brotli'",
+        ),
         ("tracing_zipkin", "tracing: tracing is not supported yet"),
-        ("xdsproxy", "HTTP filter 'envoy.filters.http.compressor.brotli'"),
+        (
+            "xdsproxy",
+            "HTTP filter 'envoy.filters.http.compressor.brotli'",
+        ),
     ];
     for (name, want) in istio {
         let p = testdata(&format!("istio-config/bootstrap/{name}_golden.json"));
         let (code, out) = validate(&["-c", p.to_str().unwrap()]);
         assert_eq!(code, 1, "{}: {out}", p.display());
-        assert!(out.contains(want), "{}: expected '{want}' in: {out}", p.display());
+        assert!(
+            out.contains(want),
+            "{}: expected '{want}' in: {out}",
+            p.display()
+        );
         seen += 1;
     }
     let envoy_files = std::fs::read_dir(testdata("envoy-configs/examples"))

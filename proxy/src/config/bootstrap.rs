@@ -170,7 +170,10 @@ impl Bootstrap {
         let Some(c) = self.clusters.iter().find(|c| c.name == ads.cluster) else {
             return Err(ConfigError::new(
                 "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name",
-                format!("unknown cluster '{}' (it must be a static cluster)", ads.cluster),
+                format!(
+                    "unknown cluster '{}' (it must be a static cluster)",
+                    ads.cluster
+                ),
             ));
         };
         if c.endpoints.is_empty() {

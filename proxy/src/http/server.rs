@@ -27,10 +27,14 @@ macro_rules! drive {
         let idle = $clock.idle($ctx.config.idle_timeout);
         tokio::pin!(idle);
         let mut drain = $drain;
+        let mut closing = drain.clone();
         let mut shutting_down = false;
+        let mut gentle = false;
         let late: bool = $late;
         let grace = tokio::time::sleep(LATE_GRACE);
         tokio::pin!(grace);
+        let wind_down = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(wind_down);
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
@@ -39,7 +43,24 @@ macro_rules! drive {
                     }
                     break;
                 }
-                _ = drain.signaled(), if !late && !shutting_down => {
+                _ = drain.signaled(), if !late && !shutting_down && !gentle => {
+                    if drain.is_closing() {
+                        shutting_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    } else {
+                        // HTTP/1.1 responses now say `connection: close` (the handler
+                        // sees the drain); idle connections close after drain_timeout.
+                        gentle = true;
+                        wind_down
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + $ctx.config.drain_timeout);
+                    }
+                }
+                _ = closing.closing(), if gentle && !shutting_down => {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = &mut wind_down, if gentle && !shutting_down => {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -73,10 +94,29 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, d
     // hyper keeps room for one in-flight request future per connection for as long as the
     // connection lives; boxed, an idle keep-alive connection holds a pointer instead of
     // the whole request state machine (6.5 KiB), for one allocation per request.
-    let svc = service_fn(move |req| Box::pin(handler::handle(req, c.clone(), down.clone())));
+    //
+    // While the listener drains gently, HTTP/1.1 responses say `connection: close`, so
+    // keep-alive clients reconnect (to the listener's new version) one response at a time.
+    let d = drain.clone();
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let close = req.version() < http::Version::HTTP_2 && d.is_draining();
+        let fut = handler::handle(req, c.clone(), down.clone());
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if close {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        })
+    });
     // A connection accepted while its listener drains gracefully is still served: HTTP/1.1
     // answers once with `connection: close` (as Envoy does); HTTP/2 gets GOAWAY at once.
-    let late = drain.is_draining();
+    // (A gentle drain, of a listener replaced by LDS, serves such a connection as usual:
+    // its responses say `connection: close`.)
+    let late = drain.is_closing();
     // `auto` ignores http1_only/http2_only when upgrades are served, so the fixed codecs
     // use hyper's own builders.
     match cfg.codec {

@@ -153,7 +153,7 @@ impl ListenerManager {
             return false;
         };
         let old = l.slot.current.swap(runtime);
-        old.drain.start();
+        old.drain.start_gentle();
         true
     }
 
@@ -163,7 +163,7 @@ impl ListenerManager {
         let i = active.iter().position(|l| l.name() == name)?;
         let l = active.remove(i);
         l.slot.close.start();
-        l.slot.current().drain.start();
+        l.slot.current().drain.start_gentle();
         Some(l)
     }
 

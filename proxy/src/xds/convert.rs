@@ -68,7 +68,10 @@ fn decode<P: Message + Default, T>(
     if any.type_url != ty.type_url() {
         return Err(invalid(
             format!("#{index}"),
-            ConfigError::new("type_url", format!("'{}' in a {} response", any.type_url, ty.short_name())),
+            ConfigError::new(
+                "type_url",
+                format!("'{}' in a {} response", any.type_url, ty.short_name()),
+            ),
         ));
     }
     let proto = P::decode(any.value.as_slice()).map_err(|e| {
@@ -179,14 +182,20 @@ mod tests {
         };
         let e = cluster(&any(ResourceType::Cluster, &c), 0).expect_err("invalid");
         assert_eq!(e.name, "web");
-        assert!(e.to_string().starts_with("Cluster 'web': connect_timeout:"), "{e}");
+        assert!(
+            e.to_string().starts_with("Cluster 'web': connect_timeout:"),
+            "{e}"
+        );
 
         let garbage = Any {
             type_url: ResourceType::Listener.type_url().into(),
             value: vec![0xff, 0xff, 0xff],
         };
         let e = listener(&garbage, 3).expect_err("garbage");
-        assert!(e.to_string().starts_with("Listener '#3': cannot decode"), "{e}");
+        assert!(
+            e.to_string().starts_with("Listener '#3': cannot decode"),
+            "{e}"
+        );
 
         let wrong = any(ResourceType::Cluster, &c);
         let e = listener(&wrong, 0).expect_err("mistyped");
@@ -200,15 +209,13 @@ mod tests {
             host_identifier: Some(endpoint_pb::lb_endpoint::HostIdentifier::Endpoint(
                 endpoint_pb::Endpoint {
                     address: Some(core::Address {
-                        address: Some(core::address::Address::SocketAddress(
-                            core::SocketAddress {
-                                address: ip.into(),
-                                port_specifier: Some(
-                                    core::socket_address::PortSpecifier::PortValue(80),
-                                ),
-                                ..Default::default()
-                            },
-                        )),
+                        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                            address: ip.into(),
+                            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                                80,
+                            )),
+                            ..Default::default()
+                        })),
                     }),
                     ..Default::default()
                 },

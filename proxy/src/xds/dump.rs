@@ -90,7 +90,8 @@ impl DynamicDump {
             .collect();
         let mut listeners_dump = json!({});
         if !listeners.is_empty() {
-            listeners_dump = json!({"version_info": self.lds_version, "dynamic_listeners": listeners});
+            listeners_dump =
+                json!({"version_info": self.lds_version, "dynamic_listeners": listeners});
         }
         let routes: Vec<Value> = self
             .routes

@@ -61,7 +61,10 @@ pub fn watch(
     let any_change = watched_directory.is_some();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
-            let ours = ev.paths.iter().any(|p| p == &target || p.file_name() == target.file_name());
+            let ours = ev
+                .paths
+                .iter()
+                .any(|p| p == &target || p.file_name() == target.file_name());
             if any_change || ours {
                 let _ = changed_tx.send(());
             }

@@ -2,9 +2,7 @@
 //! locality, ...) with `--service-node`/`--service-cluster` applied, the user agent, and
 //! the client features Remora has.
 
-use envoy_types::pb::envoy::config::core::v3::{
-    node::UserAgentVersionType, BuildVersion, Node,
-};
+use envoy_types::pb::envoy::config::core::v3::{node::UserAgentVersionType, BuildVersion, Node};
 use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
@@ -42,12 +40,11 @@ pub fn node(server: &Server) -> Node {
             .into_iter()
             .collect(),
         };
-        node.user_agent_version_type = Some(UserAgentVersionType::UserAgentBuildVersion(
-            BuildVersion {
+        node.user_agent_version_type =
+            Some(UserAgentVersionType::UserAgentBuildVersion(BuildVersion {
                 version: Some(ENVOY_COMPAT),
                 metadata: Some(metadata),
-            },
-        ));
+            }));
     }
     for f in CLIENT_FEATURES {
         if !node.client_features.iter().any(|c| c == f) {

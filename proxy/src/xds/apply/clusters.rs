@@ -50,7 +50,10 @@ impl Clusters {
     }
 
     pub(super) fn warming_count(&self) -> usize {
-        self.dynamic.values().filter(|c| c.warming.is_some()).count()
+        self.dynamic
+            .values()
+            .filter(|c| c.warming.is_some())
+            .count()
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
@@ -323,7 +326,11 @@ impl Applier {
     pub(super) fn expire_clusters(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for (name, c) in &mut self.clusters.dynamic {
-            if c.warming.as_ref().and_then(|w| w.1).is_some_and(|d| d <= now) {
+            if c.warming
+                .as_ref()
+                .and_then(|w| w.1)
+                .is_some_and(|d| d <= now)
+            {
                 if let Some((config, _)) = c.warming.take() {
                     tracing::warn!(cluster = %name, "no endpoints within initial_fetch_timeout; activating without");
                     expired.push((name.clone(), config));

@@ -24,6 +24,9 @@ struct DynListener {
     warming: Option<(Listener, Option<Instant>)>,
     /// Route configurations the latest version names.
     rds: Vec<String>,
+    /// Route configurations the active version names (kept subscribed while a newer
+    /// version warms).
+    active_rds: Vec<String>,
 }
 
 /// A route configuration: the slot connection managers read, and whether RDS has
@@ -44,7 +47,10 @@ pub(super) struct Listeners {
 
 impl Listeners {
     pub(super) fn warming_count(&self) -> usize {
-        self.dynamic.values().filter(|l| l.warming.is_some()).count()
+        self.dynamic
+            .values()
+            .filter(|l| l.warming.is_some())
+            .count()
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
@@ -59,7 +65,7 @@ impl Listeners {
         let names: BTreeSet<String> = self
             .dynamic
             .values()
-            .flat_map(|l| l.rds.iter().cloned())
+            .flat_map(|l| l.rds.iter().chain(&l.active_rds).cloned())
             .collect();
         if names == self.subscribed {
             return None;
@@ -111,10 +117,7 @@ impl Applier {
         }
         let routes = &self.listeners.routes;
         let resolve = |name: &str| -> RouteSlot {
-            routes
-                .get(name)
-                .map(|r| r.slot.clone())
-                .unwrap_or_default()
+            routes.get(name).map(|r| r.slot.clone()).unwrap_or_default()
         };
         Arc::new(ListenerRuntime::new(
             config,
@@ -142,7 +145,8 @@ impl Applier {
     fn placement(&self, config: &Listener) -> std::io::Result<Placement> {
         if let Some(active) = self.server.listeners.find(&config.name) {
             let old = active.slot.current();
-            if old.config.address == config.address && old.config.bind_to_port == config.bind_to_port
+            if old.config.address == config.address
+                && old.config.bind_to_port == config.bind_to_port
             {
                 return Ok(Placement::Replace);
             }
@@ -241,6 +245,7 @@ impl Applier {
                 DynListener {
                     hash: d.hash,
                     warming: None,
+                    active_rds: rds.clone(),
                     rds,
                 },
             );
@@ -252,12 +257,19 @@ impl Applier {
                 self.route_entry(name, Some(prefix));
             }
             dump.push((d.name.clone(), None, Some(entry)));
+            let active_rds = self
+                .listeners
+                .dynamic
+                .get(&d.name)
+                .map(|l| l.active_rds.clone())
+                .unwrap_or_default();
             self.listeners.dynamic.insert(
                 d.name.clone(),
                 DynListener {
                     hash: d.hash,
                     warming: Some((d.value, deadline)),
                     rds,
+                    active_rds,
                 },
             );
         }
@@ -335,12 +347,10 @@ impl Applier {
             .map(|(n, _)| n.clone())
             .collect();
         for name in names {
-            let Some((config, _)) = self
-                .listeners
-                .dynamic
-                .get_mut(&name)
-                .and_then(|l| l.warming.take())
-            else {
+            let Some((config, _)) = self.listeners.dynamic.get_mut(&name).and_then(|l| {
+                l.active_rds = l.rds.clone();
+                l.warming.take()
+            }) else {
                 continue;
             };
             let existed = self.server.listeners.find(&name).is_some();
@@ -362,7 +372,10 @@ impl Applier {
                 Err(e) => {
                     tracing::warn!(listener = %name, error = %e, "cannot bind a warmed listener");
                     self.stats.listener_create_failure.inc();
-                    self.dump().listeners.entry(name).and_modify(|s| s.warming = None);
+                    self.dump()
+                        .listeners
+                        .entry(name)
+                        .and_modify(|s| s.warming = None);
                 }
             }
         }
