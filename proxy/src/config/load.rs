@@ -87,6 +87,7 @@ pub fn decode<M: prost::Message + Default>(
         .get_message_by_name(full_name)
         .ok_or_else(|| ConfigError::new("", format!("no descriptor for {full_name}")))?;
     mark_unsupported(&mut value);
+    wrap_single_repeated(&mut value, &desc);
     let mut warnings = Vec::new();
     // Each pass either succeeds or reports one error; unknown fields are removed and the
     // decode retried, so all of them are reported, not only the first.
@@ -120,6 +121,7 @@ pub fn decode<M: prost::Message + Default>(
 /// Decodes `value` as a dynamic message of type `desc` (used for `TypedStruct` payloads).
 pub fn decode_dynamic(mut value: Value, desc: &MessageDescriptor) -> Result<DynamicMessage> {
     mark_unsupported(&mut value);
+    wrap_single_repeated(&mut value, desc);
     decode_once(&value, desc)
 }
 
@@ -149,6 +151,51 @@ fn mark_unsupported(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(mark_unsupported),
         _ => {}
+    }
+}
+
+/// Envoy's loader takes a single value where a list is expected (`filters: {name: ...}`
+/// for `filters: [{name: ...}]`, as Envoy's own filesystem xDS example writes it); so does
+/// Remora: such a value becomes a one-element list. Follows the descriptors down, through
+/// `Any` values by their `@type`.
+fn wrap_single_repeated(value: &mut Value, desc: &MessageDescriptor) {
+    use prost_reflect::Kind;
+    let Value::Object(map) = value else {
+        return;
+    };
+    let any_type = (desc.full_name() == "google.protobuf.Any")
+        .then(|| map.get("@type").and_then(Value::as_str))
+        .flatten()
+        .and_then(|url| pool().get_message_by_name(url.rsplit('/').next().unwrap_or(url)));
+    if let Some(inner) = any_type {
+        return wrap_single_repeated(value, &inner);
+    }
+    for (key, v) in map.iter_mut() {
+        let Some(field) = desc
+            .get_field_by_json_name(key)
+            .or_else(|| desc.get_field_by_name(key))
+        else {
+            continue;
+        };
+        if field.is_list() && !v.is_array() && !v.is_null() {
+            *v = Value::Array(vec![v.take()]);
+        }
+        let Kind::Message(m) = field.kind() else {
+            continue;
+        };
+        if field.is_map() {
+            let value_kind = m.map_entry_value_field().kind();
+            if let (Kind::Message(vm), Value::Object(entries)) = (value_kind, &mut *v) {
+                entries
+                    .values_mut()
+                    .for_each(|e| wrap_single_repeated(e, &vm));
+            }
+            continue;
+        }
+        match v {
+            Value::Array(items) => items.iter_mut().for_each(|i| wrap_single_repeated(i, &m)),
+            other => wrap_single_repeated(other, &m),
+        }
     }
 }
 

@@ -108,3 +108,48 @@ pub fn watch(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(name: &str) -> PathBuf {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/envoy-configs/examples")
+            .join(name);
+        assert!(p.exists(), "shared test data missing: {}", p.display());
+        p
+    }
+
+    /// Envoy's filesystem xDS example files load and every resource in them converts.
+    #[test]
+    fn the_envoy_example_files_load() {
+        let cds = read(
+            ResourceType::Cluster,
+            &shared("dynamic-config-fs_configs_cds.yaml"),
+        )
+        .expect("cds file");
+        assert_eq!(cds.resources.len(), 1);
+        let c = super::super::convert::cluster(&cds.resources[0], 0).expect("cluster");
+        assert_eq!(c.name, "example_proxy_cluster");
+        let lds = read(
+            ResourceType::Listener,
+            &shared("dynamic-config-fs_configs_lds.yaml"),
+        )
+        .expect("lds file");
+        let l = super::super::convert::listener(&lds.resources[0], 0).expect("listener");
+        assert_eq!(l.name, "listener_0");
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_are_errors_naming_the_file() {
+        let e = read(ResourceType::Listener, Path::new("/nonexistent/lds.yaml"))
+            .expect_err("missing");
+        assert!(e.contains("/nonexistent/lds.yaml"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("lds.yaml");
+        std::fs::write(&p, "resources: 7").expect("write");
+        let e = read(ResourceType::Listener, &p).expect_err("malformed");
+        assert!(e.contains("resources"), "{e}");
+    }
+}
