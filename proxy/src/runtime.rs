@@ -217,6 +217,7 @@ fn worker(id: usize, server: Arc<Server>, hard_stop: Arc<Drain>) {
                         tracker.clone(),
                     ));
                 }
+                Some(WorkerCommand::PruneIdle(clusters)) => pools.prune(&clusters),
                 None => break,
             }
         }

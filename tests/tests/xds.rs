@@ -91,6 +91,14 @@ async fn lifecycle(cp: ControlPlane, api: &str) {
     let v = cp.set(EDS, vec![endpoints_of("web", &[b.addr])]);
     cp.wait_ack(&v, EDS).await;
     assert_eq!(answered_by(addr).await.1, "b");
+    // The pooled connection to the host that left is closed; b's stays.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while proxy.stat("cluster.web.upstream_cx_active") != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the idle connection to a is closed");
 
     // A cluster added (with its endpoints), and the route moved to it.
     cp.upsert(EDS, vec![endpoints_of("api", &[a.addr])]);

@@ -70,7 +70,10 @@ async fn route_tag(addr: std::net::SocketAddr) -> String {
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -100,12 +103,18 @@ dynamic_resources:
     assert_eq!(route_tag(addr).await, "v1");
 
     replace(&lds_path, &lds("2", "v2"));
-    eventually("the new listener file applied", async || route_tag(addr).await == "v2").await;
+    eventually("the new listener file applied", async || {
+        route_tag(addr).await == "v2"
+    })
+    .await;
     // The listener kept its address.
     assert_eq!(proxy.addr("ingress"), addr);
 
     // A file that does not validate is rejected; the last good config keeps serving.
-    replace(&lds_path, &lds("3", "v3").replace("cluster: web", "cluster: web, timeout: -1s"));
+    replace(
+        &lds_path,
+        &lds("3", "v3").replace("cluster: web", "cluster: web, timeout: -1s"),
+    );
     eventually("the bad file rejected", async || {
         proxy.stat("listener_manager.lds.update_rejected") == 1
     })

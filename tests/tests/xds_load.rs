@@ -132,14 +132,11 @@ async fn run(api: &str) {
                         Ok(r) => Err(format!("status {}", r.status())),
                         Err(e) => Err(format!("{e:?}")),
                     };
-                    samples
-                        .lock()
-                        .expect("samples")
-                        .push(Sample {
-                            sent,
-                            done: Instant::now(),
-                            outcome,
-                        });
+                    samples.lock().expect("samples").push(Sample {
+                        sent,
+                        done: Instant::now(),
+                        outcome,
+                    });
                 });
                 while tasks.try_join_next().is_some() {}
             }

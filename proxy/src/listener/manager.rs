@@ -47,6 +47,8 @@ pub enum WorkerCommand {
         slot: Arc<ListenerSlot>,
         socket: BoundSocket,
     },
+    /// Drop pooled upstream connections to hosts and clusters no longer in `clusters`.
+    PruneIdle(Arc<crate::upstream::cluster::ClusterMap>),
 }
 
 /// A listener in force.
@@ -92,6 +94,13 @@ impl ListenerManager {
 
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Asks every worker to drop pooled connections that `clusters` no longer covers.
+    pub fn prune_idle(&self, clusters: Arc<crate::upstream::cluster::ClusterMap>) {
+        for w in &self.workers {
+            let _ = w.send(WorkerCommand::PruneIdle(clusters.clone()));
+        }
     }
 
     fn active(&self) -> MutexGuard<'_, Vec<ActiveListener>> {

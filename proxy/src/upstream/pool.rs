@@ -136,6 +136,25 @@ impl Pools {
         })
     }
 
+    /// Closes idle connections (and forgets shared HTTP/2 ones) to hosts that are no
+    /// longer in their cluster, or whose cluster is gone. Leased connections finish their
+    /// request and are not returned (their host is unknown by then).
+    pub fn prune(&self, clusters: &super::cluster::ClusterMap) {
+        let live = |k: &Key| {
+            clusters
+                .get(&k.cluster)
+                .is_some_and(|c| c.hosts().hosts.iter().any(|h| h.addr == k.addr))
+        };
+        self.h1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live(k));
+        self.h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| live(k));
+    }
+
     fn take_idle_h1(&self, key: &Key) -> Option<Idle> {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let list = map.get_mut(key)?;

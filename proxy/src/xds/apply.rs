@@ -145,6 +145,15 @@ impl Applier {
                 ResourceType::Listener => self.init.lds = None,
                 _ => {}
             }
+            if matches!(
+                b.ty,
+                ResourceType::Cluster | ResourceType::ClusterLoadAssignment
+            ) {
+                // Pooled connections to hosts that left (or whose cluster did) close.
+                self.server
+                    .listeners
+                    .prune_idle(self.server.clusters.snapshot());
+            }
         }
         self.resubscribe();
         self.publish_gauges();

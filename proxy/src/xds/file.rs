@@ -143,8 +143,8 @@ mod tests {
 
     #[test]
     fn unreadable_and_malformed_files_are_errors_naming_the_file() {
-        let e = read(ResourceType::Listener, Path::new("/nonexistent/lds.yaml"))
-            .expect_err("missing");
+        let e =
+            read(ResourceType::Listener, Path::new("/nonexistent/lds.yaml")).expect_err("missing");
         assert!(e.contains("/nonexistent/lds.yaml"), "{e}");
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("lds.yaml");
