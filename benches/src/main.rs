@@ -246,7 +246,7 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
 /// and every figure a number.
 fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
     let mut problems = Vec::new();
-    let expect: [(Scenario, &str, &[Target]); 6] = [
+    let expect: [(Scenario, &str, &[Target]); 7] = [
         (Scenario::Latency, "completed", &Target::ALL),
         (Scenario::Peak, "completed", &Target::ALL),
         (Scenario::Grpc, "completed", &Target::ALL),
@@ -261,6 +261,7 @@ fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
             "ready_ms",
             &[Target::Remora, Target::Envoy],
         ),
+        (Scenario::Xds, "routed_ms", &[Target::Remora, Target::Envoy]),
     ];
     for (scenario, metric, targets) in expect {
         if !plan.wants(scenario) {

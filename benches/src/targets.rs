@@ -186,6 +186,39 @@ impl Launch {
 /// Starts a proxy pinned to `cpu` with one worker, waits for `/ready` and reads its
 /// listeners' addresses from `/listeners`.
 pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String> {
+    let mut p = spawn(launch, cfg, cpu)?;
+    let listeners = listeners(launch.name, p.admin)?;
+    let find = |n: &str| {
+        listeners
+            .get(n)
+            .copied()
+            .ok_or_else(|| format!("{}: no listener {n} in /listeners", launch.name))
+    };
+    p.addrs = Addrs {
+        http1: find("http1")?,
+        http2: find("http2")?,
+        tcp: find("tcp")?,
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    p.idle_rss_kib = crate::procstat::memory_kib(p.pid()).0;
+    Ok(p)
+}
+
+/// The proxy's listeners by name, from `/listeners` (text form, the same from both
+/// proxies: `name::ip:port` per line).
+pub fn listeners(name: &str, admin: SocketAddr) -> Result<HashMap<String, SocketAddr>, String> {
+    let (_, body) =
+        admin_get(admin, "/listeners").ok_or_else(|| format!("{name}: no answer from /listeners"))?;
+    Ok(body
+        .lines()
+        .filter_map(|l| l.split_once("::"))
+        .filter_map(|(n, a)| Some((n.to_string(), a.trim().parse().ok()?)))
+        .collect())
+}
+
+/// Starts a proxy pinned to `cpu` with one worker on `cfg` and waits until `/ready`
+/// answers 200 (listener addresses are left unset).
+pub fn spawn(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String> {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = launch.name;
@@ -242,26 +275,6 @@ pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
         std::thread::sleep(Duration::from_micros(500));
     };
     p.ready_after = t0.elapsed();
-    // Text form, the same from both proxies: `name::ip:port` per line.
-    let (_, body) = admin_get(p.admin, "/listeners").ok_or("no answer from /listeners")?;
-    let listeners: HashMap<&str, SocketAddr> = body
-        .lines()
-        .filter_map(|l| l.split_once("::"))
-        .filter_map(|(n, a)| Some((n, a.trim().parse().ok()?)))
-        .collect();
-    let find = |n: &str| {
-        listeners
-            .get(n)
-            .copied()
-            .ok_or_else(|| format!("{name}: no listener {n} in /listeners: {body}"))
-    };
-    p.addrs = Addrs {
-        http1: find("http1")?,
-        http2: find("http2")?,
-        tcp: find("tcp")?,
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    p.idle_rss_kib = crate::procstat::memory_kib(p.pid()).0;
     Ok(p)
 }
 

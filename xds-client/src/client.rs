@@ -23,6 +23,9 @@ use crate::resource::ResourceType;
 use crate::sotw::SotwState;
 use crate::transport::{self, ChannelOptions, Target};
 
+/// The largest discovery response accepted.
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 /// `api_type` of the bootstrap's `ads_config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
@@ -280,7 +283,10 @@ async fn stream<P: Protocol>(
             return Ended::Stream("request channel closed".into());
         }
     }
-    let client = AggregatedDiscoveryServiceClient::new(channel);
+    // A mesh-sized response (every cluster of a large mesh in one message) exceeds
+    // tonic's 4 MiB default by far.
+    let client = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
     let mut inbound = match P::open(client, ReceiverStream::new(out_rx)).await {
         Ok(s) => s,
         Err(status) => return Ended::Stream(format!("opening the stream: {status}")),

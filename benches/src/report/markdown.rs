@@ -164,6 +164,54 @@ fn goals(r: &Results) -> Vec<Goal> {
         met: idle.map(|m| m < 10.0),
     });
     g.extend(ratio_goals(r, &PER_CONNECTION));
+    g.extend(xds_goals(r));
+    g
+}
+
+/// The xDS goals on the largest push: Remora applies it at least 5x faster than Envoy
+/// (push to first request routed) with at most a fifth of Envoy's memory growth; one
+/// endpoint change applies in under 10 ms.
+fn xds_goals(r: &Results) -> Vec<Goal> {
+    let s = Scenario::Xds;
+    let points = r.points(s);
+    let largest = points
+        .iter()
+        .filter_map(|p| Some((p.strip_suffix(" clusters")?.parse::<usize>().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.clone());
+    let mut g = Vec::new();
+    if let Some(p) = largest {
+        let stat = |t, k| r.stat(s, &p, t, k);
+        let faster = ratio(
+            stat(Target::Envoy, "routed_ms"),
+            stat(Target::Remora, "routed_ms"),
+        );
+        g.push(Goal {
+            what: format!("xDS apply speed, Envoy/Remora time to first routed request ({p})"),
+            measured: fmt2(faster),
+            bound: "≥ 5",
+            met: faster.map(|f| f >= 5.0),
+        });
+        let memory = ratio(
+            stat(Target::Remora, "rss_growth_mib"),
+            stat(Target::Envoy, "rss_growth_mib"),
+        );
+        g.push(Goal {
+            what: format!("xDS memory for the config, Remora/Envoy RSS growth ({p})"),
+            measured: fmt2(memory),
+            bound: "≤ 0.2",
+            met: memory.map(|m| m <= 0.2),
+        });
+    }
+    for p in points.iter().filter(|p| p.starts_with("one endpoint change")) {
+        let routed = r.stat(s, p, Target::Remora, "routed_ms").map(|s| s.median);
+        g.push(Goal {
+            what: format!("{p}: push to first routed request, Remora, ms"),
+            measured: fmt2(routed),
+            bound: "< 10",
+            met: routed.map(|m| m < 10.0),
+        });
+    }
     g
 }
 
@@ -222,6 +270,7 @@ pub fn render(r: &Results, command: &str) -> String {
     bulk(&mut o, r);
     connections(&mut o, r);
     startup(&mut o, r);
+    xds(&mut o, r);
     callgrind(&mut o, r);
     o
 }
@@ -389,6 +438,34 @@ fn startup(o: &mut String, r: &Results) {
             m("cold start", "idle_rss_mib", 1),
             m("after the traffic scenarios", "peak_rss_mib", 1),
         );
+    }
+}
+
+fn xds(o: &mut String, r: &Results) {
+    let s = Scenario::Xds;
+    let points = r.points(s);
+    if points.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n### xDS apply (delta ADS from the test support's control plane)\n\nThe proxy starts with one cluster; the push brings N EDS clusters (3 endpoints each), their endpoints and one virtual host per cluster. *ACK*: push to the last of the CDS, EDS and RDS ACKs; *routed*: push to the first 200 from the last cluster's virtual host; CPU: the proxy's CPU time from the push to 1 s after it; RSS growth: after minus before.\n\n| point | target | ACK ms | routed ms | CPU ms | RSS before MiB | RSS after MiB | RSS growth MiB |\n|---|---|---|---|---|---|---|---|"
+    );
+    for p in points {
+        for t in PROXIES {
+            let m = |k: &str, d| stat(r.stat(s, &p, t, k), d);
+            let _ = writeln!(
+                o,
+                "| {p} | {} | {} | {} | {} | {} | {} | {} |",
+                t.name(),
+                m("ack_ms", 1),
+                m("routed_ms", 1),
+                m("cpu_ms", 0),
+                m("rss_before_mib", 1),
+                m("rss_after_mib", 1),
+                m("rss_growth_mib", 1),
+            );
+        }
     }
 }
 

@@ -78,19 +78,22 @@ pub enum Scenario {
     Connections,
     /// Time to ready and idle memory.
     Startup,
+    /// xDS: a mesh-sized push applied (1,000 and 10,000 clusters), one endpoint change.
+    Xds,
     /// Instructions per request under callgrind.
     Callgrind,
 }
 
 impl Scenario {
     /// The scenarios `all` runs against the three targets.
-    pub const MEASURED: [Scenario; 6] = [
+    pub const MEASURED: [Scenario; 7] = [
         Scenario::Latency,
         Scenario::Peak,
         Scenario::Grpc,
         Scenario::TcpBulk,
         Scenario::Connections,
         Scenario::Startup,
+        Scenario::Xds,
     ];
 }
 

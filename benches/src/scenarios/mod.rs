@@ -4,6 +4,7 @@
 
 mod memory;
 mod traffic;
+mod xds;
 
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub struct Plan {
     pub load_fractions: Vec<f64>,
     pub fixed_rate: f64,
     pub idle_connections: usize,
+    /// Cluster counts of the xDS push.
+    pub xds_clusters: Vec<usize>,
     /// The scenarios to run (all by default).
     pub only: Vec<Scenario>,
 }
@@ -40,6 +43,7 @@ impl Plan {
             load_fractions: vec![0.25, 0.5, 0.75],
             fixed_rate: 1000.0,
             idle_connections: 10_000,
+            xds_clusters: vec![1_000, 10_000],
             only: Scenario::MEASURED.to_vec(),
         }
     }
@@ -56,6 +60,7 @@ impl Plan {
             warmup: Duration::from_millis(200),
             measure: Duration::from_millis(400),
             idle_connections: 300,
+            xds_clusters: vec![50],
             ..Plan::full(1)
         }
     }
@@ -129,6 +134,12 @@ pub fn run_all(ctx: &mut Ctx) -> Result<(), String> {
         if ctx.plan.wants(Scenario::Startup) {
             for t in [Target::Remora, Target::Envoy] {
                 memory::startup(ctx, t, rep)?;
+            }
+        }
+        if ctx.plan.wants(Scenario::Xds) {
+            let sizes = ctx.plan.xds_clusters.clone();
+            for t in [Target::Remora, Target::Envoy] {
+                xds::run(ctx, t, rep, &sizes)?;
             }
         }
     }
