@@ -207,8 +207,8 @@ pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
 /// The proxy's listeners by name, from `/listeners` (text form, the same from both
 /// proxies: `name::ip:port` per line).
 pub fn listeners(name: &str, admin: SocketAddr) -> Result<HashMap<String, SocketAddr>, String> {
-    let (_, body) =
-        admin_get(admin, "/listeners").ok_or_else(|| format!("{name}: no answer from /listeners"))?;
+    let (_, body) = admin_get(admin, "/listeners")
+        .ok_or_else(|| format!("{name}: no answer from /listeners"))?;
     Ok(body
         .lines()
         .filter_map(|l| l.split_once("::"))

@@ -167,3 +167,46 @@ async fn reconnect_sends_initial_resource_versions() {
         ]
     );
 }
+
+/// SDS: a secret subscribed by name arrives as an update, is ACKed once accepted, and is
+/// then in the cache; a later rotation of it comes the same way.
+#[tokio::test]
+async fn sds_secret_arrival_and_rotation() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+    use prost::Message;
+    let mut cp = ControlPlane::start(&Listen::Tcp).await;
+    let (handle, mut events, mut s) = synced(&mut cp).await;
+    let sds = ResourceType::Secret;
+    let secret = |name: &str| Any {
+        type_url: sds.type_url().into(),
+        value: Secret {
+            name: name.into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    handle.subscribe(sds, ["default".to_string()].into_iter().collect());
+    let r = s.request().await;
+    assert_eq!(r.type_url, sds.type_url());
+    assert_eq!(r.resource_names_subscribe, vec!["default"]);
+    let mut cache = handle.watch(sds);
+    for (version, nonce) in [("v1", "n-s1"), ("v2", "n-s2")] {
+        s.respond(response(
+            sds,
+            version,
+            nonce,
+            vec![resource("default", version, secret("default"))],
+            &[],
+        ));
+        let u = next_update(&mut events).await;
+        assert_eq!((u.ty, u.resources.len()), (sds, 1));
+        u.accept();
+        let ack = s.request().await;
+        assert_eq!(ack.response_nonce, nonce);
+        assert!(ack.error_detail.is_none());
+        cache.changed().await.expect("cache updated");
+        let snap = cache.borrow_and_update().clone();
+        assert_eq!(snap.version_info, version);
+        assert!(snap.resources.contains_key("default"));
+    }
+}

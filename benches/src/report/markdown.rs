@@ -203,7 +203,10 @@ fn xds_goals(r: &Results) -> Vec<Goal> {
             met: memory.map(|m| m <= 0.2),
         });
     }
-    for p in points.iter().filter(|p| p.starts_with("one endpoint change")) {
+    for p in points
+        .iter()
+        .filter(|p| p.starts_with("one endpoint change"))
+    {
         let routed = r.stat(s, p, Target::Remora, "routed_ms").map(|s| s.median);
         g.push(Goal {
             what: format!("{p}: push to first routed request, Remora, ms"),

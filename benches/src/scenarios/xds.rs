@@ -50,7 +50,10 @@ filter_chains:
 
 /// One virtual host per cluster (`svcN` -> cluster `svcN`), plus the seed.
 fn mesh_routes(clusters: usize) -> Any {
-    let mut vhosts = vec!["{name: seed, domains: [seed], routes: [{match: {prefix: /}, route: {cluster: seed}}]}".to_string()];
+    let mut vhosts = vec![
+        "{name: seed, domains: [seed], routes: [{match: {prefix: /}, route: {cluster: seed}}]}"
+            .to_string(),
+    ];
     vhosts.extend((0..clusters).map(|i| {
         format!("{{name: svc{i}, domains: [svc{i}], routes: [{{match: {{prefix: /}}, route: {{cluster: svc{i}}}}}]}}")
     }));
@@ -145,7 +148,10 @@ pub fn run(ctx: &mut Ctx, t: Target, rep: u32, sizes: &[usize]) -> Result<(), St
             (at, acks, poll.await.ok().flatten())
         });
         let (Some(acked), Some(routed)) = (acked, routed) else {
-            return Err(format!("{}: the {n}-cluster push was not applied", t.name()));
+            return Err(format!(
+                "{}: the {n}-cluster push was not applied",
+                t.name()
+            ));
         };
         std::thread::sleep(Duration::from_secs(1));
         let cpu_ns = procstat::cpu_ns(pid).saturating_sub(cpu_before);
