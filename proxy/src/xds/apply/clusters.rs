@@ -34,6 +34,8 @@ pub(super) struct Clusters {
     by_service: HashMap<String, BTreeSet<String>>,
     /// The EDS names last subscribed.
     subscribed: BTreeSet<String>,
+    /// Whether `by_service` gained or lost a name since the last subscription.
+    names_changed: bool,
 }
 
 impl Clusters {
@@ -41,10 +43,7 @@ impl Clusters {
     pub(super) fn index_static(&mut self, server: &Server) {
         for c in server.clusters.snapshot().values() {
             if let Some(eds) = &c.config.eds {
-                self.by_service
-                    .entry(eds.service_name.clone())
-                    .or_default()
-                    .insert(c.name.to_string());
+                self.index(&eds.service_name, &c.name);
             }
         }
     }
@@ -65,12 +64,23 @@ impl Clusters {
 
     /// The EDS names to subscribe, if they changed since the last call.
     pub(super) fn eds_names_changed(&mut self) -> Option<BTreeSet<String>> {
+        if !std::mem::take(&mut self.names_changed) {
+            return None;
+        }
         let names: BTreeSet<String> = self.by_service.keys().cloned().collect();
         if names == self.subscribed {
             return None;
         }
         self.subscribed = names.clone();
         Some(names)
+    }
+
+    fn index(&mut self, service: &str, cluster: &str) {
+        let set = self.by_service.entry(service.to_owned()).or_insert_with(|| {
+            self.names_changed = true;
+            BTreeSet::new()
+        });
+        set.insert(cluster.to_owned());
     }
 
     fn unindex(&mut self, cluster: &str, service: Option<&String>) {
@@ -80,6 +90,7 @@ impl Clusters {
                 if set.is_empty() {
                     self.by_service.remove(s);
                     self.endpoints.remove(s);
+                    self.names_changed = true;
                 }
             }
         }
@@ -147,11 +158,7 @@ impl Applier {
             self.clusters.unindex(&d.name, old_service.as_ref());
             let service = d.value.eds.as_ref().map(|e| e.service_name.clone());
             if let Some(s) = &service {
-                self.clusters
-                    .by_service
-                    .entry(s.clone())
-                    .or_default()
-                    .insert(d.name.clone());
+                self.clusters.index(s, &d.name);
             }
             let entry = Entry::new(b.version_info, &b.resources[i].value);
             let ready = service
