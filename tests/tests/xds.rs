@@ -376,6 +376,13 @@ async fn listeners_and_clusters_warm_on_their_dependencies() {
     cp.wait_ack(&v, CDS).await;
     assert_eq!(p.stat("cluster_manager.warming_clusters"), 1);
     assert!(p.server.clusters.get("slow").is_none());
+    let (_, dump) = admin_get(admin, "/config_dump").expect("config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    let warming = dump["configs"][1]["dynamic_warming_clusters"]
+        .as_array()
+        .expect("warming clusters");
+    assert_eq!(warming.len(), 1);
+    assert_eq!(warming[0]["cluster"]["name"], "slow");
     let v = cp.upsert(EDS, vec![endpoints_of("slow", &[a.addr])]);
     cp.wait_ack(&v, EDS).await;
     assert_eq!(p.stat("cluster_manager.warming_clusters"), 0);
