@@ -42,13 +42,14 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
-/// The resources of one type: name -> (version, resource).
-type Resources = BTreeMap<String, (String, Any)>;
+/// The resources of one type: name -> (version, resource), shared by the streams (a
+/// snapshot is an `Arc` clone, so a large config costs nothing per stream and push).
+type Resources = BTreeMap<String, Arc<(String, Any)>>;
 
 #[derive(Default)]
 struct Store {
     /// Per type: the resources and the type's version (bumped on every change).
-    types: HashMap<ResourceType, (u64, Resources)>,
+    types: HashMap<ResourceType, (u64, Arc<Resources>)>,
 }
 
 struct Shared {
@@ -72,7 +73,7 @@ impl Shared {
         self.answered.send_replace(n);
     }
 
-    fn snapshot(&self, ty: ResourceType) -> (u64, Resources) {
+    fn snapshot(&self, ty: ResourceType) -> (u64, Arc<Resources>) {
         self.store
             .lock()
             .expect("store")
@@ -138,13 +139,10 @@ fn resource_version(any: &Any) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// The resources of `ty` a stream with `names` subscribed gets (wildcard: all).
-fn visible(ty: ResourceType, all: &Resources, names: &BTreeSet<String>) -> Resources {
+/// Whether a stream with `names` subscribed to `ty` gets resource `name` (wildcard: all).
+fn visible(ty: ResourceType, names: &BTreeSet<String>) -> impl Fn(&str) -> bool + '_ {
     let wildcard = ty.is_wildcard() && (names.is_empty() || names.contains("*"));
-    all.iter()
-        .filter(|(n, _)| wildcard || names.contains(*n))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect()
+    move |n| wildcard || names.contains(n)
 }
 
 async fn sotw_stream(
@@ -197,7 +195,10 @@ async fn sotw_stream(
         }
         for (ty, names) in &subs {
             let (version, all) = shared.snapshot(*ty);
-            if sent.get(ty) == Some(&(version, names.clone())) {
+            if sent
+                .get(ty)
+                .is_some_and(|(v, n)| *v == version && n == names)
+            {
                 continue;
             }
             // Nothing to say about a type the control plane has never had.
@@ -207,9 +208,11 @@ async fn sotw_stream(
             sent.insert(*ty, (version, names.clone()));
             nonce += 1;
             versions.insert(nonce.to_string(), version.to_string());
-            let resources = visible(*ty, &all, names)
-                .into_values()
-                .map(|(_, a)| a)
+            let shown = visible(*ty, names);
+            let resources = all
+                .iter()
+                .filter(|(n, _)| shown(n))
+                .map(|(_, r)| r.1.clone())
                 .collect();
             let resp = DiscoveryResponse {
                 version_info: version.to_string(),
@@ -238,8 +241,11 @@ async fn delta_stream(
     let mut has: HashMap<ResourceType, BTreeMap<String, String>> = HashMap::new();
     // The system version of each response, by nonce.
     let mut versions: HashMap<String, String> = HashMap::new();
+    // Per type: the store version and subscription size last diffed.
+    let mut seen: HashMap<ResourceType, (u64, usize)> = HashMap::new();
     let mut nonce = 0u64;
     loop {
+        let mut resubscribed = BTreeSet::new();
         tokio::select! {
             req = inbound.next() => {
                 let Some(Ok(req)) = req else { return };
@@ -262,6 +268,7 @@ async fn delta_stream(
                 if !req.initial_resource_versions.is_empty() {
                     has.insert(ty, req.initial_resource_versions.clone().into_iter().collect());
                 }
+                resubscribed.insert(ty);
                 let mut names = req.resource_names_subscribe.clone();
                 names.extend(req.resource_names_unsubscribe.iter().map(|n| format!("-{n}")));
                 shared.requests.lock().expect("requests").push((ty, names));
@@ -274,21 +281,26 @@ async fn delta_stream(
         }
         for (ty, names) in &subs {
             let (version, all) = shared.snapshot(*ty);
-            let want = visible(*ty, &all, names);
+            // Nothing changed for this type since it was last looked at.
+            if seen.get(ty) == Some(&(version, names.len())) && !resubscribed.contains(ty) {
+                continue;
+            }
+            seen.insert(*ty, (version, names.len()));
+            let shown = visible(*ty, names);
             let have = has.entry(*ty).or_default();
-            let added: Vec<Resource> = want
+            let added: Vec<Resource> = all
                 .iter()
-                .filter(|(n, (v, _))| have.get(*n) != Some(v))
-                .map(|(n, (v, a))| Resource {
+                .filter(|(n, r)| shown(n) && have.get(*n) != Some(&r.0))
+                .map(|(n, r)| Resource {
                     name: n.clone(),
-                    version: v.clone(),
-                    resource: Some(a.clone()),
+                    version: r.0.clone(),
+                    resource: Some(r.1.clone()),
                     ..Default::default()
                 })
                 .collect();
             let removed: Vec<String> = have
                 .keys()
-                .filter(|n| !want.contains_key(*n))
+                .filter(|n| !shown(n) || !all.contains_key(*n))
                 .cloned()
                 .collect();
             if added.is_empty() && removed.is_empty() {
@@ -392,46 +404,37 @@ impl ControlPlane {
     /// Replaces every resource of `ty`; streams get the change. Returns the type's new
     /// version (state of the world `version_info`).
     pub fn set(&self, ty: ResourceType, resources: Vec<Any>) -> String {
-        let version = {
-            let mut store = self.shared.store.lock().expect("store");
-            let entry = store.types.entry(ty).or_default();
-            entry.0 += 1;
-            entry.1 = resources
-                .into_iter()
-                .map(|a| (name_of(&a), (resource_version(&a), a)))
-                .collect();
-            entry.0
-        };
-        self.shared.changed.send_modify(|n| *n += 1);
-        version.to_string()
+        self.change(ty, |all| {
+            all.clear();
+            insert(all, resources);
+        })
     }
 
     /// Adds or replaces some resources of `ty`, keeping the others.
     pub fn upsert(&self, ty: ResourceType, resources: Vec<Any>) -> String {
-        let mut all: Vec<Any> = self
-            .shared
-            .snapshot(ty)
-            .1
-            .into_values()
-            .map(|(_, a)| a)
-            .collect();
-        let names: BTreeSet<String> = resources.iter().map(name_of).collect();
-        all.retain(|a| !names.contains(&name_of(a)));
-        all.extend(resources);
-        self.set(ty, all)
+        self.change(ty, |all| insert(all, resources))
     }
 
     /// Removes resources of `ty` by name.
     pub fn remove(&self, ty: ResourceType, names: &[&str]) -> String {
-        let all: Vec<Any> = self
-            .shared
-            .snapshot(ty)
-            .1
-            .into_values()
-            .map(|(_, a)| a)
-            .filter(|a| !names.contains(&name_of(a).as_str()))
-            .collect();
-        self.set(ty, all)
+        self.change(ty, |all| {
+            for n in names {
+                all.remove(*n);
+            }
+        })
+    }
+
+    fn change(&self, ty: ResourceType, f: impl FnOnce(&mut Resources)) -> String {
+        let version = {
+            let mut store = self.shared.store.lock().expect("store");
+            let entry = store.types.entry(ty).or_default();
+            entry.0 += 1;
+            // Copies the map only while a stream still holds the previous snapshot.
+            f(Arc::make_mut(&mut entry.1));
+            entry.0
+        };
+        self.shared.changed.send_modify(|n| *n += 1);
+        version.to_string()
     }
 
     /// Every ACK and NACK so far.
@@ -501,6 +504,12 @@ impl ControlPlane {
     /// Sends `resp` as is on every open state-of-the-world stream.
     pub fn push_raw(&self, resp: DiscoveryResponse) {
         let _ = self.shared.raw.send(resp);
+    }
+}
+
+fn insert(all: &mut Resources, resources: Vec<Any>) {
+    for a in resources {
+        all.insert(name_of(&a), Arc::new((resource_version(&a), a)));
     }
 }
 
