@@ -1,8 +1,10 @@
 //! Envoy-named counters and gauges.
 //!
 //! Handles are looked up once, when config is built; the data path only touches atomics.
-//! Each stat also carries its Prometheus name and tags (Envoy's default tag extraction for
-//! the prefixes Remora emits), so `/stats/prometheus` needs no regex work.
+//! A stat is stored as its name and its atomic; its Prometheus name and tags (Envoy's
+//! default tag extraction for the prefixes Remora emits) are derived when
+//! `/stats/prometheus` renders, so a mesh-sized config (17 stats per cluster) costs no
+//! more memory than the names themselves.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -77,17 +79,10 @@ enum Metric {
     Gauge(Gauge),
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    metric: Metric,
-    prom_name: String,
-    tags: Vec<(&'static str, String)>,
-}
-
 /// The process's stat store.
 #[derive(Debug, Default)]
 pub struct Store {
-    stats: Mutex<BTreeMap<String, Entry>>,
+    stats: Mutex<BTreeMap<Box<str>, Metric>>,
 }
 
 /// One stat as rendered by the admin endpoints.
@@ -118,42 +113,44 @@ impl Store {
 
     fn entry(&self, name: &str, make: impl FnOnce() -> Metric) -> Metric {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = stats.get(name) {
-            return e.metric.clone();
+        if let Some(m) = stats.get(name) {
+            return m.clone();
         }
-        let (prom_name, tags) = prometheus_name(name);
         let metric = make();
-        stats.insert(
-            name.to_string(),
-            Entry {
-                metric: metric.clone(),
-                prom_name,
-                tags,
-            },
-        );
+        stats.insert(name.into(), metric.clone());
         metric
     }
 
-    /// All stats, sorted by name.
-    pub fn snapshot(&self) -> Vec<Sample> {
+    /// All stats, sorted by name; with their Prometheus names and tags when `prometheus`.
+    pub fn snapshot_with(&self, prometheus: bool) -> Vec<Sample> {
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats
             .iter()
-            .map(|(name, e)| {
-                let (value, is_counter, used) = match &e.metric {
+            .map(|(name, m)| {
+                let (value, is_counter, used) = match m {
                     Metric::Counter(c) => (i128::from(c.get()), true, c.get() > 0),
                     Metric::Gauge(g) => (i128::from(g.get()), false, g.used()),
                 };
+                let (prom_name, tags) = if prometheus {
+                    prometheus_name(name)
+                } else {
+                    (String::new(), Vec::new())
+                };
                 Sample {
-                    name: name.clone(),
+                    name: name.to_string(),
                     value,
                     is_counter,
                     used,
-                    prom_name: e.prom_name.clone(),
-                    tags: e.tags.clone(),
+                    prom_name,
+                    tags,
                 }
             })
             .collect()
+    }
+
+    /// All stats, sorted by name (no Prometheus names).
+    pub fn snapshot(&self) -> Vec<Sample> {
+        self.snapshot_with(false)
     }
 }
 
@@ -216,7 +213,7 @@ mod tests {
         s.counter("cluster.backend.upstream_rq_2xx").inc();
         let g = s.gauge("server.live");
         g.set(1);
-        let snap = s.snapshot();
+        let snap = s.snapshot_with(true);
         let total = snap
             .iter()
             .find(|x| x.name == "cluster.backend.upstream_rq_total")

@@ -22,11 +22,12 @@ pub struct Cached {
 }
 
 /// Every accepted resource of one type, by name, and the version of the response that
-/// made it.
+/// made it. Names and resources are shared between snapshots, so the next snapshot after
+/// a delta update copies no resource bodies.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub version_info: String,
-    pub resources: BTreeMap<String, Cached>,
+    pub resources: BTreeMap<Arc<str>, Arc<Cached>>,
 }
 
 /// The name of an Envoy resource: field 1 of Listener, RouteConfiguration, Cluster,
@@ -81,7 +82,7 @@ impl Cache {
                         version: version_info.to_string(),
                         body: r.clone(),
                     };
-                    Some((resource_name(r)?, cached))
+                    Some((Arc::from(resource_name(r)?), Arc::new(cached)))
                 })
                 .collect(),
         };
@@ -100,10 +101,11 @@ impl Cache {
         let mut next = Snapshot::clone(&tx.borrow());
         next.version_info = system_version_info.to_string();
         for (name, version, body) in updated {
-            next.resources.insert(name, Cached { version, body });
+            next.resources
+                .insert(Arc::from(name), Arc::new(Cached { version, body }));
         }
         for name in removed {
-            next.resources.remove(name);
+            next.resources.remove(name.as_str());
         }
         tx.send_replace(Arc::new(next));
     }
@@ -149,7 +151,10 @@ mod tests {
         assert!(w.has_changed().unwrap_or(false));
         let s = w.borrow_and_update().clone();
         assert_eq!(s.version_info, "v1");
-        assert_eq!(s.resources.keys().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(
+            s.resources.keys().map(|k| &**k).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
         c.apply_delta(
             ResourceType::Cluster,
             "s2",
@@ -157,7 +162,10 @@ mod tests {
             &["a".to_string()],
         );
         let s = w.borrow_and_update().clone();
-        assert_eq!(s.resources.keys().collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(
+            s.resources.keys().map(|k| &**k).collect::<Vec<_>>(),
+            vec!["b", "c"]
+        );
         assert_eq!(s.resources["c"].version, "7");
         // Snapshots are immutable: an old one is unchanged by later updates.
         c.replace(ResourceType::Cluster, "v3", &[]);

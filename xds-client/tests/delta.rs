@@ -96,7 +96,10 @@ async fn updates_removals_ack_and_nack() {
     u.accept();
     assert_eq!(s.request().await.response_nonce, "n2");
     let cached = handle.watch(ResourceType::Cluster).borrow().clone();
-    assert_eq!(cached.resources.keys().collect::<Vec<_>>(), vec!["b", "c"]);
+    assert_eq!(
+        cached.resources.keys().map(|k| &**k).collect::<Vec<_>>(),
+        vec!["b", "c"]
+    );
     assert_eq!(cached.resources["c"].version, "1");
 
     s.respond(response(

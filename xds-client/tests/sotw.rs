@@ -86,7 +86,10 @@ async fn initial_sync_ack_then_nack_keeps_the_applied_version() {
     // The cache holds what was accepted, not what was rejected.
     let cached = handle.watch(ResourceType::Cluster).borrow().clone();
     assert_eq!(cached.version_info, "v1");
-    assert_eq!(cached.resources.keys().collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(
+        cached.resources.keys().map(|k| &**k).collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
     let err = nack.error_detail.expect("error_detail");
     assert_eq!(err.code, 3);
     assert_eq!(err.message, "cluster '': name: must not be empty");

@@ -48,7 +48,7 @@ pub fn stats(server: &Server, q: &Query) -> AdminResponse {
 }
 
 pub fn prometheus(server: &Server) -> AdminResponse {
-    let mut samples = server.stats.snapshot();
+    let mut samples = server.stats.snapshot_with(true);
     samples.sort_by(|a, b| a.prom_name.cmp(&b.prom_name));
     let mut out = String::new();
     let mut last_name = String::new();

@@ -25,6 +25,10 @@ use super::dump::DynamicDump;
 use super::stats::XdsStats;
 use crate::server::Server;
 
+/// Responses with at least this many resources are followed by returning freed heap to
+/// the OS (a few milliseconds, paid only by mesh-sized pushes).
+const BIG_BATCH: usize = 256;
+
 /// One response (or one file's content) for one resource type.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
@@ -158,6 +162,10 @@ impl Applier {
         self.resubscribe();
         self.publish_gauges();
         self.check_init();
+        if b.resources.len() >= BIG_BATCH {
+            // Decoding a large response leaves much freed heap behind; hand it back.
+            crate::server::release_config_memory();
+        }
         result
     }
 

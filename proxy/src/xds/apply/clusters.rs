@@ -76,10 +76,13 @@ impl Clusters {
     }
 
     fn index(&mut self, service: &str, cluster: &str) {
-        let set = self.by_service.entry(service.to_owned()).or_insert_with(|| {
-            self.names_changed = true;
-            BTreeSet::new()
-        });
+        let set = self
+            .by_service
+            .entry(service.to_owned())
+            .or_insert_with(|| {
+                self.names_changed = true;
+                BTreeSet::new()
+            });
         set.insert(cluster.to_owned());
     }
 
