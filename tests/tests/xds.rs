@@ -305,11 +305,20 @@ async fn bad_responses_and_control_plane_restart() {
         nonce: "raw-2".into(),
         ..Default::default()
     });
-    // A response with a nonce the client never saw, for a type it subscribed to, is
-    // still a response: it must carry valid resources (here, none: all listeners gone)
-    // — so send a valid one instead and check it applies.
-    let v = cp.set(RDS, vec![route_to("routes", "web", "v2")]);
-    cp.wait_ack(&v, RDS).await;
+    // A response whose nonce follows no request of the client: nonces are opaque to the
+    // client (as in Envoy), so it is judged on its resources, applied, and ACKed echoing
+    // that nonce. The unknown type above got no answer at all.
+    let n = cp.answers().len();
+    cp.push_raw(DiscoveryResponse {
+        version_info: "out-of-band".into(),
+        type_url: RDS.type_url().into(),
+        nonce: "never-requested".into(),
+        resources: vec![route_to("routes", "web", "v2")],
+        ..Default::default()
+    });
+    let ack = cp.wait_answer(n, |a| a.nonce == "never-requested").await;
+    assert!(ack.error.is_none(), "{ack:?}");
+    assert_eq!(ack.client_version, "out-of-band");
     assert!(cp.answers().iter().all(|a| a.nonce != "raw-2"));
     assert_eq!(answered_by(addr).await.2, "v2");
 
