@@ -50,6 +50,9 @@ type Resources = BTreeMap<String, Arc<(String, Any)>>;
 struct Store {
     /// Per type: the resources and the type's version (bumped on every change).
     types: HashMap<ResourceType, (u64, Arc<Resources>)>,
+    /// Per type: the names each version touched, so a delta stream that saw version v
+    /// diffs only what changed after it.
+    log: HashMap<ResourceType, Vec<(u64, Vec<String>)>>,
 }
 
 struct Shared {
@@ -71,6 +74,21 @@ impl Shared {
             v.len()
         };
         self.answered.send_replace(n);
+    }
+
+    /// The names of `ty` touched after version `since` (`None`: since the beginning).
+    fn touched_since(&self, ty: ResourceType, since: u64) -> Option<BTreeSet<String>> {
+        if since == 0 {
+            return None;
+        }
+        let store = self.store.lock().expect("store");
+        let log = store.log.get(&ty)?;
+        Some(
+            log.iter()
+                .filter(|(v, _)| *v > since)
+                .flat_map(|(_, names)| names.iter().cloned())
+                .collect(),
+        )
     }
 
     fn snapshot(&self, ty: ResourceType) -> (u64, Arc<Resources>) {
@@ -241,8 +259,8 @@ async fn delta_stream(
     let mut has: HashMap<ResourceType, BTreeMap<String, String>> = HashMap::new();
     // The system version of each response, by nonce.
     let mut versions: HashMap<String, String> = HashMap::new();
-    // Per type: the store version and subscription size last diffed.
-    let mut seen: HashMap<ResourceType, (u64, usize)> = HashMap::new();
+    // Per type: the store version last diffed.
+    let mut seen: HashMap<ResourceType, u64> = HashMap::new();
     let mut nonce = 0u64;
     loop {
         let mut resubscribed = BTreeSet::new();
@@ -281,28 +299,45 @@ async fn delta_stream(
         }
         for (ty, names) in &subs {
             let (version, all) = shared.snapshot(*ty);
+            let resubscribed = resubscribed.contains(ty);
+            let last = seen.get(ty).copied();
             // Nothing changed for this type since it was last looked at.
-            if seen.get(ty) == Some(&(version, names.len())) && !resubscribed.contains(ty) {
+            if last == Some(version) && !resubscribed {
                 continue;
             }
-            seen.insert(*ty, (version, names.len()));
+            seen.insert(*ty, version);
             let shown = visible(*ty, names);
             let have = has.entry(*ty).or_default();
-            let added: Vec<Resource> = all
-                .iter()
-                .filter(|(n, r)| shown(n) && have.get(*n) != Some(&r.0))
-                .map(|(n, r)| Resource {
-                    name: n.clone(),
-                    version: r.0.clone(),
-                    resource: Some(r.1.clone()),
-                    ..Default::default()
-                })
-                .collect();
-            let removed: Vec<String> = have
-                .keys()
-                .filter(|n| !shown(n) || !all.contains_key(*n))
-                .cloned()
-                .collect();
+            // Only the names touched since the last look, unless the subscription moved.
+            let touched = match (resubscribed, last) {
+                (false, Some(v)) => shared.touched_since(*ty, v),
+                _ => None,
+            };
+            let candidates: BTreeSet<&String> = match &touched {
+                Some(t) => t.iter().collect(),
+                None => all.keys().chain(have.keys()).collect(),
+            };
+            let mut added = Vec::new();
+            let mut removed = Vec::new();
+            for n in candidates {
+                match all.get(n) {
+                    Some(r) if shown(n) => {
+                        if have.get(n) != Some(&r.0) {
+                            added.push(Resource {
+                                name: n.clone(),
+                                version: r.0.clone(),
+                                resource: Some(r.1.clone()),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    _ => {
+                        if have.contains_key(n) {
+                            removed.push(n.clone());
+                        }
+                    }
+                }
+            }
             if added.is_empty() && removed.is_empty() {
                 continue;
             }
@@ -405,8 +440,9 @@ impl ControlPlane {
     /// version (state of the world `version_info`).
     pub fn set(&self, ty: ResourceType, resources: Vec<Any>) -> String {
         self.change(ty, |all| {
-            all.clear();
-            insert(all, resources);
+            let mut touched: Vec<String> = std::mem::take(all).into_keys().collect();
+            touched.extend(insert(all, resources));
+            touched
         })
     }
 
@@ -421,17 +457,20 @@ impl ControlPlane {
             for n in names {
                 all.remove(*n);
             }
+            names.iter().map(|n| n.to_string()).collect()
         })
     }
 
-    fn change(&self, ty: ResourceType, f: impl FnOnce(&mut Resources)) -> String {
+    fn change(&self, ty: ResourceType, f: impl FnOnce(&mut Resources) -> Vec<String>) -> String {
         let version = {
             let mut store = self.shared.store.lock().expect("store");
             let entry = store.types.entry(ty).or_default();
             entry.0 += 1;
             // Copies the map only while a stream still holds the previous snapshot.
-            f(Arc::make_mut(&mut entry.1));
-            entry.0
+            let touched = f(Arc::make_mut(&mut entry.1));
+            let version = entry.0;
+            store.log.entry(ty).or_default().push((version, touched));
+            version
         };
         self.shared.changed.send_modify(|n| *n += 1);
         version.to_string()
@@ -507,10 +546,16 @@ impl ControlPlane {
     }
 }
 
-fn insert(all: &mut Resources, resources: Vec<Any>) {
-    for a in resources {
-        all.insert(name_of(&a), Arc::new((resource_version(&a), a)));
-    }
+/// Inserts `resources`; returns their names.
+fn insert(all: &mut Resources, resources: Vec<Any>) -> Vec<String> {
+    resources
+        .into_iter()
+        .map(|a| {
+            let name = name_of(&a);
+            all.insert(name.clone(), Arc::new((resource_version(&a), a)));
+            name
+        })
+        .collect()
 }
 
 /// The name of a resource (field 1 of every xDS resource type, `cluster_name` of a

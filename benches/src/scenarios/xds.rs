@@ -63,13 +63,13 @@ fn mesh_routes(clusters: usize) -> Any {
     ))
 }
 
-/// Polls `addr` with `Host: host` until a 200 from upstream `want` (any upstream when
-/// `None`); returns when that first happened.
+/// Polls `addr` with `Host: host` (on one keep-alive connection) until a 200 from
+/// upstream `want` (any upstream when `None`); returns when that first happened.
 async fn first_routed(addr: SocketAddr, host: String, want: Option<String>) -> Option<Instant> {
     let deadline = Instant::now() + PUSH_LIMIT;
+    let mut conn = tests::client::Conn::h1(addr).await;
     while Instant::now() < deadline {
-        if let Ok(r) =
-            tokio::time::timeout(Duration::from_secs(1), tests::client::get(addr, &host, "/")).await
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), conn.get(&host, "/", &[])).await
         {
             let ok = r.status == 200
                 && want
