@@ -116,7 +116,7 @@ fn ads_config(
         set_node_on_first_message_only: ads.set_node_on_first_message_only,
         channel: xds_client::transport::ChannelOptions {
             connect_timeout: Some(cluster.config.connect_timeout),
-            keepalive: None,
+            keepalive: cluster.config.h2_keepalive,
         },
         backoff: xds_client::backoff::Backoff::default(),
         // Warming and start-up waits are timed by the applier, per resource.

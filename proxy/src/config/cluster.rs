@@ -26,6 +26,9 @@ pub struct Cluster {
     pub per_connection_buffer_limit_bytes: u32,
     /// EDS clusters: where their endpoints come from.
     pub eds: Option<Eds>,
+    /// HTTP/2 `connection_keepalive`: PING interval and how long to wait for the answer
+    /// (used by the xDS client on the ADS cluster).
+    pub h2_keepalive: Option<(Duration, Duration)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +153,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 "LOGICAL_DNS clusters need exactly one endpoint",
             ));
         }
-        let (protocol, mut max_requests) = protocol_options(c)?;
+        let (protocol, mut max_requests, h2_keepalive) = protocol_options(c)?;
         if let Some(m) = &c.max_requests_per_connection {
             max_requests = m.value;
         }
@@ -176,8 +179,36 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 1024 * 1024,
             ),
             eds,
+            h2_keepalive,
         })
     }
+}
+
+type Keepalive = Option<(Duration, Duration)>;
+
+/// `connection_keepalive` of HTTP/2 protocol options: `(interval, timeout)` when an
+/// interval is set (without one, Envoy sends no PINGs).
+fn keepalive(
+    o: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
+    field: &str,
+) -> Result<Keepalive> {
+    let Some(k) = &o.connection_keepalive else {
+        return Ok(None);
+    };
+    let Some(interval) = &k.interval else {
+        return Ok(None);
+    };
+    let interval = common::duration(interval, &format!("{field}.connection_keepalive.interval"))?;
+    let timeout = match &k.timeout {
+        Some(t) => common::duration(t, &format!("{field}.connection_keepalive.timeout"))?,
+        None => {
+            return Err(ConfigError::new(
+                format!("{field}.connection_keepalive.timeout"),
+                "is required",
+            ))
+        }
+    };
+    Ok(Some((interval, timeout)))
 }
 
 fn eds_config(c: &pb::Cluster) -> Result<Eds> {
@@ -285,13 +316,17 @@ pub fn load_assignment(
 
 /// Upstream HTTP protocol and `max_requests_per_connection` from the cluster's
 /// `typed_extension_protocol_options` (or the deprecated cluster-level fields).
-fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32)> {
+fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32, Keepalive)> {
     use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as P;
     use upstream_http::http_protocol_options::UpstreamProtocolOptions as O;
     let mut protocol = if c.http2_protocol_options.is_some() {
         UpstreamProtocol::Http2
     } else {
         UpstreamProtocol::Http1
+    };
+    let mut h2_keepalive = match &c.http2_protocol_options {
+        Some(o) => keepalive(o, "http2_protocol_options")?,
+        None => None,
     };
     let mut max_requests = c
         .common_http_protocol_options
@@ -311,7 +346,13 @@ fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32)> {
             common::decode_as(&bytes, &name).within(&field)?;
         protocol = match &opts.upstream_protocol_options {
             Some(O::ExplicitHttpConfig(e)) => match &e.protocol_config {
-                Some(P::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                Some(P::Http2ProtocolOptions(o)) => {
+                    h2_keepalive = keepalive(
+                        o,
+                        &format!("{field}.explicit_http_config.http2_protocol_options"),
+                    )?;
+                    UpstreamProtocol::Http2
+                }
                 Some(P::HttpProtocolOptions(_)) | None => UpstreamProtocol::Http1,
                 Some(P::Http3ProtocolOptions(_)) => {
                     return Err(common::unsupported(
@@ -333,5 +374,69 @@ fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32)> {
             max_requests = m.value;
         }
     }
-    Ok((protocol, max_requests))
+    Ok((protocol, max_requests, h2_keepalive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::{decode, parse_text, UnknownFields};
+
+    fn convert(yaml: &str) -> Result<Cluster> {
+        let v = parse_text(yaml, "test").expect("yaml");
+        let (c, _): (pb::Cluster, _) =
+            decode(v, "envoy.config.cluster.v3.Cluster", UnknownFields::Reject).expect("decodes");
+        Cluster::try_from(&c)
+    }
+
+    const H2: &str = "typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {'@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: ";
+
+    #[test]
+    fn eds_clusters_name_their_service_and_fetch_timeout() {
+        let c = convert("name: web\ntype: EDS\neds_cluster_config: {eds_config: {ads: {}, initial_fetch_timeout: 2s}}")
+            .expect("valid");
+        assert_eq!(c.discovery, Discovery::Eds);
+        let eds = c.eds.expect("eds");
+        assert_eq!(eds.service_name, "web");
+        assert_eq!(eds.initial_fetch_timeout, Some(Duration::from_secs(2)));
+        let named = convert(
+            "name: web\ntype: EDS\neds_cluster_config: {service_name: svc, eds_config: {ads: {}}}",
+        )
+        .expect("valid");
+        assert_eq!(named.eds.expect("eds").service_name, "svc");
+        let e = convert("name: web\ntype: EDS").expect_err("no eds config");
+        assert_eq!(
+            e.to_string(),
+            "eds_cluster_config: is required for EDS clusters"
+        );
+        let e = convert("name: web\ntype: EDS\neds_cluster_config: {eds_config: {path_config_source: {path: /x}}}")
+            .expect_err("file EDS");
+        assert!(
+            e.to_string()
+                .starts_with("eds_cluster_config.eds_config: EDS from a source other than ADS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn http2_keepalive_is_read_from_the_protocol_options() {
+        let c = convert(&format!(
+            "name: xds\n{H2}{{connection_keepalive: {{interval: 30s, timeout: 5s}}}}}}}}}}"
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.h2_keepalive,
+            Some((Duration::from_secs(30), Duration::from_secs(5)))
+        );
+        assert_eq!(c.protocol, UpstreamProtocol::Http2);
+        let e = convert(&format!(
+            "name: xds\n{H2}{{connection_keepalive: {{interval: 30s}}}}}}}}}}"
+        ))
+        .expect_err("no timeout");
+        assert!(
+            e.to_string()
+                .ends_with("connection_keepalive.timeout: is required"),
+            "{e}"
+        );
+    }
 }
