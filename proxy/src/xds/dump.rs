@@ -47,6 +47,45 @@ pub struct States {
     pub warming: Option<Entry>,
 }
 
+/// What a batch did to one resource, for the dump.
+#[derive(Debug)]
+pub enum Change {
+    /// This version serves now (any warming one is superseded).
+    Active(Entry),
+    /// This version waits for its dependencies; the active one, if any, stays.
+    Warming(Entry),
+}
+
+/// Records a batch's changes and removals in one section of the dump.
+pub fn record(
+    section: &mut BTreeMap<String, States>,
+    changes: Vec<(String, Change)>,
+    removed: &[String],
+) {
+    for (name, change) in changes {
+        let s = section.entry(name).or_default();
+        match change {
+            Change::Active(e) => {
+                s.active = Some(e);
+                s.warming = None;
+            }
+            Change::Warming(e) => s.warming = Some(e),
+        }
+    }
+    for name in removed {
+        section.remove(name);
+    }
+}
+
+/// The warming version of `name` became active.
+pub fn promote(section: &mut BTreeMap<String, States>, name: &str) {
+    if let Some(s) = section.get_mut(name) {
+        if let Some(w) = s.warming.take() {
+            s.active = Some(w);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct DynamicDump {
     pub clusters: BTreeMap<String, States>,

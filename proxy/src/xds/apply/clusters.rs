@@ -12,7 +12,7 @@ use crate::server::Server;
 use crate::upstream::cluster::{ClusterState, Host};
 use crate::upstream::dns;
 use crate::xds::convert;
-use crate::xds::dump::Entry;
+use crate::xds::dump::{self, Change, Entry};
 
 /// A cluster that CDS delivered.
 #[derive(Debug)]
@@ -169,7 +169,7 @@ impl Applier {
                 .is_none_or(|s| self.clusters.endpoints.contains_key(s));
             let warming = if ready {
                 upserts.push(self.activate(d.value));
-                dump.push((d.name.clone(), Some(entry), None));
+                dump.push((d.name.clone(), Change::Active(entry)));
                 None
             } else {
                 let deadline = d
@@ -178,7 +178,7 @@ impl Applier {
                     .as_ref()
                     .and_then(|e| e.initial_fetch_timeout)
                     .map(|t| now + t);
-                dump.push((d.name.clone(), None, Some(entry)));
+                dump.push((d.name.clone(), Change::Warming(entry)));
                 Some((d.value, deadline))
             };
             self.clusters.dynamic.insert(
@@ -199,18 +199,7 @@ impl Applier {
         self.server.clusters.update(upserts, &removals);
         {
             let mut d = self.dump();
-            for (name, active, warming) in dump {
-                let s = d.clusters.entry(name).or_default();
-                if active.is_some() {
-                    s.active = active;
-                    s.warming = None;
-                } else {
-                    s.warming = warming;
-                }
-            }
-            for name in &removals {
-                d.clusters.remove(name);
-            }
+            dump::record(&mut d.clusters, dump, &removals);
             d.cds_version = b.version_info.to_owned();
         }
         self.stats.cds.accepted(b.version_info);
@@ -324,11 +313,7 @@ impl Applier {
         self.server.clusters.update(states, &[]);
         let mut d = self.dump();
         for n in names {
-            if let Some(s) = d.clusters.get_mut(&n) {
-                if let Some(w) = s.warming.take() {
-                    s.active = Some(w);
-                }
-            }
+            dump::promote(&mut d.clusters, &n);
         }
     }
 

@@ -14,7 +14,7 @@ use crate::config::route::RouteTable;
 use crate::listener::{BoundSocket, ListenerRuntime};
 use crate::routing::RouteSlot;
 use crate::xds::convert;
-use crate::xds::dump::Entry;
+use crate::xds::dump::{self, Change, Entry};
 use crate::xds::stats::SubscriptionStats;
 
 #[derive(Debug)]
@@ -249,14 +249,14 @@ impl Applier {
                     rds,
                 },
             );
-            dump.push((d.name.clone(), Some(entry), None));
+            dump.push((d.name.clone(), Change::Active(entry)));
             self.place(d.value, placement);
         }
         for (d, rds, refs, entry, deadline) in warming {
             for (name, prefix, _) in &refs {
                 self.route_entry(name, Some(prefix));
             }
-            dump.push((d.name.clone(), None, Some(entry)));
+            dump.push((d.name.clone(), Change::Warming(entry)));
             let active_rds = self
                 .listeners
                 .dynamic
@@ -274,20 +274,9 @@ impl Applier {
             );
         }
         {
-            let mut dd = self.dump();
-            for (name, active, warming) in dump {
-                let s = dd.listeners.entry(name).or_default();
-                if active.is_some() {
-                    s.active = active;
-                    s.warming = None;
-                } else {
-                    s.warming = warming;
-                }
-            }
-            for name in &removals {
-                dd.listeners.remove(name);
-            }
-            dd.lds_version = b.version_info.to_owned();
+            let mut d = self.dump();
+            dump::record(&mut d.listeners, dump, &removals);
+            d.lds_version = b.version_info.to_owned();
         }
         self.stats.lds.accepted(b.version_info);
         Ok(())
@@ -362,12 +351,7 @@ impl Applier {
                     } else {
                         self.stats.listener_added.inc();
                     }
-                    let mut d = self.dump();
-                    if let Some(s) = d.listeners.get_mut(&name) {
-                        if let Some(w) = s.warming.take() {
-                            s.active = Some(w);
-                        }
-                    }
+                    dump::promote(&mut self.dump().listeners, &name);
                 }
                 Err(e) => {
                     tracing::warn!(listener = %name, error = %e, "cannot bind a warmed listener");
