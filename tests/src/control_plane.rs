@@ -286,7 +286,13 @@ async fn delta_stream(
                 if !req.initial_resource_versions.is_empty() {
                     has.insert(ty, req.initial_resource_versions.clone().into_iter().collect());
                 }
-                resubscribed.insert(ty);
+                // A bare ACK or NACK changes no subscription.
+                if !req.resource_names_subscribe.is_empty()
+                    || !req.resource_names_unsubscribe.is_empty()
+                    || req.response_nonce.is_empty()
+                {
+                    resubscribed.insert(ty);
+                }
                 let mut names = req.resource_names_subscribe.clone();
                 names.extend(req.resource_names_unsubscribe.iter().map(|n| format!("-{n}")));
                 shared.requests.lock().expect("requests").push((ty, names));
