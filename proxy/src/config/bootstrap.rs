@@ -252,3 +252,66 @@ impl Bootstrap {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_yaml(yaml: &str) -> Result<Loaded> {
+        load(&Source {
+            path: None,
+            yaml: Some(yaml),
+            unknown_fields: None,
+        })
+    }
+
+    const ADS: &str = "dynamic_resources: {ads_config: {api_type: DELTA_GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]}, cds_config: {ads: {}}, lds_config: {ads: {}}}";
+
+    #[test]
+    fn the_ads_cluster_must_be_a_static_cluster_with_endpoints() {
+        let e = load_yaml(ADS).expect_err("no such cluster");
+        assert_eq!(
+            e.to_string(),
+            "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: unknown cluster 'xds-grpc' (it must be a static cluster)"
+        );
+        let e = load_yaml(&format!(
+            "{ADS}\nstatic_resources: {{clusters: [{{name: xds-grpc}}]}}"
+        ))
+        .expect_err("no endpoints");
+        assert!(
+            e.to_string()
+                .ends_with("cluster 'xds-grpc' has no endpoints"),
+            "{e}"
+        );
+        let ok = load_yaml(&format!(
+            "{ADS}\nstatic_resources: {{clusters: [{{name: xds-grpc, load_assignment: {{cluster_name: xds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: /tmp/XDS}}}}}}}}]}}]}}}}]}}"
+        ))
+        .expect("valid");
+        assert!(ok.bootstrap.dynamic.is_some());
+    }
+
+    #[test]
+    fn static_listeners_may_not_use_rds() {
+        let e = load_yaml(
+            r#"static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: l
+          rds: {route_config_name: r, config_source: {ads: {}}}
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+"#,
+        )
+        .expect_err("rds in a static listener");
+        assert!(
+            e.to_string()
+                .ends_with("typed_config.rds: RDS in a static listener is not supported yet"),
+            "{e}"
+        );
+    }
+}
