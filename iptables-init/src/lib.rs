@@ -1,1 +1,14 @@
+//! `iptables-init`: the pod's traffic redirection, compatible with `istio-iptables`.
+//!
+//! - `cli.rs`: istio-iptables' flags, as text.
+//! - `settings.rs`: the environment for flags not given, Istio's defaults, validation
+//!   (usage errors name the flag).
+//!
+//! Rule generation (a pure function from settings to `iptables-restore` payloads), applying
+//! and `--run-validation` come next.
 
+pub mod cli;
+pub mod settings;
+
+pub use cli::Args;
+pub use settings::{Host, Settings, UsageError};
