@@ -220,10 +220,6 @@ impl Builder {
             );
         }
     }
-
-    pub fn ipv6(&self) -> bool {
-        self.ipv6
-    }
 }
 
 #[cfg(test)]

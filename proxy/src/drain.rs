@@ -8,26 +8,34 @@
 //! new listener one response at a time, and only then are idle connections closed. A
 //! client never finds a keep-alive connection closed under a request it just sent.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 const RUNNING: u8 = 0;
 const GENTLE: u8 = 1;
 const NOW: u8 = 2;
 
+/// The channel wakes waiters; the atomic answers "draining?" on the request path with
+/// one relaxed load of memory nobody writes until the drain starts.
 #[derive(Debug)]
 pub struct Drain {
     tx: watch::Sender<u8>,
+    state: Arc<AtomicU8>,
 }
 
 #[derive(Debug, Clone)]
 pub struct DrainWatch {
     rx: watch::Receiver<u8>,
+    state: Arc<AtomicU8>,
 }
 
 impl Default for Drain {
     fn default() -> Self {
         Drain {
             tx: watch::channel(RUNNING).0,
+            state: Arc::new(AtomicU8::new(RUNNING)),
         }
     }
 }
@@ -36,28 +44,30 @@ impl Drain {
     pub fn watch(&self) -> DrainWatch {
         DrainWatch {
             rx: self.tx.subscribe(),
+            state: self.state.clone(),
         }
     }
 
     /// Connections close as soon as their in-flight streams end.
     pub fn start(&self) {
+        self.state.store(NOW, Ordering::Relaxed);
         self.tx.send_replace(NOW);
     }
 
     /// Connections wind down over the connection manager's `drain_timeout` (a no-op if
     /// a stronger drain already started).
     pub fn start_gentle(&self) {
-        self.tx.send_if_modified(|v| {
-            let changed = *v == RUNNING;
-            if changed {
-                *v = GENTLE;
-            }
-            changed
-        });
+        if self
+            .state
+            .compare_exchange(RUNNING, GENTLE, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.tx.send_replace(GENTLE);
+        }
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.tx.borrow() != RUNNING
+        self.state.load(Ordering::Relaxed) != RUNNING
     }
 }
 
@@ -79,12 +89,12 @@ impl DrainWatch {
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.rx.borrow() != RUNNING
+        self.state.load(Ordering::Relaxed) != RUNNING
     }
 
     /// Whether connections must close now (not gently).
     pub fn is_closing(&self) -> bool {
-        *self.rx.borrow() == NOW
+        self.state.load(Ordering::Relaxed) == NOW
     }
 }
 

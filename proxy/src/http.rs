@@ -23,7 +23,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::hcm::HttpManager;
-use crate::routing::RouteSlot;
+use crate::drain::DrainWatch;
+use crate::routing::Routes;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::pool::Pools;
 use crate::upstream::ClusterManager;
@@ -33,7 +34,7 @@ use crate::upstream::ClusterManager;
 pub struct HttpContext {
     pub config: Arc<HttpManager>,
     /// The route table in force (inline, or the latest RDS version).
-    pub routes: RouteSlot,
+    pub routes: Routes,
     pub clusters: Arc<ClusterManager>,
     pub stats: HcmStats,
     /// This host's address: Envoy appends it to `x-forwarded-for` for loopback peers.
@@ -51,7 +52,7 @@ impl HttpContext {
 
     pub fn new(
         config: Arc<HttpManager>,
-        routes: RouteSlot,
+        routes: Routes,
         clusters: Arc<ClusterManager>,
         store: &Store,
         local_address: IpAddr,
@@ -80,6 +81,8 @@ pub struct Downstream {
     /// What `use_remote_address` appends to `x-forwarded-for`: the peer, or this host's
     /// address for loopback peers (as Envoy does).
     pub xff_hop: Option<http::HeaderValue>,
+    /// The listener's drain, as this connection sees it.
+    pub drain: DrainWatch,
 }
 
 impl Downstream {
@@ -88,6 +91,7 @@ impl Downstream {
         local: Option<SocketAddr>,
         pools: Arc<Pools>,
         local_address: IpAddr,
+        drain: DrainWatch,
     ) -> Self {
         let ip = peer.map(|p| crate::config::common::canonical(p.ip()));
         let header = |ip: IpAddr| http::HeaderValue::from_str(&ip.to_string()).ok();
@@ -97,6 +101,7 @@ impl Downstream {
             pools,
             peer_header: ip.and_then(header),
             xff_hop: ip.and_then(|ip| header(if ip.is_loopback() { local_address } else { ip })),
+            drain,
         }
     }
 }

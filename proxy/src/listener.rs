@@ -15,9 +15,9 @@ use crate::config::common::BindAddress;
 use crate::config::hcm::RouteSpec;
 pub use crate::config::listener::Listener;
 use crate::config::listener::{FilterChain, NetworkFilter};
-use crate::drain::{Drain, DrainWatch};
+use crate::drain::Drain;
 use crate::http::{Downstream, HttpContext};
-use crate::routing::{fixed_routes, RouteSlot};
+use crate::routing::{RouteSlot, Routes};
 use crate::stats::{Counter, Gauge, GaugeGuard, Store};
 use crate::tcp::TcpContext;
 use crate::upstream::pool::Pools;
@@ -55,8 +55,8 @@ impl ChainHandler {
         match &fc.filter {
             NetworkFilter::Http(h) => {
                 let routes = match &h.routes {
-                    RouteSpec::Static(t) => fixed_routes(t.clone()),
-                    RouteSpec::Rds { name, .. } => (cx.routes)(name),
+                    RouteSpec::Static(t) => Routes::Fixed(t.clone()),
+                    RouteSpec::Rds { name, .. } => Routes::Rds((cx.routes)(name)),
                 };
                 ChainHandler::Http(Arc::new(
                     HttpContext::new(h.clone(), routes, clusters.clone(), store, local)
@@ -234,7 +234,7 @@ pub async fn accept_loop(
                 };
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().ok();
-                dispatch(&slot.current(), stream, Some(peer), local, &pools, &tracker);
+                dispatch(&slot.load(), stream, Some(peer), local, &pools, &tracker);
             }
         }
         BoundSocket::Unix(l) => {
@@ -250,7 +250,7 @@ pub async fn accept_loop(
                     },
                     _ = close.signaled() => return Ok(()),
                 };
-                dispatch(&slot.current(), stream, None, None, &pools, &tracker);
+                dispatch(&slot.load(), stream, None, None, &pools, &tracker);
             }
         }
     }
@@ -277,14 +277,20 @@ fn dispatch<I: crate::upstream::connect::Io>(
         return;
     };
     let active = GaugeGuard::new(&stats.downstream_cx_active);
-    let drain: DrainWatch = listener.drain.watch();
+    let drain = listener.drain.watch();
     let pools = pools.clone();
     tracker.spawn(async move {
         let _active = active;
         match handler {
             ChainHandler::Http(ctx) => {
-                let down = Arc::new(Downstream::new(peer, local, pools, ctx.local_address));
-                crate::http::server::serve(stream, ctx, down, drain).await;
+                let down = Arc::new(Downstream::new(
+                    peer,
+                    local,
+                    pools,
+                    ctx.local_address,
+                    drain,
+                ));
+                crate::http::server::serve(stream, ctx, down).await;
             }
             ChainHandler::Tcp(ctx) => crate::tcp::proxy(stream, ctx).await,
         }

@@ -15,13 +15,16 @@ use crate::config::route::{
 };
 use crate::config::{ConfigError, Result};
 
-/// A connection manager's current route table: fixed for inline routes, swapped whole
-/// when RDS delivers a new version. A request loads it once and keeps that version.
+/// An RDS route configuration's current table, swapped whole when a new version arrives;
+/// shared by every connection manager that names it.
 pub type RouteSlot = Arc<ArcSwap<RouteTable>>;
 
-/// The slot of an inline (`route_config`) table, which never changes.
-pub fn fixed_routes(table: Arc<RouteTable>) -> RouteSlot {
-    Arc::new(ArcSwap::new(table))
+/// A connection manager's routes. Inline routes never change, so a request reads them
+/// with no atomic operation; an RDS request loads the slot once and keeps that version.
+#[derive(Debug)]
+pub enum Routes {
+    Fixed(Arc<RouteTable>),
+    Rds(RouteSlot),
 }
 
 /// The parts of a request that routing looks at.

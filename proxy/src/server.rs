@@ -110,7 +110,8 @@ impl Server {
         let local = crate::net::local_address(
             options.local_address_ip_version == crate::cli::IpVersion::V6,
         );
-        let no_rds = |_: &str| crate::routing::fixed_routes(Default::default());
+        // Static listeners cannot use RDS (the bootstrap refuses it).
+        let no_rds = |_: &str| crate::routing::RouteSlot::default();
         let cx = BuildContext {
             clusters: &clusters,
             store: &stats,

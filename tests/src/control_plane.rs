@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use envoy_types::pb::google::protobuf::Any;
-use prost::Message;
+use prost::{Message, Name};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt};
@@ -384,6 +384,14 @@ impl ControlPlane {
         })
     }
 
+    /// The ADS service (mesh-sized responses allowed) over `shared`.
+    fn router(shared: &Arc<Shared>) -> tonic::transport::server::Router {
+        let svc = AggregatedDiscoveryServiceServer::new(Service(shared.clone()))
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        tonic::transport::Server::builder().add_service(svc)
+    }
+
     /// Starts on `127.0.0.1:0`.
     pub async fn start_tcp() -> ControlPlane {
         let shared = Self::shared();
@@ -391,10 +399,7 @@ impl ControlPlane {
             .await
             .expect("bind control plane");
         let addr = l.local_addr().expect("addr");
-        let svc = AggregatedDiscoveryServiceServer::new(Service(shared.clone()))
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
-        let router = tonic::transport::Server::builder().add_service(svc);
+        let router = Self::router(&shared);
         let task = tokio::spawn(async move {
             let _ = router.serve_with_incoming(TcpListenerStream::new(l)).await;
         });
@@ -413,10 +418,7 @@ impl ControlPlane {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("XDS");
         let l = tokio::net::UnixListener::bind(&path).expect("bind control plane socket");
-        let svc = AggregatedDiscoveryServiceServer::new(Service(shared.clone()))
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
-        let router = tonic::transport::Server::builder().add_service(svc);
+        let router = Self::router(&shared);
         let task = tokio::spawn(async move {
             let _ = router.serve_with_incoming(UnixListenerStream::new(l)).await;
         });
@@ -577,48 +579,37 @@ pub fn name_of(a: &Any) -> String {
         .unwrap_or_default()
 }
 
-/// A resource of proto type `M` (full name `type_name`) from YAML.
-fn resource<M: Message + Default>(type_name: &str, yaml: &str) -> Any {
+/// A resource of proto type `M` from YAML (protobuf JSON mapping, `@type` for `Any`),
+/// e.g. `resource::<Cluster>("name: web ...")`.
+pub fn resource<M: Message + Name + Default>(yaml: &str) -> Any {
     use remora::config::load::{decode, parse_text, UnknownFields};
     let v = parse_text(yaml, "test resource").expect("yaml");
-    let (msg, _): (M, _) = decode(v, type_name, UnknownFields::Reject)
+    let (msg, _): (M, _) = decode(v, &M::full_name(), UnknownFields::Reject)
         .unwrap_or_else(|e| panic!("test resource does not decode: {e}\n{yaml}"));
     Any {
-        type_url: format!("type.googleapis.com/{type_name}"),
+        type_url: M::type_url(),
         value: msg.encode_to_vec(),
     }
 }
 
 /// A `Cluster` from YAML.
 pub fn cluster(yaml: &str) -> Any {
-    resource::<envoy_types::pb::envoy::config::cluster::v3::Cluster>(
-        "envoy.config.cluster.v3.Cluster",
-        yaml,
-    )
+    resource::<envoy_types::pb::envoy::config::cluster::v3::Cluster>(yaml)
 }
 
 /// A `Listener` from YAML.
 pub fn listener(yaml: &str) -> Any {
-    resource::<envoy_types::pb::envoy::config::listener::v3::Listener>(
-        "envoy.config.listener.v3.Listener",
-        yaml,
-    )
+    resource::<envoy_types::pb::envoy::config::listener::v3::Listener>(yaml)
 }
 
 /// A `RouteConfiguration` from YAML.
 pub fn route(yaml: &str) -> Any {
-    resource::<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>(
-        "envoy.config.route.v3.RouteConfiguration",
-        yaml,
-    )
+    resource::<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>(yaml)
 }
 
 /// A `ClusterLoadAssignment` from YAML.
 pub fn endpoints(yaml: &str) -> Any {
-    resource::<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>(
-        "envoy.config.endpoint.v3.ClusterLoadAssignment",
-        yaml,
-    )
+    resource::<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>(yaml)
 }
 
 /// An EDS cluster over ADS named `name`.
@@ -646,8 +637,14 @@ pub fn endpoints_of(name: &str, addrs: &[SocketAddr]) -> Any {
     ))
 }
 
-/// An HTTP listener on `addr` (port 0: any) whose routes come from RDS `route`.
+/// An HTTP listener on `addr` (port 0: any) whose routes come from RDS `route`; its
+/// stat prefix is its name.
 pub fn http_listener(name: &str, addr: SocketAddr, route: &str) -> Any {
+    http_listener_with(name, addr, route, "")
+}
+
+/// [`http_listener`] with more connection manager fields (YAML, e.g. `server_name: x`).
+pub fn http_listener_with(name: &str, addr: SocketAddr, route: &str, hcm: &str) -> Any {
     let (ip, port) = (addr.ip(), addr.port());
     listener(&format!(
         r#"
@@ -660,6 +657,7 @@ filter_chains:
       "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
       stat_prefix: {name}
       rds: {{route_config_name: {route}, config_source: {{ads: {{}}, resource_api_version: V3}}}}
+      {hcm}
       http_filters:
       - name: envoy.filters.http.router
         typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}

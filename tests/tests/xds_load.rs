@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tests::control_plane::{
-    ads_bootstrap, eds_cluster, endpoints_of, listener, route_to, ControlPlane, ResourceType,
+    ads_bootstrap, eds_cluster, endpoints_of, http_listener_with, route_to, ControlPlane,
+    ResourceType,
 };
 use tests::proxy::Proxy;
 use tests::upstream::HttpUpstream;
@@ -57,23 +58,13 @@ enum Expect {
 }
 
 fn ingress(server_name: &str) -> envoy_types::pb::google::protobuf::Any {
-    listener(&format!(
-        r#"
-name: ingress
-address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.http_connection_manager
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-      stat_prefix: ingress
-      server_name: {server_name}
-      rds: {{route_config_name: routes, config_source: {{ads: {{}}, resource_api_version: V3}}}}
-      http_filters:
-      - name: envoy.filters.http.router
-        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#
-    ))
+    let any_port = "127.0.0.1:0".parse().expect("addr");
+    http_listener_with(
+        "ingress",
+        any_port,
+        "routes",
+        &format!("server_name: {server_name}"),
+    )
 }
 
 /// Connects afresh until a response carries `server: name`; returns how long after

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::google::protobuf::Any;
 use tests::control_plane::{
-    ads_bootstrap, eds_cluster, endpoints_of, listener, route, ControlPlane, ResourceType,
+    ads_bootstrap, eds_cluster, endpoints_of, http_listener, route, ControlPlane, ResourceType,
 };
 use tests::upstream::HttpUpstream;
 
@@ -30,22 +30,7 @@ const RDS: ResourceType = ResourceType::RouteConfiguration;
 const PUSH_LIMIT: Duration = Duration::from_secs(120);
 
 fn mesh_listener() -> Any {
-    listener(
-        r#"
-name: mesh
-address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.http_connection_manager
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-      stat_prefix: mesh
-      rds: {route_config_name: mesh-routes, config_source: {ads: {}, resource_api_version: V3}}
-      http_filters:
-      - name: envoy.filters.http.router
-        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-"#,
-    )
+    http_listener("mesh", ([127, 0, 0, 1], 0).into(), "mesh-routes")
 }
 
 /// One virtual host per cluster (`svcN` -> cluster `svcN`), plus the seed.

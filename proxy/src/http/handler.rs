@@ -14,7 +14,7 @@ use super::{forward, headers, redirect, Downstream, HttpContext};
 use crate::config::common::HeaderMutations;
 use crate::config::hcm::ServerHeader;
 use crate::config::route::{Action, Route, RouteTable, VirtualHost};
-use crate::routing::{is_grpc, strip_port, RequestView};
+use crate::routing::{is_grpc, strip_port, RequestView, Routes};
 use crate::stats::GaugeGuard;
 use crate::upstream::pool::ProxyBody;
 
@@ -31,9 +31,19 @@ pub async fn handle(
         _ => stats.downstream_rq_http1_total.inc(),
     }
     let _active = GaugeGuard::new(&stats.downstream_rq_active);
-    let routes = ctx.routes.load_full();
-    let mut resp = process(req, &ctx, &down, &routes).await;
-    finish(&mut resp, &ctx);
+    // While the listener drains gently (replaced by LDS), HTTP/1.1 clients are asked to
+    // reconnect, to its new version, one response at a time.
+    let close = req.version() < Version::HTTP_2 && down.drain.is_draining();
+    let rds;
+    let routes = match &ctx.routes {
+        Routes::Fixed(t) => t,
+        Routes::Rds(slot) => {
+            rds = slot.load_full();
+            &rds
+        }
+    };
+    let mut resp = process(req, &ctx, &down, routes).await;
+    finish(&mut resp, &ctx, close);
     stats.response(resp.status().as_u16());
     Ok(resp)
 }
@@ -273,7 +283,11 @@ fn apply_request_mutations(
 }
 
 /// Final touches every response gets: the `server` header.
-fn finish(resp: &mut Response<ProxyBody>, ctx: &HttpContext) {
+fn finish(resp: &mut Response<ProxyBody>, ctx: &HttpContext, close: bool) {
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let cfg = &ctx.config;
     match cfg.server_header {
         ServerHeader::Overwrite => {

@@ -11,7 +11,6 @@ use hyper_util::server::conn::auto;
 
 use super::{handler, Downstream, HttpContext};
 use crate::config::hcm::{Codec, HttpManager};
-use crate::drain::DrainWatch;
 use crate::io::Activity;
 use crate::stats::GaugeGuard;
 use crate::upstream::connect::Io;
@@ -81,7 +80,8 @@ macro_rules! drive {
 /// How long a connection accepted during a drain may stay open for its one request.
 const LATE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, drain: DrainWatch) {
+pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>) {
+    let drain = down.drain.clone();
     let cfg = ctx.config.clone();
     let stats = ctx.stats.clone();
     stats.downstream_cx_total.inc();
@@ -94,24 +94,7 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>, d
     // hyper keeps room for one in-flight request future per connection for as long as the
     // connection lives; boxed, an idle keep-alive connection holds a pointer instead of
     // the whole request state machine (6.5 KiB), for one allocation per request.
-    //
-    // While the listener drains gently, HTTP/1.1 responses say `connection: close`, so
-    // keep-alive clients reconnect (to the listener's new version) one response at a time.
-    let d = drain.clone();
-    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let close = req.version() < http::Version::HTTP_2 && d.is_draining();
-        let fut = handler::handle(req, c.clone(), down.clone());
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if close {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
-            Ok::<_, std::convert::Infallible>(resp)
-        })
-    });
+    let svc = service_fn(move |req| Box::pin(handler::handle(req, c.clone(), down.clone())));
     // A connection accepted while its listener drains gracefully is still served: HTTP/1.1
     // answers once with `connection: close` (as Envoy does); HTTP/2 gets GOAWAY at once.
     // (A gentle drain, of a listener replaced by LDS, serves such a connection as usual:

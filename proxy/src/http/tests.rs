@@ -89,7 +89,7 @@ where
     let crate::config::hcm::RouteSpec::Static(table) = &hcm.routes else {
         panic!("tests use inline routes");
     };
-    let routes = crate::routing::fixed_routes(table.clone());
+    let routes = crate::routing::Routes::Fixed(table.clone());
     let ctx = Arc::new(HttpContext::new(
         Arc::new(hcm),
         routes,
@@ -98,17 +98,18 @@ where
         "192.0.2.1".parse().unwrap(),
     ));
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let drain = Drain::default();
+    if drained {
+        drain.start();
+    }
     let down = Arc::new(Downstream::new(
         None,
         None,
         Arc::new(Pools::default()),
         "192.0.2.1".parse().unwrap(),
+        drain.watch(),
     ));
-    let drain = Drain::default();
-    if drained {
-        drain.start();
-    }
-    tokio::spawn(server::serve(server_io, ctx.clone(), down, drain.watch()));
+    tokio::spawn(server::serve(server_io, ctx.clone(), down));
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
         .await
         .unwrap();

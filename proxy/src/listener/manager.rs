@@ -37,6 +37,15 @@ impl ListenerSlot {
     pub fn current(&self) -> Arc<ListenerRuntime> {
         self.current.load_full()
     }
+
+    /// The current config for a moment (no reference count taken: the accept path).
+    pub fn load(&self) -> arc_swap::Guard<Arc<ListenerRuntime>> {
+        self.current.load()
+    }
+
+    fn is(&self, name: &str) -> bool {
+        self.current.load().config.name == name
+    }
 }
 
 /// What the control thread asks of a worker.
@@ -169,7 +178,7 @@ impl ListenerManager {
     /// Stops listener `name`: its sockets close and its connections drain.
     pub fn remove(&self, name: &str) -> Option<ActiveListener> {
         let mut active = self.active();
-        let i = active.iter().position(|l| l.name() == name)?;
+        let i = active.iter().position(|l| l.slot.is(name))?;
         let l = active.remove(i);
         l.slot.close.start();
         l.slot.current().drain.start_gentle();
@@ -177,7 +186,7 @@ impl ListenerManager {
     }
 
     pub fn find(&self, name: &str) -> Option<ActiveListener> {
-        self.active().iter().find(|l| l.name() == name).cloned()
+        self.active().iter().find(|l| l.slot.is(name)).cloned()
     }
 
     /// The listeners in force.

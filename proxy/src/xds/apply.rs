@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use xds_client::ResourceType;
 
+use super::convert::{Decoded, Invalid};
 use super::dump::DynamicDump;
 use super::stats::XdsStats;
 use crate::server::Server;
@@ -125,10 +126,6 @@ impl Applier {
         a.resubscribe();
         a.check_init();
         a
-    }
-
-    pub fn stats(&self) -> &XdsStats {
-        &self.stats
     }
 
     /// Applies one response; `Err` is the NACK message (nothing was changed).
@@ -273,6 +270,36 @@ fn removed_names<V>(
             .cloned()
             .collect()
     }
+}
+
+/// Decodes every resource of an LDS or CDS response with `convert`; a resource with a
+/// static resource's name, or a name already in the response, is an error too. Returns
+/// the resources (with their index in the response) and the errors.
+fn decode_named<T>(
+    b: Batch<'_>,
+    kind: &str,
+    statics: &HashSet<String>,
+    convert: impl Fn(&Any, usize) -> Result<Decoded<T>, Invalid>,
+) -> (Vec<(usize, Decoded<T>)>, Vec<String>) {
+    let mut decoded = Vec::with_capacity(b.resources.len());
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, any) in b.resources.iter().enumerate() {
+        match convert(any, i) {
+            Ok(d) if statics.contains(&d.name) => errors.push(format!(
+                "{kind} '{}': name: a static {} has this name",
+                d.name,
+                kind.to_ascii_lowercase()
+            )),
+            Ok(d) if !seen.insert(d.name.clone()) => errors.push(format!(
+                "{kind} '{}': name: duplicate in the response",
+                d.name
+            )),
+            Ok(d) => decoded.push((i, d)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (decoded, errors)
 }
 
 /// Joins the errors of a rejected response into one NACK message.

@@ -81,14 +81,15 @@ pub fn watch(
         loop {
             match read(ty, &path) {
                 Ok(update) => {
-                    let digest = super::convert::hash(
-                        &update
-                            .resources
-                            .iter()
-                            .flat_map(|r| r.value.iter().copied())
-                            .chain(update.version_info.bytes())
-                            .collect::<Vec<u8>>(),
-                    );
+                    let digest = {
+                        use std::hash::{Hash, Hasher};
+                        let mut h = std::hash::DefaultHasher::new();
+                        update.version_info.hash(&mut h);
+                        for r in &update.resources {
+                            r.value.hash(&mut h);
+                        }
+                        h.finish()
+                    };
                     if last != Some(digest) {
                         last = Some(digest);
                         if tx.send(update).await.is_err() {

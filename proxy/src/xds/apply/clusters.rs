@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{rejection, removed_names, Applier, Batch};
+use super::{decode_named, rejection, removed_names, Applier, Batch};
 use crate::config::cluster::Cluster;
 use crate::server::Server;
 use crate::upstream::cluster::{ClusterState, Host};
@@ -124,23 +124,7 @@ impl Applier {
 
     pub(super) fn apply_cds(&mut self, b: Batch<'_>) -> Result<(), String> {
         self.stats.cds.update_attempt.inc();
-        let mut decoded = Vec::with_capacity(b.resources.len());
-        let mut errors = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, any) in b.resources.iter().enumerate() {
-            match convert::cluster(any, i) {
-                Ok(d) if self.static_clusters.contains(&d.name) => errors.push(format!(
-                    "Cluster '{}': name: a static cluster has this name",
-                    d.name
-                )),
-                Ok(d) if !seen.insert(d.name.clone()) => errors.push(format!(
-                    "Cluster '{}': name: duplicate in the response",
-                    d.name
-                )),
-                Ok(d) => decoded.push((i, d)),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
+        let (decoded, errors) = decode_named(b, "Cluster", &self.static_clusters, convert::cluster);
         if let Err(e) = rejection(errors) {
             self.stats.cds.update_rejected.inc();
             return Err(e);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use super::{rejection, removed_names, Applier, Batch};
+use super::{decode_named, rejection, removed_names, Applier, Batch};
 use crate::config::hcm::RouteSpec;
 use crate::config::listener::{Listener, NetworkFilter};
 use crate::config::route::RouteTable;
@@ -112,8 +112,8 @@ enum Placement {
 impl Applier {
     /// Builds the run-time listener, its connection managers reading the route slots.
     fn build_listener(&mut self, config: Listener) -> Arc<ListenerRuntime> {
-        for (name, _, _) in rds_refs(&config) {
-            self.route_entry(&name, None);
+        for (name, prefix, _) in rds_refs(&config) {
+            self.route_entry(&name, &prefix);
         }
         let routes = &self.listeners.routes;
         let resolve = |name: &str| -> RouteSlot {
@@ -127,7 +127,7 @@ impl Applier {
 
     /// The route configuration `name`, made empty if unknown; its stats take the stat
     /// prefix of the first connection manager that names it (as Envoy's do).
-    fn route_entry(&mut self, name: &str, prefix: Option<&str>) -> &mut DynRoute {
+    fn route_entry(&mut self, name: &str, prefix: &str) {
         let store = &self.server.stats;
         self.listeners
             .routes
@@ -135,11 +135,8 @@ impl Applier {
             .or_insert_with(|| DynRoute {
                 slot: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
                 hash: None,
-                stats: SubscriptionStats::new(
-                    store,
-                    &format!("http.{}.rds.{name}", prefix.unwrap_or("rds")),
-                ),
-            })
+                stats: SubscriptionStats::new(store, &format!("http.{prefix}.rds.{name}")),
+            });
     }
 
     fn placement(&self, config: &Listener) -> std::io::Result<Placement> {
@@ -173,23 +170,8 @@ impl Applier {
 
     pub(super) fn apply_lds(&mut self, b: Batch<'_>) -> Result<(), String> {
         self.stats.lds.update_attempt.inc();
-        let mut decoded = Vec::with_capacity(b.resources.len());
-        let mut errors = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, any) in b.resources.iter().enumerate() {
-            match convert::listener(any, i) {
-                Ok(d) if self.static_listeners.contains(&d.name) => errors.push(format!(
-                    "Listener '{}': name: a static listener has this name",
-                    d.name
-                )),
-                Ok(d) if !seen.insert(d.name.clone()) => errors.push(format!(
-                    "Listener '{}': name: duplicate in the response",
-                    d.name
-                )),
-                Ok(d) => decoded.push((i, d)),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
+        let (decoded, mut errors) =
+            decode_named(b, "Listener", &self.static_listeners, convert::listener);
         let present: HashSet<&str> = decoded.iter().map(|(_, d)| d.name.as_str()).collect();
         let removals = removed_names(b, &self.listeners.dynamic, &present);
         // Bind every new address before changing anything, so a bind failure rejects
@@ -254,7 +236,7 @@ impl Applier {
         }
         for (d, rds, refs, entry, deadline) in warming {
             for (name, prefix, _) in &refs {
-                self.route_entry(name, Some(prefix));
+                self.route_entry(name, prefix);
             }
             dump.push((d.name.clone(), Change::Warming(entry)));
             let active_rds = self
