@@ -190,6 +190,25 @@ impl Builder {
         }
     }
 
+    /// Whether IPv6 rules are made.
+    pub fn ipv6(&self) -> bool {
+        self.ipv6
+    }
+
+    /// Appends to the IPv6 rules only, when IPv6 is enabled.
+    pub fn append_v6(&mut self, table: &str, chain: &str, params: &[&str]) {
+        if self.ipv6 {
+            self.v6.append(table, chain, params);
+        }
+    }
+
+    /// Inserts into the IPv6 rules only, when IPv6 is enabled.
+    pub fn insert_v6(&mut self, table: &str, chain: &str, position: u32, params: &[&str]) {
+        if self.ipv6 {
+            self.v6.insert(table, chain, position, params);
+        }
+    }
+
     /// Appends to both families with [`VERSIONED`] replaced by `v4` or `v6`.
     pub fn append_versioned(
         &mut self,

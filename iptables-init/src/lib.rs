@@ -11,6 +11,7 @@
 //! and `--run-validation` come next.
 
 pub mod builder;
+pub mod capture;
 pub mod cli;
 pub mod settings;
 

@@ -65,8 +65,9 @@ impl std::fmt::Display for Cidr {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Host {
     pub ipv6: bool,
-    pub dns_v4: Vec<IpAddr>,
-    pub dns_v6: Vec<IpAddr>,
+    /// As written in resolv.conf (Istio writes them into rules as text).
+    pub dns_v4: Vec<String>,
+    pub dns_v6: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,36 +2,12 @@
 //! (its flags and env give the effective config Istio's test used) and every line the
 //! sidecar injector writes (`injector-istio-init-args.txt`).
 
-use std::path::PathBuf;
+mod common;
 
-use clap::Parser;
 use iptables_init::settings::{InboundMode, Ports, Ranges};
-use iptables_init::{Args, Host, Settings};
+use common::{argv, case_settings, cases, parse, testdata};
+use iptables_init::{Host, Settings};
 use serde_json::Value;
-
-fn testdata(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/istio-iptables")
-        .join(rel);
-    assert!(p.exists(), "shared test data missing: {}", p.display());
-    p
-}
-
-/// Splits a shell command line (quotes as the injector writes them) and drops the
-/// program name.
-fn argv(line: &str) -> Vec<String> {
-    let words = shlex::split(line).unwrap_or_else(|| panic!("unbalanced quotes: {line}"));
-    let start = words
-        .iter()
-        .position(|w| w == "istio-iptables")
-        .expect("an istio-iptables command line");
-    words[start..].to_vec()
-}
-
-fn parse(words: &[String], env: &dyn Fn(&str) -> Option<String>, host: Host) -> Settings {
-    let args = Args::try_parse_from(words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
-    Settings::new(&args, env, host).unwrap_or_else(|e| panic!("{words:?}: {e}"))
-}
 
 fn join<T: ToString>(v: &[T]) -> String {
     v.iter()
@@ -107,33 +83,14 @@ fn as_istio(s: &Settings) -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn ips(v: &Value) -> Vec<std::net::IpAddr> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 #[test]
 fn every_case_gives_istios_effective_config() {
-    let text = std::fs::read_to_string(testdata("cases.json")).expect("cases.json");
-    let cases: Value = serde_json::from_str(&text).expect("json");
-    let cases = cases["cases"].as_array().expect("cases");
+    let cases = cases();
     assert_eq!(cases.len(), 14);
-    for case in cases {
+    for case in &cases {
         let name = case["name"].as_str().expect("name");
-        let env = case["env"].as_object().cloned().unwrap_or_default();
-        let lookup = move |k: &str| env.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let want = &case["effective_config"];
-        let host = Host {
-            ipv6: want["EnableIPv6"].as_bool().unwrap_or(false),
-            dns_v4: ips(&want["DNSServersV4"]),
-            dns_v6: ips(&want["DNSServersV6"]),
-        };
-        let s = parse(
-            &argv(case["equivalent_cli"].as_str().expect("cli")),
-            &lookup,
-            host,
-        );
+        let s = case_settings(case);
         for (field, got) in as_istio(&s) {
             assert_eq!(got, want[field], "{name}: {field}");
         }
