@@ -69,7 +69,8 @@ impl Rule {
     }
 }
 
-fn built_in(chain: &str) -> bool {
+/// A kernel chain or standard target, never created.
+pub fn built_in(chain: &str) -> bool {
     BUILT_IN.contains(&chain)
 }
 
@@ -118,11 +119,10 @@ impl RuleSet {
         out
     }
 
-    /// The `iptables-restore --noflush` payload: per table (in name order), the chains
-    /// to create (those with rules, then those only jumped to), the rules, `COMMIT`.
-    pub fn restore(&self) -> String {
-        // Per table: the chains to create, then the rules.
-        let mut tables: BTreeMap<&str, (Vec<&str>, Vec<String>)> = BTreeMap::new();
+    /// Per table (in name order): the chains to create (those with rules, then those
+    /// only jumped to) and the rules as `-A`/`-I` lines.
+    pub fn tables(&self) -> BTreeMap<&str, Table<'_>> {
+        let mut tables: BTreeMap<&str, Table<'_>> = BTreeMap::new();
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         let targets = self
             .rules
@@ -135,19 +135,34 @@ impl RuleSet {
             );
         for (table, chain) in targets {
             if !built_in(chain) && seen.insert((table, chain)) {
-                tables.entry(table).or_default().0.push(chain);
+                tables.entry(table).or_default().chains.push(chain);
             }
         }
         for r in &self.rules {
-            tables.entry(&r.table).or_default().1.push(r.spec());
+            tables.entry(&r.table).or_default().rules.push(r.spec());
         }
+        tables
+    }
+
+    /// Rules added to the kernel's own chains (table, chain, parameters), which
+    /// cleanup must delete one by one.
+    pub fn built_in_rules(&self) -> impl Iterator<Item = (&str, &str, &[String])> {
+        self.rules
+            .iter()
+            .filter(|r| built_in(&r.chain))
+            .map(|r| (r.table.as_str(), r.chain.as_str(), r.params.as_slice()))
+    }
+
+    /// The `iptables-restore --noflush` payload: per table (in name order), the chains
+    /// to create, the rules, `COMMIT`.
+    pub fn restore(&self) -> String {
         let mut out = String::new();
-        for (table, (chains, rules)) in tables {
+        for (table, t) in self.tables() {
             out.push_str(&format!("* {table}\n"));
-            for c in chains {
+            for c in t.chains {
                 out.push_str(&format!("-N {c}\n"));
             }
-            for r in rules {
+            for r in t.rules {
                 out.push_str(&r);
                 out.push('\n');
             }
@@ -155,6 +170,15 @@ impl RuleSet {
         }
         out
     }
+}
+
+/// One table's part of a rule set.
+#[derive(Debug, Default)]
+pub struct Table<'a> {
+    /// Chains to create, in order.
+    pub chains: Vec<&'a str>,
+    /// `-A CHAIN ...` / `-I CHAIN N ...` lines.
+    pub rules: Vec<String>,
 }
 
 /// IPv4 rules, and IPv6 rules when IPv6 is enabled.

@@ -114,7 +114,8 @@ impl<'a> Gen<'a> {
 
         self.exclude_interfaces();
         for i in &s.kube_virt_interfaces {
-            self.b.insert("nat", "PREROUTING", 1, &["-i", i, "-j", "RETURN"]);
+            self.b
+                .insert("nat", "PREROUTING", 1, &["-i", i, "-j", "RETURN"]);
         }
         if s.drop_invalid {
             self.b.append(
@@ -148,11 +149,8 @@ impl<'a> Gen<'a> {
         for p in &s.outbound_ports_exclude {
             let p = p.to_string();
             for proto in ["tcp", "udp"] {
-                self.b.append(
-                    "nat",
-                    OUTPUT,
-                    &["-p", proto, "--dport", &p, "-j", "RETURN"],
-                );
+                self.b
+                    .append("nat", OUTPUT, &["-p", proto, "--dport", &p, "-j", "RETURN"]);
             }
         }
         self.b.append_versioned(
@@ -261,15 +259,19 @@ impl<'a> Gen<'a> {
             Ports::All => {
                 for p in &s.inbound_ports_exclude {
                     let p = p.to_string();
-                    self.b
-                        .append(table, INBOUND, &["-p", "tcp", "--dport", &p, "-j", "RETURN"]);
+                    self.b.append(
+                        table,
+                        INBOUND,
+                        &["-p", "tcp", "--dport", &p, "-j", "RETURN"],
+                    );
                 }
                 if self.tproxy() {
                     let mut est = vec!["-p", "tcp"];
                     est.extend(established);
                     est.extend(["-j", DIVERT]);
                     self.b.append("mangle", INBOUND, &est);
-                    self.b.append("mangle", INBOUND, &["-p", "tcp", "-j", TPROXY]);
+                    self.b
+                        .append("mangle", INBOUND, &["-p", "tcp", "-j", TPROXY]);
                 } else {
                     self.b
                         .append("nat", INBOUND, &["-p", "tcp", "-j", IN_REDIRECT]);
@@ -596,13 +598,31 @@ impl<'a> Gen<'a> {
             "mangle",
             INBOUND,
             2,
-            &["-p", "tcp", "-s", PASSTHROUGH_V4, "-i", "lo", "-j", "RETURN"],
+            &[
+                "-p",
+                "tcp",
+                "-s",
+                PASSTHROUGH_V4,
+                "-i",
+                "lo",
+                "-j",
+                "RETURN",
+            ],
         );
         self.b.insert_v6(
             "mangle",
             INBOUND,
             2,
-            &["-p", "tcp", "-s", PASSTHROUGH_V6, "-i", "lo", "-j", "RETURN"],
+            &[
+                "-p",
+                "tcp",
+                "-s",
+                PASSTHROUGH_V6,
+                "-i",
+                "lo",
+                "-j",
+                "RETURN",
+            ],
         );
         self.b.insert(
             "mangle",

@@ -8,7 +8,9 @@ use clap::Parser;
 #[command(
     name = "iptables-init",
     about = "Redirects a pod's TCP traffic to the sidecar proxy, as istio-iptables does",
-    disable_version_flag = true
+    disable_version_flag = true,
+    // As with istio-iptables' flag parser, a repeated flag takes its last value.
+    args_override_self = true
 )]
 pub struct Args {
     /// Port all outbound TCP traffic is redirected to (env ENVOY_PORT; default 15001).

@@ -4,8 +4,8 @@
 
 mod common;
 
-use iptables_init::settings::{InboundMode, Ports, Ranges};
 use common::{argv, case_settings, cases, parse, testdata};
+use iptables_init::settings::{InboundMode, Ports, Ranges};
 use iptables_init::{Host, Settings};
 use serde_json::Value;
 

@@ -6,6 +6,7 @@ pub mod client;
 pub mod control_plane;
 pub mod envoy;
 pub mod grpc;
+pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod upstream;

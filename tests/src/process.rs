@@ -8,16 +8,27 @@ use std::time::{Duration, Instant};
 
 /// The `remora` binary built alongside these tests.
 pub fn remora_bin() -> PathBuf {
+    workspace_bin("remora", "proxy")
+}
+
+/// The `iptables-init` binary built alongside these tests.
+pub fn iptables_init_bin() -> PathBuf {
+    workspace_bin("iptables-init", "iptables-init")
+}
+
+/// A binary of the workspace in this test's target directory, refused when older than
+/// its crate's sources.
+fn workspace_bin(name: &str, crate_dir: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/remora
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("remora");
-    let hint = "build it with `cargo build -p remora`, or run `cargo test --workspace`";
+    let bin = dir.join(name);
+    let hint = format!("build it with `cargo build -p {name}`, or run `cargo test --workspace`");
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("remora binary not found at {} ({hint})", bin.display()));
+        .unwrap_or_else(|_| panic!("{name} binary not found at {} ({hint})", bin.display()));
     // `cargo test -p tests` alone does not rebuild the binary: refuse to test a stale one.
-    let src = crate::workspace_root().join("proxy/src");
+    let src = crate::workspace_root().join(crate_dir).join("src");
     if let Some(newest) = newest_mtime(&src) {
         assert!(
             built >= newest,

@@ -35,7 +35,11 @@ pub fn parse(words: &[String], env: &dyn Fn(&str) -> Option<String>, host: Host)
 
 pub fn ips(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|x| Some(x.as_str()?.to_owned())).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| Some(x.as_str()?.to_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
