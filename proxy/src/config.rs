@@ -13,6 +13,7 @@ pub mod dump;
 pub mod dynamic;
 pub mod error;
 pub mod listener;
+pub mod listener_filter;
 pub mod load;
 pub mod matcher;
 

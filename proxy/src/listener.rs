@@ -2,7 +2,9 @@
 //! loops, filter chain selection and hand-off to the chain's network filter.
 
 pub mod chain;
+pub mod inspect;
 pub mod manager;
+pub mod sniff;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +24,7 @@ use crate::stats::{Counter, Gauge, GaugeGuard, Store};
 use crate::tcp::TcpContext;
 use crate::upstream::pool::Pools;
 use crate::upstream::ClusterManager;
-use manager::ListenerSlot;
+use manager::{ListenerIndex, ListenerSlot};
 
 /// A filter chain ready to serve connections.
 #[derive(Debug, Clone)]
@@ -78,6 +80,8 @@ pub struct ListenerStats {
     pub downstream_cx_total: Counter,
     pub downstream_cx_active: Gauge,
     pub no_filter_chain_match: Counter,
+    /// Closed because the listener filters timed out.
+    pub downstream_pre_cx_timeout: Counter,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,7 @@ pub struct ListenerRuntime {
     chains: Vec<ChainHandler>,
     default_chain: Option<ChainHandler>,
     pub stats: ListenerStats,
+    inspect_stats: inspect::InspectorStats,
     /// Connections wind down when this fires.
     pub drain: Drain,
 }
@@ -108,12 +113,15 @@ impl ListenerRuntime {
             downstream_cx_total: store.counter(&format!("listener.{p}.downstream_cx_total")),
             downstream_cx_active: store.gauge(&format!("listener.{p}.downstream_cx_active")),
             no_filter_chain_match: store.counter(&format!("listener.{p}.no_filter_chain_match")),
+            downstream_pre_cx_timeout: store
+                .counter(&format!("listener.{p}.downstream_pre_cx_timeout")),
         };
         ListenerRuntime {
             config,
             chains,
             default_chain,
             stats,
+            inspect_stats: inspect::InspectorStats::new(store),
             drain: Drain::default(),
         }
     }
@@ -156,7 +164,11 @@ impl BoundSocket {
 /// socket on the same address (the first bind fixes the port when 0 was asked for);
 /// otherwise the workers share one socket.
 pub fn bind(config: &Listener, workers: usize) -> io::Result<Vec<BoundSocket>> {
-    let first = bind_one(&config.address, config.reuse_port)?;
+    let opts = BindOptions {
+        reuse_port: config.reuse_port,
+        transparent: config.transparent,
+    };
+    let first = bind_one(&config.address, opts)?;
     let mut out = Vec::with_capacity(workers);
     let actual = match (&first, &config.address) {
         (BoundSocket::Tcp(l), BindAddress::Tcp(_)) => Some(BindAddress::Tcp(l.local_addr()?)),
@@ -164,7 +176,7 @@ pub fn bind(config: &Listener, workers: usize) -> io::Result<Vec<BoundSocket>> {
     };
     for _ in 1..workers {
         let s = match (&actual, config.reuse_port) {
-            (Some(addr), true) => bind_one(addr, true)?,
+            (Some(addr), true) => bind_one(addr, opts)?,
             _ => first.try_clone()?,
         };
         out.push(s);
@@ -173,13 +185,27 @@ pub fn bind(config: &Listener, workers: usize) -> io::Result<Vec<BoundSocket>> {
     Ok(out)
 }
 
-fn bind_one(addr: &BindAddress, reuse_port: bool) -> io::Result<BoundSocket> {
+#[derive(Debug, Clone, Copy)]
+struct BindOptions {
+    reuse_port: bool,
+    /// `IP_TRANSPARENT`: accept connections to any address (TPROXY).
+    transparent: bool,
+}
+
+fn bind_one(addr: &BindAddress, opts: BindOptions) -> io::Result<BoundSocket> {
     match addr {
         BindAddress::Tcp(sa) => {
             let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
-            if reuse_port {
+            if opts.reuse_port {
                 socket.set_reuse_port(true)?;
+            }
+            if opts.transparent {
+                if sa.is_ipv4() {
+                    socket.set_ip_transparent_v4(true)?;
+                } else {
+                    socket.set_ip_transparent_v6(true)?;
+                }
             }
             if sa.is_ipv6() {
                 socket.set_only_v6(false).ok();
@@ -216,6 +242,7 @@ pub async fn accept_loop(
     socket: BoundSocket,
     pools: Arc<Pools>,
     tracker: TaskTracker,
+    index: Arc<ListenerIndex>,
 ) -> io::Result<()> {
     let mut close = slot.close.watch();
     match socket {
@@ -234,7 +261,13 @@ pub async fn accept_loop(
                 };
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().ok();
-                dispatch(&slot.load(), stream, Some(peer), local, &pools, &tracker);
+                let conn = Accepted {
+                    peer: Some(peer),
+                    local,
+                    pools: &pools,
+                    tracker: &tracker,
+                };
+                dispatch_tcp(&slot, stream, conn, &index);
             }
         }
         BoundSocket::Unix(l) => {
@@ -250,49 +283,152 @@ pub async fn accept_loop(
                     },
                     _ = close.signaled() => return Ok(()),
                 };
-                dispatch(&slot.load(), stream, None, None, &pools, &tracker);
+                let conn = Accepted {
+                    peer: None,
+                    local: None,
+                    pools: &pools,
+                    tracker: &tracker,
+                };
+                let meta = chain::ConnMeta {
+                    transport_protocol: "raw_buffer",
+                    ..Default::default()
+                };
+                dispatch(&slot.load(), stream, &meta, None, conn);
             }
         }
     }
 }
 
+/// A connection just accepted, and where it goes to be served.
+#[derive(Clone, Copy)]
+struct Accepted<'a> {
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    pools: &'a Arc<Pools>,
+    tracker: &'a TaskTracker,
+}
+
+/// A TCP connection: served at once, or (with listener filters or `use_original_dst`)
+/// first inspected in its own task, which may hand it to the listener of its original
+/// destination.
+fn dispatch_tcp(
+    slot: &Arc<ListenerSlot>,
+    stream: tokio::net::TcpStream,
+    conn: Accepted<'_>,
+    index: &Arc<ListenerIndex>,
+) {
+    let listener = slot.load();
+    let cfg = &listener.config;
+    if !cfg.use_original_dst && cfg.listener_filters.is_empty() {
+        let meta = chain::ConnMeta {
+            destination: conn.local,
+            source: conn.peer,
+            transport_protocol: "raw_buffer",
+            ..Default::default()
+        };
+        return dispatch(&listener, stream, &meta, conn.local, conn);
+    }
+    let (slot, index, pools) = (slot.clone(), index.clone(), conn.pools.clone());
+    let (peer, local, tracker) = (conn.peer, conn.local, conn.tracker.clone());
+    conn.tracker.spawn(async move {
+        let Some((listener, found)) = inspect_and_hand_off(&slot, &stream, local, &index).await
+        else {
+            return;
+        };
+        // Never proxy a connection back into this proxy's own listening sockets.
+        let upstream_destination = found
+            .destination
+            .filter(|d| !index.is_own(*d, local.map(|l| l.ip())));
+        let meta = chain::ConnMeta {
+            destination: found.destination,
+            source: peer,
+            server_name: found.server_name.as_deref(),
+            transport_protocol: found.transport_protocol,
+            application_protocols: &found.application_protocols,
+        };
+        let conn = Accepted {
+            peer,
+            local: upstream_destination,
+            pools: &pools,
+            tracker: &tracker,
+        };
+        dispatch(&listener, stream, &meta, upstream_destination, conn);
+    });
+}
+
+/// Restores the original destination, hands the connection to the listener bound to
+/// it (once, as Envoy does), and runs that listener's inspectors. `None`: they timed
+/// out and the connection is closed.
+async fn inspect_and_hand_off(
+    slot: &Arc<ListenerSlot>,
+    stream: &tokio::net::TcpStream,
+    local: Option<SocketAddr>,
+    index: &ListenerIndex,
+) -> Option<(Arc<ListenerRuntime>, inspect::Inspected)> {
+    use crate::config::listener_filter::Kind;
+    let mut listener = slot.current();
+    let cfg = &listener.config;
+    let mut destination = local;
+    if cfg.use_original_dst || cfg.listener_filters.has(Kind::OriginalDst) {
+        destination = inspect::original_destination(stream, local);
+    }
+    if cfg.use_original_dst && destination != local {
+        if let Some(target) = destination.and_then(|d| index.find(d)) {
+            if !Arc::ptr_eq(&target, slot) {
+                listener = target.current();
+            }
+        }
+    }
+    let cfg = &listener.config;
+    match inspect::sniff(
+        stream,
+        &cfg.listener_filters,
+        destination,
+        &listener.inspect_stats,
+    )
+    .await
+    {
+        Some(found) => Some((listener, found)),
+        None => {
+            listener.stats.downstream_pre_cx_timeout.inc();
+            None
+        }
+    }
+}
+
+/// Picks the filter chain for `meta` and serves the connection on it. `destination` is
+/// where upstream ORIGINAL_DST connections go (`None`: nowhere).
 fn dispatch<I: crate::upstream::connect::Io>(
     listener: &Arc<ListenerRuntime>,
     stream: I,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
-    pools: &Arc<Pools>,
-    tracker: &TaskTracker,
+    meta: &chain::ConnMeta<'_>,
+    destination: Option<SocketAddr>,
+    conn: Accepted<'_>,
 ) {
     let stats = &listener.stats;
     stats.downstream_cx_total.inc();
-    let meta = chain::ConnMeta {
-        destination: local,
-        source: peer,
-        transport_protocol: "raw_buffer",
-        ..Default::default()
-    };
-    let Some(handler) = listener.chain_for(&meta).cloned() else {
+    let Some(handler) = listener.chain_for(meta).cloned() else {
         stats.no_filter_chain_match.inc();
         return;
     };
     let active = GaugeGuard::new(&stats.downstream_cx_active);
     let drain = listener.drain.watch();
-    let pools = pools.clone();
-    tracker.spawn(async move {
+    let pools = conn.pools.clone();
+    let peer = conn.peer;
+    conn.tracker.spawn(async move {
         let _active = active;
         match handler {
             ChainHandler::Http(ctx) => {
                 let down = Arc::new(Downstream::new(
                     peer,
-                    local,
+                    destination,
                     pools,
                     ctx.local_address,
                     drain,
                 ));
                 crate::http::server::serve(stream, ctx, down).await;
             }
-            ChainHandler::Tcp(ctx) => crate::tcp::proxy(stream, ctx).await,
+            ChainHandler::Tcp(ctx) => crate::tcp::proxy(stream, destination, ctx).await,
         }
     });
 }

@@ -215,6 +215,7 @@ fn worker(id: usize, server: Arc<Server>, hard_stop: Arc<Drain>) {
                         socket,
                         pools.clone(),
                         tracker.clone(),
+                        server.listeners.index.clone(),
                     ));
                 }
                 Some(WorkerCommand::PruneIdle(clusters)) => pools.prune(&clusters),

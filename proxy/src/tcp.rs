@@ -6,6 +6,7 @@
 mod splice;
 
 use std::any::Any;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
@@ -80,7 +81,14 @@ impl TcpContext {
 
 /// Proxies one connection. TCP has no graceful close, so a drain leaves it running until
 /// it ends or the worker's drain deadline passes.
-pub async fn proxy<I: Io>(mut downstream: I, ctx: Arc<TcpContext>) {
+///
+/// `destination` is where the client connected (its original destination when
+/// intercepted): the host of an ORIGINAL_DST cluster.
+pub async fn proxy<I: Io>(
+    mut downstream: I,
+    destination: Option<SocketAddr>,
+    ctx: Arc<TcpContext>,
+) {
     ctx.stats.downstream_cx_total.inc();
     let Some(cluster) = ctx.clusters.get(ctx.pick_cluster()) else {
         ctx.stats.downstream_cx_no_route.inc();
@@ -89,11 +97,17 @@ pub async fn proxy<I: Io>(mut downstream: I, ctx: Arc<TcpContext>) {
     };
     let mut upstream = None;
     for _ in 0..ctx.config.max_connect_attempts {
-        let Some(host) = cluster.pick() else {
+        let Some(host) = cluster.pick_for(destination) else {
             cluster.stats.upstream_cx_none_healthy.inc();
             break;
         };
-        match connect::connect_stream(&host.addr, cluster.config.connect_timeout).await {
+        match connect::connect_stream(
+            &host.addr,
+            cluster.config.connect_timeout,
+            cluster.config.bind,
+        )
+        .await
+        {
             Ok(io) => {
                 upstream = Some(io);
                 break;
@@ -184,7 +198,7 @@ mod tests {
     async fn idle_timeout_closes_a_quiet_connection() {
         let ctx = echo_proxy("600s").await;
         let (mut client, server_side) = tokio::io::duplex(1024);
-        tokio::spawn(proxy(server_side, ctx.clone()));
+        tokio::spawn(proxy(server_side, None, ctx.clone()));
         client.write_all(b"x").await.unwrap();
         let mut b = [0u8; 1];
         client.read_exact(&mut b).await.unwrap();
@@ -205,7 +219,7 @@ mod tests {
             .await
             .unwrap();
         let (down, _) = front.accept().await.unwrap();
-        let relay = tokio::spawn(proxy(down, ctx.clone()));
+        let relay = tokio::spawn(proxy(down, None, ctx.clone()));
         let msg = vec![7u8; 100_000];
         client.write_all(&msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];

@@ -29,6 +29,18 @@ pub struct Cluster {
     /// HTTP/2 `connection_keepalive`: PING interval and how long to wait for the answer
     /// (used by the xDS client on the ADS cluster).
     pub h2_keepalive: Option<(Duration, Duration)>,
+    /// `upstream_bind_config`: the source address of upstream connections (Istio binds
+    /// inbound passthrough connections to 127.0.0.6, which interception leaves alone).
+    pub bind: Option<UpstreamBind>,
+    /// ORIGINAL_DST: `original_dst_lb_config.upstream_port_override`.
+    pub original_dst_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamBind {
+    pub source: std::net::SocketAddr,
+    /// `freebind`: bind even to an address this host does not own.
+    pub freebind: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +50,9 @@ pub enum Discovery {
     LogicalDns,
     /// Endpoints from EDS (a `ClusterLoadAssignment` named [`Eds::service_name`]).
     Eds,
+    /// The host is the downstream connection's original destination (Istio's
+    /// `PassthroughCluster`).
+    OriginalDst,
 }
 
 impl Discovery {
@@ -93,12 +108,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 Ok(T::StrictDns) => Discovery::StrictDns,
                 Ok(T::LogicalDns) => Discovery::LogicalDns,
                 Ok(T::Eds) => Discovery::Eds,
-                Ok(T::OriginalDst) => {
-                    return Err(common::unsupported(
-                        "type",
-                        "ORIGINAL_DST clusters (transparent interception)",
-                    ))
-                }
+                Ok(T::OriginalDst) => Discovery::OriginalDst,
                 Err(_) => {
                     return Err(ConfigError::new(
                         "type",
@@ -113,12 +123,30 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 ))
             }
         };
-        if LbPolicy::try_from(c.lb_policy) != Ok(LbPolicy::RoundRobin) {
-            return Err(common::unsupported(
-                "lb_policy",
-                "load balancing policies other than ROUND_ROBIN",
-            ));
+        match (discovery, LbPolicy::try_from(c.lb_policy)) {
+            (Discovery::OriginalDst, Ok(LbPolicy::ClusterProvided)) => {}
+            (Discovery::OriginalDst, _) => {
+                return Err(ConfigError::new(
+                    "lb_policy",
+                    "ORIGINAL_DST clusters need lb_policy CLUSTER_PROVIDED",
+                ))
+            }
+            (_, Ok(LbPolicy::ClusterProvided)) => {
+                return Err(ConfigError::new(
+                    "lb_policy",
+                    "CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters",
+                ))
+            }
+            (_, Ok(LbPolicy::RoundRobin)) => {}
+            _ => {
+                return Err(common::unsupported(
+                    "lb_policy",
+                    "load balancing policies other than ROUND_ROBIN",
+                ))
+            }
         }
+        let original_dst_port = original_dst_port(c).within("original_dst_lb_config")?;
+        let bind = upstream_bind(c).within("upstream_bind_config")?;
         if let Some(ts) = &c.transport_socket {
             if ts.name != "envoy.transport_sockets.raw_buffer" {
                 return Err(common::unsupported(
@@ -180,8 +208,71 @@ impl TryFrom<&pb::Cluster> for Cluster {
             ),
             eds,
             h2_keepalive,
+            bind,
+            original_dst_port,
         })
     }
+}
+
+fn original_dst_port(c: &pb::Cluster) -> Result<Option<u16>> {
+    let Some(pb::cluster::LbConfig::OriginalDstLbConfig(o)) = &c.lb_config else {
+        return Ok(None);
+    };
+    if o.use_http_header {
+        return Err(common::unsupported(
+            "use_http_header",
+            "choosing the original destination by HTTP header",
+        ));
+    }
+    o.upstream_port_override
+        .as_ref()
+        .map(|p| {
+            u16::try_from(p.value)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "upstream_port_override",
+                        format!("{} is not a valid port", p.value),
+                    )
+                })
+        })
+        .transpose()
+}
+
+fn upstream_bind(c: &pb::Cluster) -> Result<Option<UpstreamBind>> {
+    let Some(b) = &c.upstream_bind_config else {
+        return Ok(None);
+    };
+    if !b.additional_source_addresses.is_empty() || !b.extra_source_addresses.is_empty() {
+        return Err(common::unsupported(
+            "extra_source_addresses",
+            "more than one upstream source address",
+        ));
+    }
+    let addr =
+        b.source_address
+            .as_ref()
+            .map(|sa| envoy_types::pb::envoy::config::core::v3::Address {
+                address: Some(
+                    envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(
+                        sa.clone(),
+                    ),
+                ),
+            });
+    let source = match common::bind_address(addr.as_ref()).within("source_address")? {
+        common::BindAddress::Tcp(sa) => sa,
+        common::BindAddress::Unix(_) => {
+            return Err(ConfigError::new(
+                "source_address",
+                "must be an IP socket address",
+            ))
+        }
+    };
+    Ok(Some(UpstreamBind {
+        source,
+        freebind: b.freebind.as_ref().is_some_and(|f| f.value),
+    }))
 }
 
 type Keepalive = Option<(Duration, Duration)>;

@@ -13,6 +13,7 @@ use super::common::{self, cidrs, BindAddress};
 pub use super::common::{canonical, Cidr};
 use super::error::{ConfigError, Result, Within};
 use super::hcm::HttpManager;
+use super::listener_filter::ListenerFilters;
 use super::tcp_proxy::TcpProxy;
 
 const HCM: &str =
@@ -30,6 +31,11 @@ pub struct Listener {
     pub bind_to_port: bool,
     pub reuse_port: bool,
     pub direction: Direction,
+    /// Hand connections to the listener bound to their original destination.
+    pub use_original_dst: bool,
+    /// `IP_TRANSPARENT`: accepts connections TPROXY sends to any address.
+    pub transparent: bool,
+    pub listener_filters: ListenerFilters,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,24 +239,10 @@ impl TryFrom<&pb::Listener> for Listener {
                 "additional listener addresses",
             ));
         }
-        if l.use_original_dst.as_ref().is_some_and(|b| b.value) {
-            return Err(common::unsupported(
-                "use_original_dst",
-                "original destination hand-off (transparent interception)",
-            ));
-        }
-        if l.transparent.as_ref().is_some_and(|b| b.value) {
-            return Err(common::unsupported("transparent", "TPROXY listeners"));
-        }
         if l.api_listener.is_some() {
             return Err(common::unsupported("api_listener", "API listeners"));
         }
-        if let Some(lf) = l.listener_filters.first() {
-            return Err(common::unsupported(
-                "listener_filters[0]",
-                &format!("listener filter '{}' (protocol sniffing)", lf.name),
-            ));
-        }
+        let listener_filters = ListenerFilters::from_listener(l)?;
         if l.filter_chain_matcher.is_some() {
             return Err(common::unsupported(
                 "filter_chain_matcher",
@@ -295,6 +287,9 @@ impl TryFrom<&pb::Listener> for Listener {
                 Ok(T::Outbound) => Direction::Outbound,
                 _ => Direction::Unspecified,
             },
+            use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+            transparent: l.transparent.as_ref().is_some_and(|b| b.value),
+            listener_filters,
         })
     }
 }

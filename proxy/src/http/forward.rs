@@ -59,7 +59,7 @@ pub async fn forward<'r>(
         ctx.stats.no_cluster.inc();
         return Err(LocalReply::ClusterNotFound);
     };
-    let Some(upstream_host) = cluster.pick() else {
+    let Some(upstream_host) = cluster.pick_for(down.local) else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return Err(LocalReply::NoHealthyUpstream);
     };

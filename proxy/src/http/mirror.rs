@@ -41,7 +41,9 @@ pub fn spawn_mirrors(
         let Some(cluster) = ctx.clusters.get(name) else {
             continue;
         };
-        let Some(host) = cluster.pick() else { continue };
+        let Some(host) = cluster.pick_for(down.local) else {
+            continue;
+        };
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(64);
         senders.push(tx);
         let mut p = parts.clone();

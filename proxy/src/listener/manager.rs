@@ -9,7 +9,8 @@
 //! Sockets are bound here, on the control thread (so bind errors reach the caller), and
 //! handed to each worker over its command channel; the worker runs the accept loop.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -48,6 +49,71 @@ impl ListenerSlot {
     }
 }
 
+/// The listeners by address, for handing a connection to the listener of its original
+/// destination (`use_original_dst`). Rebuilt whenever listeners come and go; read
+/// without locks on the accept path.
+#[derive(Debug, Default)]
+pub struct ListenerIndex {
+    by_addr: ArcSwap<HashMap<SocketAddr, IndexEntry>>,
+}
+
+#[derive(Debug, Clone)]
+struct IndexEntry {
+    slot: Arc<ListenerSlot>,
+    /// Bound to a port (Istio's per-port outbound listeners do not bind).
+    bound: bool,
+}
+
+fn wildcard(addr: SocketAddr) -> SocketAddr {
+    let ip: IpAddr = if addr.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+impl ListenerIndex {
+    /// The listener for `dest`: the one at that exact address, else the one on the
+    /// wildcard address of its port, as Envoy looks them up.
+    pub fn find(&self, dest: SocketAddr) -> Option<Arc<ListenerSlot>> {
+        let map = self.by_addr.load();
+        map.get(&dest)
+            .or_else(|| map.get(&wildcard(dest)))
+            .map(|e| e.slot.clone())
+    }
+
+    /// Whether `dest` is one of this proxy's own listening sockets (reached on
+    /// loopback or on `local_ip`, the address the connection arrived at).
+    pub fn is_own(&self, dest: SocketAddr, local_ip: Option<IpAddr>) -> bool {
+        let map = self.by_addr.load();
+        if map.get(&dest).is_some_and(|e| e.bound) {
+            return true;
+        }
+        let ours = dest.ip().is_loopback() || Some(dest.ip()) == local_ip;
+        ours && map.get(&wildcard(dest)).is_some_and(|e| e.bound)
+    }
+
+    fn rebuild(&self, active: &[ActiveListener]) {
+        let map = active
+            .iter()
+            .filter_map(|l| {
+                let configured = match &l.slot.current().config.address {
+                    crate::config::common::BindAddress::Tcp(a) => Some(*a),
+                    crate::config::common::BindAddress::Unix(_) => None,
+                };
+                let addr = l.addr.or(configured)?;
+                let entry = IndexEntry {
+                    slot: l.slot.clone(),
+                    bound: l.addr.is_some(),
+                };
+                Some((addr, entry))
+            })
+            .collect();
+        self.by_addr.store(Arc::new(map));
+    }
+}
+
 /// What the control thread asks of a worker.
 #[derive(Debug)]
 pub enum WorkerCommand {
@@ -83,6 +149,7 @@ pub struct ListenerManager {
     receivers: Mutex<Vec<Option<mpsc::UnboundedReceiver<WorkerCommand>>>>,
     /// Fired at shutdown: workers stop taking new listeners.
     pub stopped: Drain,
+    pub index: Arc<ListenerIndex>,
 }
 
 impl ListenerManager {
@@ -98,6 +165,7 @@ impl ListenerManager {
             workers: tx,
             receivers: Mutex::new(rx),
             stopped: Drain::default(),
+            index: Arc::default(),
         }
     }
 
@@ -159,7 +227,9 @@ impl ListenerManager {
             });
         }
         let active = ActiveListener { slot, addr };
-        self.active().push(active.clone());
+        let mut all = self.active();
+        all.push(active.clone());
+        self.index.rebuild(&all);
         active
     }
 
@@ -180,6 +250,7 @@ impl ListenerManager {
         let mut active = self.active();
         let i = active.iter().position(|l| l.slot.is(name))?;
         let l = active.remove(i);
+        self.index.rebuild(&active);
         l.slot.close.start();
         l.slot.current().drain.start_gentle();
         Some(l)

@@ -173,7 +173,10 @@ impl ClusterState {
         let stats = ClusterStats::new(store, &config.name);
         let initial = match config.discovery {
             Discovery::Static => config.endpoints.iter().filter_map(static_host).collect(),
-            Discovery::StrictDns | Discovery::LogicalDns | Discovery::Eds => Vec::new(),
+            Discovery::StrictDns
+            | Discovery::LogicalDns
+            | Discovery::Eds
+            | Discovery::OriginalDst => Vec::new(),
         };
         let state = ClusterState {
             name: config.name.as_str().into(),
@@ -195,6 +198,24 @@ impl ClusterState {
 
     pub fn hosts(&self) -> Arc<HostSet> {
         self.hosts.load_full()
+    }
+
+    /// The host for a downstream connection whose original destination is
+    /// `destination`: that address for ORIGINAL_DST clusters (with the configured port
+    /// override), else the next host by weighted round robin.
+    pub fn pick_for(&self, destination: Option<SocketAddr>) -> Option<Host> {
+        if self.config.discovery != Discovery::OriginalDst {
+            return self.pick();
+        }
+        let mut addr = destination?;
+        if let Some(port) = self.config.original_dst_port {
+            addr.set_port(port);
+        }
+        Some(Host {
+            addr: HostAddr::Tcp(addr),
+            hostname: None,
+            weight: 1,
+        })
     }
 
     /// Picks the next host by weighted round robin; `None` when the cluster has no hosts.

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use std::net::SocketAddr;
+
 use super::cluster::HostAddr;
+use crate::config::cluster::UpstreamBind;
 
 /// A byte stream to an upstream host.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -24,15 +27,27 @@ pub enum ConnectError {
 /// An upstream connection of a known kind (the TCP relay splices TCP to TCP).
 pub type Stream = tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream>;
 
-pub async fn connect(addr: &HostAddr, timeout: Duration) -> Result<BoxIo, ConnectError> {
-    Ok(Box::new(connect_stream(addr, timeout).await?))
+pub async fn connect(
+    addr: &HostAddr,
+    timeout: Duration,
+    bind: Option<UpstreamBind>,
+) -> Result<BoxIo, ConnectError> {
+    Ok(Box::new(connect_stream(addr, timeout, bind).await?))
 }
 
-pub async fn connect_stream(addr: &HostAddr, timeout: Duration) -> Result<Stream, ConnectError> {
+/// Connects to `addr` within `timeout`, from `bind`'s source address when set.
+pub async fn connect_stream(
+    addr: &HostAddr,
+    timeout: Duration,
+    bind: Option<UpstreamBind>,
+) -> Result<Stream, ConnectError> {
     let fut = async {
         Ok::<Stream, io::Error>(match addr {
             HostAddr::Tcp(a) => {
-                let s = tokio::net::TcpStream::connect(a).await?;
+                let s = match bind {
+                    None => tokio::net::TcpStream::connect(a).await?,
+                    Some(b) => bound_socket(*a, b)?.connect(*a).await?,
+                };
                 s.set_nodelay(true)?;
                 Stream::Left(s)
             }
@@ -43,4 +58,26 @@ pub async fn connect_stream(addr: &HostAddr, timeout: Duration) -> Result<Stream
         Ok(r) => Ok(r?),
         Err(_) => Err(ConnectError::Timeout),
     }
+}
+
+/// A socket bound to the configured source address (of the destination's family; a
+/// source of the other family is left out, as Envoy does).
+fn bound_socket(dest: SocketAddr, bind: UpstreamBind) -> io::Result<tokio::net::TcpSocket> {
+    let socket = if dest.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if bind.source.is_ipv4() == dest.is_ipv4() {
+        if bind.freebind {
+            let sock = socket2::SockRef::from(&socket);
+            if dest.is_ipv4() {
+                sock.set_freebind_v4(true)?;
+            } else {
+                sock.set_freebind_v6(true)?;
+            }
+        }
+        socket.bind(bind.source)?;
+    }
+    Ok(socket)
 }

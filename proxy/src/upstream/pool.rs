@@ -140,10 +140,12 @@ impl Pools {
     /// longer in their cluster, or whose cluster is gone. Leased connections finish their
     /// request and are not returned (their host is unknown by then).
     pub fn prune(&self, clusters: &super::cluster::ClusterMap) {
+        // ORIGINAL_DST hosts are whatever clients dialled: kept while the cluster is.
         let live = |k: &Key| {
-            clusters
-                .get(&k.cluster)
-                .is_some_and(|c| c.hosts().hosts.iter().any(|h| h.addr == k.addr))
+            clusters.get(&k.cluster).is_some_and(|c| {
+                c.config.discovery == crate::config::cluster::Discovery::OriginalDst
+                    || c.hosts().hosts.iter().any(|h| h.addr == k.addr)
+            })
         };
         self.h1
             .lock()
@@ -189,7 +191,13 @@ async fn connect_new(
     proto: Proto,
 ) -> Result<Sender, UpstreamError> {
     let stats = &cluster.stats;
-    let io = match connect::connect(&host.addr, cluster.config.connect_timeout).await {
+    let io = match connect::connect(
+        &host.addr,
+        cluster.config.connect_timeout,
+        cluster.config.bind,
+    )
+    .await
+    {
         Ok(io) => io,
         Err(e) => {
             stats.upstream_cx_connect_fail.inc();
