@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod netns;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 pub mod upstream;
 
 /// The workspace root (where `Cargo.toml`, `examples/` and `../shared` are found).

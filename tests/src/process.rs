@@ -61,18 +61,54 @@ pub struct ProxyProcess {
     pub admin: SocketAddr,
     _dir: tempfile::TempDir,
     pub stderr_path: PathBuf,
+    /// The network namespace it runs in (admin requests are made from inside it).
+    netns: Option<String>,
 }
 
 impl ProxyProcess {
     /// Starts `bin` with `-c <config>` plus `args`, and waits until `/ready` says LIVE.
     pub fn start(bin: &Path, config_yaml: &str, args: &[&str]) -> ProxyProcess {
+        Self::start_with(Command::new(bin), None, bin, config_yaml, args)
+    }
+
+    /// Starts `bin` inside network namespace `netns` as `uid` (its iptables owner, as a
+    /// sidecar runs), and waits until `/ready` says LIVE.
+    pub fn start_in_netns(
+        netns: &str,
+        uid: u32,
+        bin: &Path,
+        config_yaml: &str,
+        args: &[&str],
+    ) -> ProxyProcess {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, "setpriv"])
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg(bin);
+        Self::start_with(cmd, Some(netns.to_owned()), bin, config_yaml, args)
+    }
+
+    fn start_with(
+        mut cmd: Command,
+        netns: Option<String>,
+        bin: &Path,
+        config_yaml: &str,
+        args: &[&str],
+    ) -> ProxyProcess {
         let dir = tempfile::tempdir().expect("tempdir");
+        // A proxy started as another user must read its config and write beside it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
+        }
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, config_yaml).expect("write config");
         let admin_path = dir.path().join("admin-address");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let child = Command::new(bin)
+        let child = cmd
             .arg("-c")
             .arg(&cfg)
             .arg("--admin-address-path")
@@ -87,6 +123,7 @@ impl ProxyProcess {
             admin: "127.0.0.1:0".parse().expect("addr"),
             _dir: dir,
             stderr_path,
+            netns,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -98,7 +135,7 @@ impl ProxyProcess {
                 .and_then(|s| s.trim().parse().ok())
             {
                 p.admin = a;
-                if admin_get(a, "/ready").is_some_and(|(code, _)| code == 200) {
+                if p.try_admin("/ready").is_some_and(|(code, _)| code == 200) {
                     return p;
                 }
             }
@@ -118,7 +155,33 @@ impl ProxyProcess {
 
     /// `GET` on the admin API: (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        admin_get(self.admin, path).unwrap_or_else(|| panic!("admin {path} did not answer"))
+        self.try_admin(path)
+            .unwrap_or_else(|| panic!("admin {path} did not answer"))
+    }
+
+    fn try_admin(&self, path: &str) -> Option<(u16, String)> {
+        let addr = self.admin;
+        match &self.netns {
+            None => admin_get(addr, path),
+            Some(ns) => {
+                let path = path.to_owned();
+                crate::netns::in_netns(ns, move || admin_get(addr, &path))
+            }
+        }
+    }
+
+    /// A counter or gauge from `/stats` (0 when absent).
+    pub fn stat(&self, name: &str) -> u64 {
+        let (_, body) = self.admin_get("/stats");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
     }
 
     /// A listener's bound address, from `/listeners?format=json`.

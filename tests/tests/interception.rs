@@ -1,0 +1,354 @@
+//! End to end in network namespaces: a "pod" namespace with iptables-init applied using
+//! the sidecar injector's default flags and Remora running as UID 1337 on an
+//! Istio-shaped config (virtualOutbound 15001 handing off by original destination,
+//! virtualInbound 15006, PassthroughCluster), and a "remote service" namespace over a
+//! veth pair. Needs root: see `tests::netns::root_or_skip`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use tests::netns::{root_or_skip, Netns};
+use tests::process::{iptables_init_bin, remora_bin, ProxyProcess};
+
+const POD: &str = "10.88.0.2";
+const SVC: &str = "10.88.0.1";
+
+/// The sidecar injector's default istio-init arguments.
+const INJECTOR: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+];
+
+fn tcp_proxy(stat: &str, cluster: &str) -> String {
+    format!(
+        r#"{{name: envoy.filters.network.tcp_proxy, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: {stat}, cluster: "{cluster}"}}}}"#
+    )
+}
+
+const LISTENER_FILTERS: &str = r#"
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
+    - name: envoy.filters.listener.http_inspector
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector}
+    listener_filters_timeout: 0.3s
+    continue_on_listener_filters_timeout: true"#;
+
+/// Istio's shape: virtualOutbound and virtualInbound bind; per-service outbound
+/// listeners do not, and are reached by hand-off.
+fn config() -> String {
+    let passthrough = tcp_proxy("PassthroughCluster", "PassthroughCluster");
+    let inbound = tcp_proxy(
+        "InboundPassthroughClusterIpv4",
+        "InboundPassthroughClusterIpv4",
+    );
+    let blackhole = tcp_proxy("BlackHoleCluster", "BlackHoleCluster");
+    let secure = tcp_proxy("outbound_443_secure", "outbound|443||secure.example");
+    let mysql = tcp_proxy("outbound_3306", "outbound|3306||db");
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: virtualOutbound
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 15001}}}}
+    use_original_dst: true
+    traffic_direction: OUTBOUND
+    filter_chains:
+    - name: PassthroughFilterChain
+      filters: [{passthrough}]
+  - name: virtualInbound
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 15006}}}}
+    traffic_direction: INBOUND
+    listener_filters:
+    - name: envoy.filters.listener.original_dst
+      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
+    filter_chains:
+    - name: virtualInbound-blackhole
+      filter_chain_match: {{destination_port: 15006}}
+      filters: [{blackhole}]
+    - name: virtualInbound-passthrough
+      filters: [{inbound}]
+  - name: 0.0.0.0_80
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 80}}}}
+    bind_to_port: false
+    traffic_direction: OUTBOUND{LISTENER_FILTERS}
+    filter_chains:
+    - filter_chain_match: {{application_protocols: [http/1.0, http/1.1, h2c]}}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound_0.0.0.0_80
+          route_config:
+            virtual_hosts:
+            - name: svc
+              domains: ["*"]
+              routes: [{{match: {{prefix: /}}, route: {{cluster: "outbound|80||svc"}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+    default_filter_chain:
+      filters: [{passthrough}]
+  - name: 0.0.0.0_443
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 443}}}}
+    bind_to_port: false
+    traffic_direction: OUTBOUND{LISTENER_FILTERS}
+    filter_chains:
+    - filter_chain_match: {{transport_protocol: tls, server_names: [secure.example]}}
+      filters: [{secure}]
+    default_filter_chain:
+      filters: [{passthrough}]
+  - name: 0.0.0.0_3306
+    address: {{socket_address: {{address: 0.0.0.0, port_value: 3306}}}}
+    bind_to_port: false
+    traffic_direction: OUTBOUND{LISTENER_FILTERS}
+    filter_chains:
+    - filters: [{mysql}]
+  clusters:
+  - name: PassthroughCluster
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 2s
+  - name: InboundPassthroughClusterIpv4
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 2s
+    upstream_bind_config: {{source_address: {{address: 127.0.0.6, port_value: 0}}}}
+  - name: BlackHoleCluster
+    type: STATIC
+    connect_timeout: 2s
+  - name: "outbound|80||svc"
+    connect_timeout: 2s
+    load_assignment: {{cluster_name: svc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {SVC}, port_value: 80}}}}}}}}]}}]}}
+  - name: "outbound|443||secure.example"
+    connect_timeout: 2s
+    load_assignment: {{cluster_name: secure, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {SVC}, port_value: 443}}}}}}}}]}}]}}
+  - name: "outbound|3306||db"
+    connect_timeout: 2s
+    load_assignment: {{cluster_name: db, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {SVC}, port_value: 3306}}}}}}}}]}}]}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+"#
+    )
+}
+
+/// Serves every connection on its own thread with `handle`.
+fn serve(listener: TcpListener, handle: fn(TcpStream)) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || handle(conn));
+        }
+    });
+}
+
+fn http_ok(mut s: TcpStream) {
+    let mut buf = [0u8; 4096];
+    let mut got: Vec<u8> = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend(&buf[..n]),
+        }
+    }
+    let body = "svc-http";
+    let _ = write!(
+        s,
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn echo(mut s: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers how many bytes arrived and the first one, once the client stops sending.
+fn first_bytes(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let _ = write!(
+        s,
+        "got {n} first {:#04x}",
+        buf.first().copied().unwrap_or(0)
+    );
+}
+
+/// Speaks first, like a MySQL server's greeting, then echoes.
+fn server_first(mut s: TcpStream) {
+    let _ = s.write_all(b"GREETING\n");
+    echo(s);
+}
+
+/// Tells the client who it is talking to.
+fn who_am_i(mut s: TcpStream) {
+    let peer = s
+        .peer_addr()
+        .map(|p| p.ip().to_string())
+        .unwrap_or_default();
+    let _ = write!(s, "peer {peer}");
+}
+
+fn bind(ns: &Netns, addr: &str) -> TcpListener {
+    let addr: SocketAddr = addr.parse().expect("addr");
+    ns.enter(move || TcpListener::bind(addr).expect("bind"))
+}
+
+/// A connection made from inside `ns`, by a process that is not the proxy.
+fn connect(ns: &Netns, addr: &str) -> TcpStream {
+    let addr: SocketAddr = addr.parse().expect("addr");
+    let s = ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(3)));
+    let s = s.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+fn read_all(mut s: TcpStream) -> String {
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
+    if !root_or_skip("pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity") {
+        return;
+    }
+    let pod = Netns::new("pod");
+    let svc = Netns::new("svc");
+    pod.link(&svc, &format!("{POD}/24"), &format!("{SVC}/24"));
+
+    serve(bind(&svc, &format!("{SVC}:80")), http_ok);
+    serve(bind(&svc, &format!("{SVC}:9000")), echo);
+    serve(bind(&svc, &format!("{SVC}:443")), first_bytes);
+    serve(bind(&svc, &format!("{SVC}:3306")), server_first);
+    serve(bind(&pod, "0.0.0.0:8080"), who_am_i);
+    serve(bind(&pod, "0.0.0.0:15020"), who_am_i);
+
+    let init = |extra: &[&str]| {
+        let out = pod
+            .command(iptables_init_bin().to_str().expect("path"))
+            .args(INJECTOR)
+            .args(extra)
+            .output()
+            .expect("iptables-init");
+        assert!(
+            out.status.success(),
+            "iptables-init {extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    init(&[]);
+    let remora = ProxyProcess::start_in_netns(&pod.name, 1337, &remora_bin(), &config(), &[]);
+
+    // Outbound HTTP: captured, handed to 0.0.0.0_80, sniffed as HTTP/1.1, routed.
+    let mut s = connect(&pod, &format!("{SVC}:80"));
+    s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let reply = read_all(s);
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("svc-http"),
+        "{reply}"
+    );
+    assert_eq!(remora.stat("cluster.outbound|80||svc.upstream_rq_total"), 1);
+    assert_eq!(remora.stat("http_inspector.http11_found"), 1);
+
+    // Outbound raw TCP to a port with no listener: virtualOutbound's PassthroughCluster.
+    let mut s = connect(&pod, &format!("{SVC}:9000"));
+    s.write_all(b"ping").expect("write");
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).expect("echo");
+    assert_eq!(&back, b"ping");
+    drop(s);
+    assert_eq!(
+        remora.stat("cluster.PassthroughCluster.upstream_cx_total"),
+        1
+    );
+
+    // TLS passes through by SNI: the hello reaches the service untouched.
+    let mut s = connect(&pod, &format!("{SVC}:443"));
+    let hello = tests::tls::client_hello("secure.example", &["h2"]);
+    s.write_all(&hello).expect("write");
+    let reply = read_all(s);
+    assert_eq!(reply, format!("got {} first 0x16", hello.len()));
+    assert_eq!(
+        remora.stat("cluster.outbound|443||secure.example.upstream_cx_total"),
+        1
+    );
+    assert_eq!(remora.stat("tls_inspector.sni_found"), 1);
+
+    // A server-first protocol: the client sends nothing; after the inspectors' timeout
+    // the connection carries on as TCP and the greeting arrives.
+    let mut s = connect(&pod, &format!("{SVC}:3306"));
+    let mut greeting = [0u8; 9];
+    s.read_exact(&mut greeting).expect("greeting");
+    assert_eq!(&greeting, b"GREETING\n");
+    s.write_all(b"q").expect("write");
+    let mut q = [0u8; 1];
+    s.read_exact(&mut q).expect("echo");
+    drop(s);
+    assert_eq!(
+        remora.stat("cluster.outbound|3306||db.upstream_cx_total"),
+        1
+    );
+
+    // Inbound to the app's port goes through 15006 (the app sees 127.0.0.6).
+    let reply = read_all(connect(&svc, &format!("{POD}:8080")));
+    assert_eq!(reply, "peer 127.0.0.6");
+    assert_eq!(
+        remora.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
+        1
+    );
+
+    // Excluded inbound ports (-d 15090,15021,15020) are not captured.
+    let reply = read_all(connect(&svc, &format!("{POD}:15020")));
+    assert_eq!(reply, format!("peer {SVC}"));
+    assert_eq!(
+        remora.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
+        1
+    );
+
+    // A connection straight to the proxy's own port is not proxied back into it.
+    let reply = read_all(connect(&pod, &format!("{POD}:15001")));
+    assert_eq!(reply, "", "closed, not looped");
+
+    // After --cleanup, connections go direct: Remora sees none of them.
+    init(&["--cleanup"]);
+    let mut s = connect(&pod, &format!("{SVC}:9000"));
+    s.write_all(b"pong").expect("write");
+    s.read_exact(&mut back).expect("echo");
+    assert_eq!(&back, b"pong");
+    drop(s);
+    let reply = read_all(connect(&svc, &format!("{POD}:8080")));
+    assert_eq!(reply, format!("peer {SVC}"), "inbound is direct again");
+    assert_eq!(
+        remora.stat("cluster.PassthroughCluster.upstream_cx_total"),
+        1
+    );
+    assert_eq!(
+        remora.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
+        1
+    );
+}
