@@ -45,7 +45,7 @@ fn shared_configs_validate_or_name_the_missing_feature() {
         ),
         (
             "envoy-configs/examples/double-proxy_envoy-backend.yaml",
-            Some("listener filter 'envoy.filters.listener.tls_inspector'"),
+            Some("'envoy.transport_sockets.tls' (TLS termination)"),
         ),
         (
             "envoy-configs/examples/double-proxy_envoy-frontend.yaml",
@@ -95,13 +95,10 @@ fn shared_configs_validate_or_name_the_missing_feature() {
             Some("HTTP filter 'envoy.filters.http.rbac'"),
         ),
         ("envoy-configs/examples/route-mirror_envoy.yaml", None),
-        (
-            "envoy-configs/examples/tls-inspector_envoy.yaml",
-            Some("listener filter 'envoy.filters.listener.tls_inspector'"),
-        ),
+        ("envoy-configs/examples/tls-inspector_envoy.yaml", None),
         (
             "envoy-configs/examples/tls-sni_envoy.yaml",
-            Some("listener filter 'envoy.filters.listener.tls_inspector'"),
+            Some("'envoy.transport_sockets.tls' (TLS termination)"),
         ),
         (
             "envoy-configs/examples/tls_envoy-http-https.yaml",
