@@ -137,10 +137,3 @@ pub fn apply(b: &Builder) -> Result<(), ApplyError> {
 pub fn cleanup(b: &Builder) -> Result<(), ApplyError> {
     change(b, false)
 }
-
-/// Applies a raw payload with the same all-or-nothing guarantee as [`apply`]; tests
-/// use it with a payload the kernel refuses part-way.
-pub fn restore_all_or_nothing(family: Family, payload: &str) -> Result<(), ApplyError> {
-    let saved = tools::save(family).map_err(ApplyError::Tool)?;
-    restore(family, &saved, payload, &mut Vec::new())
-}

@@ -75,6 +75,12 @@ fn exclusions(list: &[Cidr]) -> (Vec<String>, Vec<String>) {
     (text(v4), text(v6))
 }
 
+/// The proxy's UIDs then GIDs, each with its owner-match option.
+fn proxy_owners(s: &Settings) -> impl Iterator<Item = (&'static str, &str)> {
+    let uids = s.proxy_uids.iter().map(|u| ("--uid-owner", u.as_str()));
+    uids.chain(s.proxy_gids.iter().map(|g| ("--gid-owner", g.as_str())))
+}
+
 /// The rules for `s`, both families (IPv6 when `s.host.ipv6`).
 pub fn rules(s: &Settings) -> Builder {
     Gen::new(s).run()
@@ -125,11 +131,10 @@ impl<'a> Gen<'a> {
             );
             self.b.append("mangle", DROP, &["-j", "DROP"]);
         }
-        let tunnel = self.tunnel.clone();
         self.b.append(
             "nat",
             INBOUND,
-            &["-p", "tcp", "--dport", &tunnel, "-j", "RETURN"],
+            &["-p", "tcp", "--dport", &self.tunnel, "-j", "RETURN"],
         );
         let proxy_port = s.proxy_port.to_string();
         self.b.append(
@@ -171,9 +176,8 @@ impl<'a> Gen<'a> {
         if self.redirect_dns {
             self.dns();
         }
-        let loopback_v4 = self.loopback_v4.clone();
         self.b.append_versioned(
-            &loopback_v4,
+            &self.loopback_v4,
             LOOPBACK_V6,
             "nat",
             OUTPUT,
@@ -228,9 +232,8 @@ impl<'a> Gen<'a> {
             );
             self.b.append("mangle", DIVERT, &["-j", "ACCEPT"]);
             let mark = format!("{}/0xffffffff", s.tproxy_mark);
-            let loopback_v4 = self.loopback_v4.clone();
             self.b.append_versioned(
-                &loopback_v4,
+                &self.loopback_v4,
                 LOOPBACK_V6,
                 "mangle",
                 TPROXY,
@@ -308,18 +311,17 @@ impl<'a> Gen<'a> {
     /// left alone (unless loopback is an included range); its own traffic is never
     /// captured.
     fn owner_exemption(&mut self, owner: &str, id: &str, skip_dns: bool, loopback_included: bool) {
-        let tunnel = self.tunnel.clone();
-        let loopback_v4 = self.loopback_v4.clone();
+        let tunnel = self.tunnel.as_str();
         let dports = format!("53,{tunnel}");
         let mut redirect = vec!["-o", "lo", "!", "-d", VERSIONED, "-p", "tcp"];
         if skip_dns {
             redirect.extend(["-m", "multiport", "!", "--dports", &dports]);
         } else {
-            redirect.extend(["!", "--dport", &tunnel]);
+            redirect.extend(["!", "--dport", tunnel]);
         }
         redirect.extend(["-m", "owner", owner, id, "-j", IN_REDIRECT]);
         self.b
-            .append_versioned(&loopback_v4, LOOPBACK_V6, "nat", OUTPUT, &redirect);
+            .append_versioned(&self.loopback_v4, LOOPBACK_V6, "nat", OUTPUT, &redirect);
         if !loopback_included {
             if self.redirect_dns {
                 self.b.append(
@@ -410,12 +412,7 @@ impl<'a> Gen<'a> {
     /// and the apps' queries to the proxy (zone 2).
     fn dns_conntrack_zones(&mut self) {
         let s = self.s;
-        let owners = s
-            .proxy_uids
-            .iter()
-            .map(|u| ("--uid-owner", u))
-            .chain(s.proxy_gids.iter().map(|g| ("--gid-owner", g)));
-        for (owner, id) in owners {
+        for (owner, id) in proxy_owners(s) {
             self.b.append(
                 "raw",
                 OUTPUT_DNS,
@@ -492,7 +489,7 @@ impl<'a> Gen<'a> {
     /// Outbound ranges of one family: all remaining traffic, or the listed CIDRs, to
     /// the proxy; virtual interfaces' traffic likewise (inserted first in PREROUTING).
     fn outbound_include(&mut self, r: &FamilyRanges, v6: bool) {
-        let ifaces = self.s.kube_virt_interfaces.clone();
+        let ifaces = &self.s.kube_virt_interfaces;
         let b = &mut self.b;
         let mut add = |chain: &str, insert: bool, params: &[&str]| match (v6, insert) {
             (false, false) => b.v4.append("nat", chain, params),
@@ -502,13 +499,13 @@ impl<'a> Gen<'a> {
         };
         if r.all {
             add(OUTPUT, false, &["-j", REDIRECT]);
-            for i in &ifaces {
+            for i in ifaces {
                 add("PREROUTING", true, &["-i", i, "-j", REDIRECT]);
             }
             return;
         }
         for c in &r.cidrs {
-            for i in &ifaces {
+            for i in ifaces {
                 add("PREROUTING", true, &["-i", i, "-d", c, "-j", REDIRECT]);
             }
             add(OUTPUT, false, &["-d", c, "-j", REDIRECT]);
@@ -542,15 +539,9 @@ impl<'a> Gen<'a> {
                 "-p", "tcp", "-o", "lo", "-m", "mark", "--mark", mark, "-j", "RETURN",
             ],
         );
-        let loopback_v4 = self.loopback_v4.clone();
-        let owners = s
-            .proxy_uids
-            .iter()
-            .map(|u| ("--uid-owner", u))
-            .chain(s.proxy_gids.iter().map(|g| ("--gid-owner", g)));
-        for (owner, id) in owners {
+        for (owner, id) in proxy_owners(s) {
             self.b.append_versioned(
-                &loopback_v4,
+                &self.loopback_v4,
                 LOOPBACK_V6,
                 "mangle",
                 "OUTPUT",

@@ -45,11 +45,14 @@ pub fn cleanup_commands(s: &Settings) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn run(cmd: &[String], tolerate: &str) -> Result<(), ToolError> {
+/// Runs `ip cmd`; a failure whose message contains one of `tolerate` is success.
+fn run(cmd: &[String], tolerate: &[&str]) -> Result<(), ToolError> {
     let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
     match tools::run("ip", &args, None) {
         Ok(_) => Ok(()),
-        Err(ToolError::Failed { stderr, .. }) if stderr.contains(tolerate) => Ok(()),
+        Err(ToolError::Failed { stderr, .. }) if tolerate.iter().any(|t| stderr.contains(t)) => {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
@@ -58,20 +61,13 @@ fn run(cmd: &[String], tolerate: &str) -> Result<(), ToolError> {
 pub fn setup(s: &Settings) -> Result<(), ToolError> {
     setup_commands(s)
         .iter()
-        .try_for_each(|c| run(c, "File exists"))
+        .try_for_each(|c| run(c, &["File exists"]))
 }
 
-/// Removes them (already absent is fine).
+/// Removes them (already absent is fine: `ip route del` says "No such", `ip rule del`
+/// "not found", `ip addr del` "Cannot assign").
 pub fn cleanup(s: &Settings) -> Result<(), ToolError> {
-    cleanup_commands(s).iter().try_for_each(|c| {
-        run(c, "No such").or_else(|e| match e {
-            // `ip rule del` of an absent rule and `ip addr del` of an absent address.
-            ToolError::Failed { ref stderr, .. }
-                if stderr.contains("Cannot assign") || stderr.contains("not found") =>
-            {
-                Ok(())
-            }
-            e => Err(e),
-        })
-    })
+    cleanup_commands(s)
+        .iter()
+        .try_for_each(|c| run(c, &["No such", "not found", "Cannot assign"]))
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod control_plane;
 pub mod envoy;
 pub mod grpc;
+pub mod istio_iptables;
 pub mod netns;
 pub mod process;
 pub mod proxy;

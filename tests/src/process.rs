@@ -98,11 +98,8 @@ impl ProxyProcess {
     ) -> ProxyProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         // A proxy started as another user must read its config and write beside it.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
-        }
+        let all = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        let _ = std::fs::set_permissions(dir.path(), all);
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, config_yaml).expect("write config");
         let admin_path = dir.path().join("admin-address");

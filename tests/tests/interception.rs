@@ -8,32 +8,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+use tests::istio_iptables::run_init;
 use tests::netns::{root_or_skip, Netns};
-use tests::process::{iptables_init_bin, remora_bin, ProxyProcess};
+use tests::process::{remora_bin, ProxyProcess};
 
 const POD: &str = "10.88.0.2";
 const SVC: &str = "10.88.0.1";
-
-/// The sidecar injector's default istio-init arguments.
-const INJECTOR: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
 
 fn tcp_proxy(stat: &str, cluster: &str) -> String {
     format!(
@@ -248,12 +228,7 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
     serve(bind(&pod, "0.0.0.0:15020"), who_am_i);
 
     let init = |extra: &[&str]| {
-        let out = pod
-            .command(iptables_init_bin().to_str().expect("path"))
-            .args(INJECTOR)
-            .args(extra)
-            .output()
-            .expect("iptables-init");
+        let out = run_init(&pod, &[], extra);
         assert!(
             out.status.success(),
             "iptables-init {extra:?}: {}",

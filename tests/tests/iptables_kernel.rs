@@ -8,59 +8,9 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use clap::Parser;
-use iptables_init::{capture, Args, Host, Settings};
-use serde_json::Value;
+use iptables_init::capture;
+use tests::istio_iptables::{case_settings, cases, run_init};
 use tests::netns::{root_or_skip, Netns};
-use tests::process::iptables_init_bin;
-use tests::testdata;
-
-/// The injector's default command line (Istio's sidecar template).
-const INJECTOR: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
-
-fn case_settings(case: &Value) -> Settings {
-    let cli = case["equivalent_cli"]
-        .as_str()
-        .expect("cli")
-        .replace('\'', "");
-    let args = Args::try_parse_from(cli.split_whitespace()).expect("case flags");
-    let env = case["env"].as_object().cloned().unwrap_or_default();
-    let lookup = move |k: &str| env.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    let want = &case["effective_config"];
-    let list = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| Some(x.as_str()?.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let host = Host {
-        ipv6: want["EnableIPv6"].as_bool().unwrap_or(false),
-        dns_v4: list(&want["DNSServersV4"]),
-        dns_v6: list(&want["DNSServersV6"]),
-    };
-    Settings::new(&args, &lookup, host).expect("case settings")
-}
 
 /// Feeds `payload` to `tool --noflush` in `ns`, with an /etc/group that also has the
 /// group names the cases use (iptables resolves owner names itself).
@@ -106,11 +56,9 @@ fn every_golden_case_loads_into_the_kernel() {
     let mut groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
     groups.push_str("java:x:4242:\n");
     std::fs::write(&group_file, groups).expect("group file");
-    let text = std::fs::read_to_string(testdata("istio-iptables/cases.json")).expect("cases");
-    let cases: Value = serde_json::from_str(&text).expect("json");
-    let cases = cases["cases"].as_array().expect("cases");
+    let cases = cases();
     assert_eq!(cases.len(), 14);
-    for case in cases {
+    for case in &cases {
         let name = case["name"].as_str().expect("name");
         let rules = capture::rules(&case_settings(case));
         let ns = Netns::new("golden");
@@ -130,12 +78,7 @@ fn every_golden_case_loads_into_the_kernel() {
 }
 
 fn init(ns: &Netns, extra: &[&str]) -> std::process::Output {
-    let mut args: Vec<&str> = INJECTOR.to_vec();
-    args.extend(extra);
-    ns.command(iptables_init_bin().to_str().expect("utf-8 path"))
-        .args(&args)
-        .output()
-        .expect("run iptables-init")
+    run_init(ns, &[], extra)
 }
 
 fn assert_ok(out: &std::process::Output, what: &str) {
@@ -242,17 +185,12 @@ fn a_failure_part_way_leaves_nothing_applied() {
         let real = which(tool);
         std::os::unix::fs::symlink(&real, bin_dir.path().join(tool)).expect("symlink");
     }
-    let mut args: Vec<&str> = INJECTOR.to_vec();
-    args.push("-c");
-    args.push("eth5");
     let path = format!("PATH={}", bin_dir.path().display());
-    let out = ns
-        .command("env")
-        .args([path.as_str(), "ISTIO_DUAL_STACK=true"])
-        .arg(iptables_init_bin())
-        .args(&args)
-        .output()
-        .expect("run");
+    let out = run_init(
+        &ns,
+        &["env", &path, "ISTIO_DUAL_STACK=true"],
+        &["-c", "eth5"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -280,17 +218,9 @@ fn missing_tools_missing_privilege_and_bad_flags_fail_clearly_with_nothing_appli
     }
     let ns = Netns::new("errors");
     let before = ns.rules("iptables-save");
-    let bin = iptables_init_bin();
-    let bin = bin.to_str().expect("path");
-
     let empty = tempfile::tempdir().expect("tempdir");
     let path = format!("PATH={}", empty.path().display());
-    let out = ns
-        .command("env")
-        .args([path.as_str(), bin])
-        .args(INJECTOR)
-        .output()
-        .expect("run");
+    let out = run_init(&ns, &["env", &path], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -299,18 +229,14 @@ fn missing_tools_missing_privilege_and_bad_flags_fail_clearly_with_nothing_appli
     );
 
     // As an unprivileged user (nobody): refused, and said so.
-    let out = ns
-        .command("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            bin,
-        ])
-        .args(INJECTOR)
-        .output()
-        .expect("run setpriv");
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
+    let out = run_init(&ns, &nobody, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -356,20 +282,15 @@ fn validation_proves_redirection_and_fails_without_it() {
     // A route for the unroutable probe address, as a pod's default route gives.
     ns.link(&peer, "10.77.0.2/24", "10.77.0.1/24");
     ns.ok("ip", &["route", "add", "default", "via", "10.77.0.1"]);
-    let bin = iptables_init_bin();
-    let bin = bin.to_str().expect("path");
-
-    let out = ns
-        .command(bin)
-        .args(INJECTOR)
-        .args([
+    let out = init(
+        &ns,
+        &[
             "--run-validation",
             "--skip-rule-apply",
             "--probe-timeout",
             "1s",
-        ])
-        .output()
-        .expect("run");
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -382,12 +303,7 @@ fn validation_proves_redirection_and_fails_without_it() {
     );
 
     // Apply and validate in one run (as root: the outbound path).
-    let out = ns
-        .command(bin)
-        .args(INJECTOR)
-        .args(["--run-validation"])
-        .output()
-        .expect("run");
+    let out = init(&ns, &["--run-validation"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -400,13 +316,8 @@ fn validation_proves_redirection_and_fails_without_it() {
     );
 
     // As the proxy's UID, Istio's loopback path (127.0.0.6 to the inbound port).
-    let out = ns
-        .command("setpriv")
-        .args(["--reuid=1337", "--regid=1337", "--clear-groups", bin])
-        .args(INJECTOR)
-        .args(["--run-validation", "--skip-rule-apply"])
-        .output()
-        .expect("run");
+    let proxy_uid = ["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"];
+    let out = run_init(&ns, &proxy_uid, &["--run-validation", "--skip-rule-apply"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(

@@ -105,12 +105,13 @@ pub async fn sniff(
     stats: &InspectorStats,
 ) -> Option<Inspected> {
     let port = destination.map_or(0, |d| d.port());
-    let mut want_tls = filters.runs(Kind::TlsInspector, port);
-    let mut want_http = filters.runs(Kind::HttpInspector, port);
+    let run_tls = filters.runs(Kind::TlsInspector, port);
+    let run_http = filters.runs(Kind::HttpInspector, port);
     let mut found = Inspected::plain(destination);
-    if !want_tls && !want_http {
+    if !run_tls && !run_http {
         return Some(found);
     }
+    let (mut want_tls, mut want_http) = (run_tls, run_http);
     let work = async {
         // Grown (up to MAX_PEEK) while a long ClientHello keeps filling it.
         let mut buf = vec![MaybeUninit::<u8>::uninit(); 2048];
@@ -163,8 +164,6 @@ pub async fn sniff(
             }
         }
     };
-    let run_tls = filters.runs(Kind::TlsInspector, port);
-    let run_http = filters.runs(Kind::HttpInspector, port);
     let timed_out = match filters.timeout {
         Some(t) => tokio::time::timeout(t, work).await.is_err(),
         None => {

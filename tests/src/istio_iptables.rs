@@ -1,24 +1,63 @@
-//! Helpers shared by the iptables-init integration tests: the shared test data and
-//! istio-iptables command lines turned into settings.
-
-#![allow(dead_code)]
+//! istio-iptables for tests: the injector's default command line, `iptables-init` run
+//! inside a network namespace, and the cases of
+//! `../shared/testdata/istio-iptables/cases.json` turned into settings.
 
 use std::path::PathBuf;
+use std::process::Output;
 
 use clap::Parser;
 use iptables_init::{Args, Host, Settings};
 use serde_json::Value;
 
-pub fn testdata(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/istio-iptables")
-        .join(rel);
-    assert!(p.exists(), "shared test data missing: {}", p.display());
-    p
+use crate::netns::Netns;
+use crate::process::iptables_init_bin;
+
+/// The sidecar injector's default istio-init arguments.
+pub const INJECTOR_ARGS: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+];
+
+/// Runs `wrapper... iptables-init INJECTOR_ARGS extra...` inside `ns` (`wrapper`: e.g.
+/// `env PATH=...` or `setpriv ...`, or nothing).
+pub fn run_init(ns: &Netns, wrapper: &[&str], extra: &[&str]) -> Output {
+    let bin = iptables_init_bin();
+    let mut cmd = match wrapper.split_first() {
+        None => ns.command(bin.to_str().expect("utf-8 path")),
+        Some((program, args)) => {
+            let mut c = ns.command(program);
+            c.args(args).arg(&bin);
+            c
+        }
+    };
+    cmd.args(INJECTOR_ARGS)
+        .args(extra)
+        .output()
+        .expect("run iptables-init")
 }
 
-/// Splits a shell command line (quotes as the injector writes them) and drops the
-/// program name.
+/// A file under `../shared/testdata/istio-iptables`.
+pub fn testdata(rel: &str) -> PathBuf {
+    crate::testdata(&format!("istio-iptables/{rel}"))
+}
+
+/// Splits a shell command line (quotes as the injector writes them) from the program
+/// name on.
 pub fn argv(line: &str) -> Vec<String> {
     let words = shlex::split(line).unwrap_or_else(|| panic!("unbalanced quotes: {line}"));
     let start = words
@@ -33,7 +72,7 @@ pub fn parse(words: &[String], env: &dyn Fn(&str) -> Option<String>, host: Host)
     Settings::new(&args, env, host).unwrap_or_else(|e| panic!("{words:?}: {e}"))
 }
 
-pub fn ips(v: &Value) -> Vec<String> {
+fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()
@@ -58,8 +97,8 @@ pub fn case_settings(case: &Value) -> Settings {
     let want = &case["effective_config"];
     let host = Host {
         ipv6: want["EnableIPv6"].as_bool().unwrap_or(false),
-        dns_v4: ips(&want["DNSServersV4"]),
-        dns_v6: ips(&want["DNSServersV6"]),
+        dns_v4: strings(&want["DNSServersV4"]),
+        dns_v6: strings(&want["DNSServersV6"]),
     };
     parse(
         &argv(case["equivalent_cli"].as_str().expect("cli")),

@@ -2,12 +2,10 @@
 //! (its flags and env give the effective config Istio's test used) and every line the
 //! sidecar injector writes (`injector-istio-init-args.txt`).
 
-mod common;
-
-use common::{argv, case_settings, cases, parse, testdata};
 use iptables_init::settings::{InboundMode, Ports, Ranges};
 use iptables_init::{Host, Settings};
 use serde_json::Value;
+use tests::istio_iptables::{argv, case_settings, cases, parse, testdata};
 
 fn join<T: ToString>(v: &[T]) -> String {
     v.iter()

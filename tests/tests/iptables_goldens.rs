@@ -3,10 +3,8 @@
 //! (state probes, IPv4 and IPv6 restore payloads, final dumps), compared as Istio
 //! compares it (surrounding whitespace trimmed).
 
-mod common;
-
-use common::{case_settings, cases, testdata};
 use iptables_init::capture;
+use tests::istio_iptables::{case_settings, cases, testdata};
 
 #[test]
 fn every_case_matches_istios_golden() {
