@@ -11,6 +11,7 @@
 mod callgrind;
 mod gen;
 mod measure;
+mod netbed;
 mod procstat;
 mod report;
 mod scenarios;
@@ -172,11 +173,18 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
             cfg: cfg.clone(),
             remora: Launch::remora(&remora),
             envoy: Launch::envoy(&envoy),
+            body_bytes: args.body_bytes,
             samples: Vec::new(),
+            skipped: Vec::new(),
         };
         scenarios::run_all(&mut ctx)?;
         samples = ctx.samples;
         plan = ctx.plan;
+        for (scenario, why) in ctx.skipped {
+            eprintln!("[bench] {scenario:?} skipped: {why}");
+            settings.insert("skipped", format!("{scenario:?}: {why}"));
+            plan.only.retain(|&s| s != scenario);
+        }
     }
     let want_callgrind = args.mode == Mode::Callgrind
         || (callgrind::available()
@@ -246,9 +254,10 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
 /// and every figure a number.
 fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
     let mut problems = Vec::new();
-    let expect: [(Scenario, &str, &[Target]); 7] = [
+    let expect: [(Scenario, &str, &[Target]); 8] = [
         (Scenario::Latency, "completed", &Target::ALL),
         (Scenario::Peak, "completed", &Target::ALL),
+        (Scenario::Interception, "completed", &Target::ALL),
         (Scenario::Grpc, "completed", &Target::ALL),
         (Scenario::TcpBulk, "bytes", &Target::ALL),
         (
@@ -296,7 +305,7 @@ fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
         }
     }
     for proxy in [Target::Remora, Target::Envoy] {
-        for s in [Scenario::Peak, Scenario::Grpc] {
+        for s in [Scenario::Peak, Scenario::Grpc, Scenario::Interception] {
             if !plan.wants(s) {
                 continue;
             }

@@ -116,11 +116,18 @@ pub struct ProxyProc {
     /// `VmRSS` 200 ms after ready, before any traffic, in KiB.
     pub idle_rss_kib: u64,
     dir: PathBuf,
+    /// The network namespace it runs in, when not this process's.
+    netns: Option<String>,
 }
 
 impl ProxyProc {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `GET path` on its admin API: (status, body).
+    pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        admin_in(self.netns.as_deref(), self.admin, path)
     }
 
     /// Asks the proxy to exit (SIGTERM) and waits up to `timeout` before killing it.
@@ -216,9 +223,38 @@ pub fn listeners(name: &str, admin: SocketAddr) -> Result<HashMap<String, Socket
         .collect())
 }
 
+/// A proxy run the way a sidecar runs: inside the pod's network namespace, as the user
+/// iptables exempts from capture.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub netns: String,
+    pub uid: u32,
+}
+
+/// `GET path` on an admin API, from inside `netns` when given.
+fn admin_in(netns: Option<&str>, admin: SocketAddr, path: &str) -> Option<(u16, String)> {
+    match netns {
+        None => admin_get(admin, path),
+        Some(ns) => {
+            let path = path.to_owned();
+            tests::netns::in_netns(ns, move || admin_get(admin, &path))
+        }
+    }
+}
+
 /// Starts a proxy pinned to `cpu` with one worker on `cfg` and waits until `/ready`
 /// answers 200 (listener addresses are left unset).
 pub fn spawn(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String> {
+    spawn_in(launch, cfg, cpu, None)
+}
+
+/// [`spawn`], in `sandbox` when given.
+pub fn spawn_in(
+    launch: &Launch,
+    cfg: &str,
+    cpu: usize,
+    sandbox: Option<&Sandbox>,
+) -> Result<ProxyProc, String> {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = launch.name;
@@ -227,6 +263,14 @@ pub fn spawn(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let cfg_path = dir.join("config.yaml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
+    if sandbox.is_some() {
+        // Another user must read the config and write the admin address beside it.
+        use std::os::unix::fs::PermissionsExt;
+        let open = |p: &Path, mode| std::fs::set_permissions(p, PermissionsExt::from_mode(mode));
+        open(&dir, 0o777)
+            .and_then(|_| open(&cfg_path, 0o644))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let admin_path = dir.join("admin");
     let mut cmd = Command::new(&launch.program);
     cmd.args(&launch.prefix)
@@ -239,11 +283,22 @@ pub fn spawn(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    pin(&mut cmd, cpu);
+    // Held open until the child has joined it.
+    let netns_file = match sandbox {
+        Some(sb) => {
+            let path = format!("/var/run/netns/{}", sb.netns);
+            Some(std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?)
+        }
+        None => None,
+    };
+    let uid = sandbox.map(|sb| sb.uid);
+    let ns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    pre_exec(&mut cmd, cpu, ns_fd, uid);
     let t0 = Instant::now();
     let child = cmd
         .spawn()
         .map_err(|e| format!("{}: {e}", launch.program.display()))?;
+    drop(netns_file);
     let mut p = ProxyProc {
         child,
         addrs: Addrs {
@@ -255,6 +310,7 @@ pub fn spawn(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
         ready_after: Duration::ZERO,
         idle_rss_kib: 0,
         dir,
+        netns: sandbox.map(|sb| sb.netns.clone()),
     };
     let deadline = t0 + launch.ready_timeout;
     p.admin = loop {
@@ -262,7 +318,7 @@ pub fn spawn(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
             .ok()
             .and_then(|s| s.trim().parse().ok())
         {
-            if admin_get(a, "/ready").is_some_and(|(c, _)| c == 200) {
+            if admin_in(p.netns.as_deref(), a, "/ready").is_some_and(|(c, _)| c == 200) {
                 break a;
             }
         }
@@ -281,24 +337,33 @@ pub fn spawn(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
 /// The `remora` binary of this tree, built first (in the profile this harness was built
 /// with) so the numbers are for the current code.
 pub fn remora_bin() -> Result<PathBuf, String> {
+    workspace_bin("remora", "remora")
+}
+
+/// The `iptables-init` binary of this tree, built first.
+pub fn iptables_init_bin() -> Result<PathBuf, String> {
+    workspace_bin("iptables-init", "iptables-init")
+}
+
+fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = workspace_root();
     let release = !cfg!(debug_assertions);
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "remora", "--bin", "remora"]);
+    cmd.args(["build", "-p", package, "--bin", bin]);
     if release {
         cmd.arg("--release");
     }
     let status = cmd.current_dir(&root).status().map_err(|e| e.to_string())?;
     if !status.success() {
-        return Err("building remora failed".into());
+        return Err(format!("building {bin} failed"));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     Ok(target
         .join(if release { "release" } else { "debug" })
-        .join("remora"))
+        .join(bin))
 }
 
 /// Envoy from `.venv` (installed by scripts/setup-test-deps.sh, which this runs).
@@ -323,11 +388,27 @@ pub fn envoy_bin() -> Result<PathBuf, String> {
         .ok_or_else(|| "Envoy not found in .venv".to_string())
 }
 
-fn pin(cmd: &mut Command, cpu: usize) {
-    // SAFETY: between fork and exec the child only calls sched_setaffinity, which is
-    // async-signal-safe.
+/// In the child before exec: join the network namespace open at `netns_fd`, become
+/// `uid` (group too, no supplementary groups), and pin to `cpu`.
+fn pre_exec(cmd: &mut Command, cpu: usize, netns_fd: Option<i32>, uid: Option<u32>) {
+    // SAFETY: between fork and exec the child only makes system calls (setns, setgroups,
+    // setgid, setuid, sched_setaffinity), all async-signal-safe, on a descriptor the
+    // parent keeps open until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(uid) = uid {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             crate::procstat::pin_current_thread(cpu);
             Ok(())
         });

@@ -150,17 +150,27 @@ impl Netns {
 /// Runs `f` on a thread that has joined network namespace `name`: sockets it creates
 /// live in that namespace.
 pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{name}");
+    let name = name.to_owned();
     std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on a namespace file this thread holds open; it changes only this
-        // thread's network namespace.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        join(&name).unwrap_or_else(|e| panic!("{e}"));
         f()
     })
     .join()
     .expect("thread in netns")
+}
+
+/// Moves the calling thread into network namespace `name` (made by `ip netns add`):
+/// sockets it creates from then on live there. Other threads are not affected.
+pub fn join(name: &str) -> Result<(), String> {
+    let path = format!("/var/run/netns/{name}");
+    let ns = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: setns on a namespace file this thread holds open; it changes only this
+    // thread's network namespace.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 impl Netns {

@@ -18,7 +18,13 @@ pub enum Proto {
     Http2,
     /// gRPC unary over HTTP/2: a 1 KiB message each way.
     Grpc,
+    /// One TCP connection per call: connect, send 64 bytes, read them back from an echo
+    /// server, close.
+    TcpEcho,
 }
+
+/// What a `TcpEcho` call sends: not HTTP, not TLS (a sniffer decides on the first byte).
+const ECHO_MESSAGE: [u8; 64] = [0x5a; 64];
 
 /// The path of the benchmark's gRPC method.
 pub const GRPC_PATH: &str = "/remora.bench.Bench/Unary";
@@ -36,10 +42,11 @@ pub enum Worker {
     Http1(http1::SendRequest<Empty<Bytes>>),
     Http2(http2::SendRequest<Empty<Bytes>>),
     Grpc(http2::SendRequest<Full<Bytes>>, Bytes),
+    TcpEcho(SocketAddr),
 }
 
 /// Opens `connections` connections to `addr` and returns `streams` workers per connection
-/// (HTTP/1.1 always has one per connection).
+/// (HTTP/1.1 always has one per connection). `TcpEcho` workers connect on each call.
 pub async fn connect(
     addr: SocketAddr,
     proto: Proto,
@@ -49,6 +56,9 @@ pub async fn connect(
 ) -> io::Result<Vec<Worker>> {
     let mut workers = Vec::new();
     let message = grpc_frame(&vec![b'g'; grpc_payload]);
+    if proto == Proto::TcpEcho {
+        return Ok((0..connections).map(|_| Worker::TcpEcho(addr)).collect());
+    }
     for _ in 0..connections {
         let s = tokio::net::TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
@@ -73,6 +83,7 @@ pub async fn connect(
                 tokio::task::spawn_local(conn);
                 workers.extend((0..streams).map(|_| Worker::Grpc(send.clone(), message.clone())));
             }
+            Proto::TcpEcho => {}
         }
     }
     Ok(workers)
@@ -127,6 +138,21 @@ impl Worker {
                     .is_some_and(|v| v == "0");
                 ok && body.to_bytes().len() > 5
             }
+            Worker::TcpEcho(addr) => echo_once(*addr).await.is_ok(),
         }
     }
+}
+
+/// One `TcpEcho` call: the whole message must come back before the client closes.
+async fn echo_once(addr: SocketAddr) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(&ECHO_MESSAGE).await?;
+    let mut back = [0u8; ECHO_MESSAGE.len()];
+    s.read_exact(&mut back).await?;
+    if back != ECHO_MESSAGE {
+        return Err(io::Error::other("the echo differs"));
+    }
+    Ok(())
 }

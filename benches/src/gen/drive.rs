@@ -230,6 +230,7 @@ mod tests {
             rate,
             warmup: Duration::from_millis(100),
             measure,
+            netns: None,
         }
     }
 
@@ -271,6 +272,25 @@ mod tests {
                 "{proto:?}: completed {}",
                 o.completed
             );
+        }
+    }
+
+    /// A connection per call against the harness's echo upstream, open and closed loop.
+    #[test]
+    fn tcp_connect_echo_close() {
+        let up = crate::upstream::start(0, 1024).expect("upstream");
+        for rate in [Some(300.0), None] {
+            let l = Load {
+                proto: Proto::TcpEcho,
+                connections: 4,
+                ..load(up.echo, rate, Duration::from_millis(500))
+            };
+            let o = gen::run(0, l, Probe::new(None)).expect("run");
+            assert_eq!(o.errors, 0, "{rate:?}");
+            assert!(o.completed >= 100, "{rate:?}: completed {}", o.completed);
+            if rate.is_some() {
+                assert!(o.completed <= 160, "open loop completed {}", o.completed);
+            }
         }
     }
 

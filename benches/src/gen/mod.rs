@@ -31,6 +31,8 @@ pub struct Load {
     pub rate: Option<f64>,
     pub warmup: Duration,
     pub measure: Duration,
+    /// The network namespace the clients run in (`None`: this process's).
+    pub netns: Option<String>,
 }
 
 /// What a load run saw during its measured window.
@@ -64,7 +66,8 @@ pub fn histogram() -> Histogram<u64> {
 
 /// Runs `load` on a thread pinned to `cpu`; `probe` is read at the window's edges.
 pub fn run(cpu: usize, load: Load, probe: Probe) -> Result<Outcome, String> {
-    on_load_thread(cpu, move || drive::drive(load, probe))
+    let netns = load.netns.clone();
+    on_load_thread_in(cpu, netns, move || drive::drive(load, probe))
 }
 
 /// Runs `f`'s future on a fresh single-threaded runtime (with a `LocalSet`) on a thread
@@ -75,8 +78,21 @@ where
     Fut: Future<Output = Result<T, String>>,
     T: Send + 'static,
 {
+    on_load_thread_in(cpu, None, f)
+}
+
+/// [`on_load_thread`] inside network namespace `netns`.
+pub fn on_load_thread_in<F, Fut, T>(cpu: usize, netns: Option<String>, f: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, String>>,
+    T: Send + 'static,
+{
     let handle = std::thread::spawn(move || {
         crate::procstat::pin_current_thread(cpu);
+        if let Some(ns) = &netns {
+            tests::netns::join(ns)?;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -13,12 +13,12 @@ pub const END: &str = "<!-- bench:results:end -->";
 
 const PROXIES: [Target; 2] = [Target::Remora, Target::Envoy];
 
-fn num(v: f64, digits: usize) -> String {
+pub(super) fn num(v: f64, digits: usize) -> String {
     format!("{v:.digits$}")
 }
 
 /// `median (min–max)` or just the median for a single repetition.
-fn stat(s: Option<Stat>, digits: usize) -> String {
+pub(super) fn stat(s: Option<Stat>, digits: usize) -> String {
     match s {
         None => "-".into(),
         Some(s) if s.n > 1 => format!(
@@ -32,18 +32,18 @@ fn stat(s: Option<Stat>, digits: usize) -> String {
 }
 
 /// One goal: a measured ratio (or value) and whether it meets the bound.
-struct Goal {
-    what: String,
-    measured: String,
-    bound: &'static str,
-    met: Option<bool>,
+pub(super) struct Goal {
+    pub what: String,
+    pub measured: String,
+    pub bound: &'static str,
+    pub met: Option<bool>,
 }
 
-fn fmt2(v: Option<f64>) -> String {
+pub(super) fn fmt2(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| num(v, 2))
 }
 
-fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
+pub(super) fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
     let (a, b) = (a?.median, b?.median);
     (b != 0.0).then_some(a / b)
 }
@@ -165,6 +165,7 @@ fn goals(r: &Results) -> Vec<Goal> {
     });
     g.extend(ratio_goals(r, &PER_CONNECTION));
     g.extend(xds_goals(r));
+    g.extend(super::interception::goals(r));
     g
 }
 
@@ -271,6 +272,7 @@ pub fn render(r: &Results, command: &str) -> String {
         "gRPC unary, 1 KiB messages (closed loop)",
     );
     bulk(&mut o, r);
+    super::interception::table(&mut o, r);
     connections(&mut o, r);
     startup(&mut o, r);
     xds(&mut o, r);
@@ -297,7 +299,7 @@ fn callgrind(o: &mut String, r: &Results) {
     }
 }
 
-fn flag(r: &Results, s: Scenario, p: &str, t: Target) -> &'static str {
+pub(super) fn flag(r: &Results, s: Scenario, p: &str, t: Target) -> &'static str {
     if r.samples(s, p, t).any(|x| x.stolen()) {
         " ⚠"
     } else {

@@ -2,6 +2,7 @@
 //! outputs (JSON, a markdown report, PNG charts).
 
 pub mod charts;
+mod interception;
 pub mod markdown;
 
 use std::collections::BTreeMap;
@@ -82,15 +83,18 @@ pub enum Scenario {
     Xds,
     /// Instructions per request under callgrind.
     Callgrind,
+    /// HTTP/1.1 and TCP through iptables interception in a pod network namespace.
+    Interception,
 }
 
 impl Scenario {
     /// The scenarios `all` runs against the three targets.
-    pub const MEASURED: [Scenario; 7] = [
+    pub const MEASURED: [Scenario; 8] = [
         Scenario::Latency,
         Scenario::Peak,
         Scenario::Grpc,
         Scenario::TcpBulk,
+        Scenario::Interception,
         Scenario::Connections,
         Scenario::Startup,
         Scenario::Xds,

@@ -2,6 +2,7 @@
 //! repetition (no proxy, Remora, Envoy, then again), so slow drift of the machine spreads
 //! over all three instead of favouring one.
 
+mod interception;
 mod memory;
 mod traffic;
 mod xds;
@@ -74,7 +75,11 @@ pub struct Ctx {
     pub cfg: String,
     pub remora: Launch,
     pub envoy: Launch,
+    /// Upstream response body size in bytes.
+    pub body_bytes: usize,
     pub samples: Vec<Sample>,
+    /// Scenarios that could not run here, and why.
+    pub skipped: Vec<(Scenario, String)>,
 }
 
 impl Ctx {
@@ -122,6 +127,9 @@ pub fn run_all(ctx: &mut Ctx) -> Result<(), String> {
                 traffic::run(ctx, t, rep, saturation)?;
             }
         }
+    }
+    if ctx.plan.wants(Scenario::Interception) {
+        interception::run_all(ctx)?;
     }
     for rep in 0..ctx.plan.repetitions {
         if ctx.plan.wants(Scenario::Connections) {
@@ -174,5 +182,6 @@ fn proto_name(p: Proto) -> &'static str {
         Proto::Http1 => "http1",
         Proto::Http2 => "http2",
         Proto::Grpc => "grpc",
+        Proto::TcpEcho => "tcp",
     }
 }

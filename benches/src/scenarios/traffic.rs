@@ -31,6 +31,7 @@ pub fn saturation(ctx: &mut Ctx) -> Result<f64, String> {
             rate: None,
             warmup: ctx.plan.warmup,
             measure: ctx.plan.measure,
+            netns: None,
         },
         probe,
     )?;
@@ -154,6 +155,7 @@ fn load(
         addr: match proto {
             Proto::Http1 => addrs.http1,
             Proto::Http2 | Proto::Grpc => addrs.http2,
+            Proto::TcpEcho => addrs.tcp,
         },
         proto,
         connections,
@@ -161,5 +163,6 @@ fn load(
         rate,
         warmup: ctx.plan.warmup,
         measure: ctx.plan.measure,
+        netns: None,
     }
 }
