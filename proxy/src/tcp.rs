@@ -1,7 +1,7 @@
 //! `envoy.filters.network.tcp_proxy`: connect to a host of the chosen cluster (with up
 //! to `max_connect_attempts` tries) and move bytes both ways until either side closes or
-//! the connection idles out: spliced in the kernel between two TCP sockets (`splice.rs`),
-//! copied through buffers otherwise.
+//! the connection idles out: between two TCP sockets, copied at first and then spliced in
+//! the kernel (`splice.rs`); copied through buffers otherwise.
 
 mod splice;
 
@@ -127,8 +127,8 @@ pub async fn proxy<I: Io>(
     };
     cluster.stats.upstream_cx_total.inc();
     let _active = GaugeGuard::new(&cluster.stats.upstream_cx_active);
-    // TCP on both sides: splice, no copies through user space. Anything else (a Unix
-    // socket, a stream wrapped in TLS later) is copied through buffers.
+    // TCP on both sides: bulk is spliced, with no copies through user space. Anything
+    // else (a Unix socket, a stream wrapped in TLS later) is copied through buffers.
     let down_tcp = (&mut downstream as &mut dyn Any).downcast_mut::<TcpStream>();
     match (down_tcp, upstream) {
         (Some(down), Either::Left(up)) => {
