@@ -8,6 +8,7 @@ pub mod envoy;
 pub mod grpc;
 pub mod istio_iptables;
 pub mod netns;
+pub mod pod;
 pub mod process;
 pub mod proxy;
 pub mod tls;

@@ -115,8 +115,8 @@ impl Netns {
             .join("\n")
     }
 
-    /// Joins this namespace to `other` by a veth pair: `self_addr` (CIDR) on this side,
-    /// `other_addr` on the other, both up.
+    /// Joins this namespace to `other` by a veth pair: `self_addr` (CIDR, IPv4 or IPv6)
+    /// on this side, `other_addr` on the other, both up.
     pub fn link(&self, other: &Netns, self_addr: &str, other_addr: &str) {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (a, b) = (
@@ -140,10 +140,20 @@ impl Netns {
                 &other.name,
             ],
         );
-        self.ok("ip", &["addr", "add", self_addr, "dev", &a]);
+        self.add_addr(self_addr, &a);
         self.ok("ip", &["link", "set", &a, "up"]);
-        other.ok("ip", &["addr", "add", other_addr, "dev", &b]);
+        other.add_addr(other_addr, &b);
         other.ok("ip", &["link", "set", &b, "up"]);
+    }
+
+    /// Adds `cidr` to `dev`; IPv6 addresses skip duplicate address detection, so they
+    /// can be bound at once.
+    fn add_addr(&self, cidr: &str, dev: &str) {
+        let mut args = vec!["addr", "add", cidr, "dev", dev];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        self.ok("ip", &args);
     }
 }
 

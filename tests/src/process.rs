@@ -72,10 +72,12 @@ impl ProxyProcess {
     }
 
     /// Starts `bin` inside network namespace `netns` as `uid` (its iptables owner, as a
-    /// sidecar runs), and waits until `/ready` says LIVE.
+    /// sidecar runs) keeping capabilities `caps` (e.g. `net_admin`, which TPROXY's
+    /// transparent sockets need), and waits until `/ready` says LIVE.
     pub fn start_in_netns(
         netns: &str,
         uid: u32,
+        caps: &[&str],
         bin: &Path,
         config_yaml: &str,
         args: &[&str],
@@ -84,8 +86,13 @@ impl ProxyProcess {
         cmd.args(["netns", "exec", netns, "setpriv"])
             .arg(format!("--reuid={uid}"))
             .arg(format!("--regid={uid}"))
-            .arg("--clear-groups")
-            .arg(bin);
+            .arg("--clear-groups");
+        if !caps.is_empty() {
+            let add: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
+            cmd.arg(format!("--inh-caps={}", add.join(",")))
+                .arg(format!("--ambient-caps={}", add.join(",")));
+        }
+        cmd.arg(bin);
         Self::start_with(cmd, Some(netns.to_owned()), bin, config_yaml, args)
     }
 

@@ -2,14 +2,17 @@
 //! the sidecar injector's default flags and Remora running as UID 1337 on an
 //! Istio-shaped config (virtualOutbound 15001 handing off by original destination,
 //! virtualInbound 15006, PassthroughCluster), and a "remote service" namespace over a
-//! veth pair. Needs root: see `tests::netns::root_or_skip`.
+//! veth pair. The same scenario runs against Envoy 1.40 as the differential check.
+//! Needs root: see `tests::netns::root_or_skip`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
+use tests::envoy::envoy_bin;
 use tests::istio_iptables::run_init;
 use tests::netns::{root_or_skip, Netns};
+use tests::pod::{bind, connect, echo, http_ok, read_all, serve, who_am_i};
 use tests::process::{remora_bin, ProxyProcess};
 
 const POD: &str = "10.88.0.2";
@@ -128,41 +131,6 @@ admin:
     )
 }
 
-/// Serves every connection on its own thread with `handle`.
-fn serve(listener: TcpListener, handle: fn(TcpStream)) {
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || handle(conn));
-        }
-    });
-}
-
-fn http_ok(mut s: TcpStream) {
-    let mut buf = [0u8; 4096];
-    let mut got: Vec<u8> = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => got.extend(&buf[..n]),
-        }
-    }
-    let body = "svc-http";
-    let _ = write!(
-        s,
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-fn echo(mut s: TcpStream) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 || s.write_all(&buf[..n]).is_err() {
-            return;
-        }
-    }
-}
-
 /// Answers how many bytes arrived and the first one, once the client stops sending.
 fn first_bytes(mut s: TcpStream) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
@@ -181,41 +149,31 @@ fn server_first(mut s: TcpStream) {
     echo(s);
 }
 
-/// Tells the client who it is talking to.
-fn who_am_i(mut s: TcpStream) {
-    let peer = s
-        .peer_addr()
-        .map(|p| p.ip().to_string())
-        .unwrap_or_default();
-    let _ = write!(s, "peer {peer}");
-}
-
-fn bind(ns: &Netns, addr: &str) -> TcpListener {
-    let addr: SocketAddr = addr.parse().expect("addr");
-    ns.enter(move || TcpListener::bind(addr).expect("bind"))
-}
-
-/// A connection made from inside `ns`, by a process that is not the proxy.
-fn connect(ns: &Netns, addr: &str) -> TcpStream {
-    let addr: SocketAddr = addr.parse().expect("addr");
-    let s = ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(3)));
-    let s = s.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s
-}
-
-fn read_all(mut s: TcpStream) -> String {
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
     if !root_or_skip("pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity") {
         return;
     }
+    pod_scenario(&remora_bin(), &[]);
+}
+
+/// The differential half: Envoy 1.40 on the same rules and config, as UID 1337, meets
+/// every expectation the Remora test checks (replies and the same stat names and
+/// values), so those expectations are Envoy's behaviour and not only Remora's.
+#[test]
+fn envoy_on_the_same_pod_behaves_the_same() {
+    if !root_or_skip("envoy_on_the_same_pod_behaves_the_same") {
+        return;
+    }
+    pod_scenario(
+        &envoy_bin(),
+        &["--disable-hot-restart", "--concurrency", "1"],
+    );
+}
+
+/// Everything the end-to-end tests prove, against the proxy `bin` (started with `args`).
+fn pod_scenario(bin: &std::path::Path, args: &[&str]) {
+    let is_remora = bin == remora_bin();
     let pod = Netns::new("pod");
     let svc = Netns::new("svc");
     pod.link(&svc, &format!("{POD}/24"), &format!("{SVC}/24"));
@@ -236,7 +194,7 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
         );
     };
     init(&[]);
-    let remora = ProxyProcess::start_in_netns(&pod.name, 1337, &remora_bin(), &config(), &[]);
+    let proxy = ProxyProcess::start_in_netns(&pod.name, 1337, &[], bin, &config(), args);
 
     // Outbound HTTP: captured, handed to 0.0.0.0_80, sniffed as HTTP/1.1, routed.
     let mut s = connect(&pod, &format!("{SVC}:80"));
@@ -247,8 +205,8 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
         reply.starts_with("HTTP/1.1 200") && reply.ends_with("svc-http"),
         "{reply}"
     );
-    assert_eq!(remora.stat("cluster.outbound|80||svc.upstream_rq_total"), 1);
-    assert_eq!(remora.stat("http_inspector.http11_found"), 1);
+    assert_eq!(proxy.stat("cluster.outbound|80||svc.upstream_rq_total"), 1);
+    assert_eq!(proxy.stat("http_inspector.http11_found"), 1);
 
     // Outbound raw TCP to a port with no listener: virtualOutbound's PassthroughCluster.
     let mut s = connect(&pod, &format!("{SVC}:9000"));
@@ -258,7 +216,7 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
     assert_eq!(&back, b"ping");
     drop(s);
     assert_eq!(
-        remora.stat("cluster.PassthroughCluster.upstream_cx_total"),
+        proxy.stat("cluster.PassthroughCluster.upstream_cx_total"),
         1
     );
 
@@ -269,10 +227,10 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
     let reply = read_all(s);
     assert_eq!(reply, format!("got {} first 0x16", hello.len()));
     assert_eq!(
-        remora.stat("cluster.outbound|443||secure.example.upstream_cx_total"),
+        proxy.stat("cluster.outbound|443||secure.example.upstream_cx_total"),
         1
     );
-    assert_eq!(remora.stat("tls_inspector.sni_found"), 1);
+    assert_eq!(proxy.stat("tls_inspector.sni_found"), 1);
 
     // A server-first protocol: the client sends nothing; after the inspectors' timeout
     // the connection carries on as TCP and the greeting arrives.
@@ -284,16 +242,13 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
     let mut q = [0u8; 1];
     s.read_exact(&mut q).expect("echo");
     drop(s);
-    assert_eq!(
-        remora.stat("cluster.outbound|3306||db.upstream_cx_total"),
-        1
-    );
+    assert_eq!(proxy.stat("cluster.outbound|3306||db.upstream_cx_total"), 1);
 
     // Inbound to the app's port goes through 15006 (the app sees 127.0.0.6).
     let reply = read_all(connect(&svc, &format!("{POD}:8080")));
     assert_eq!(reply, "peer 127.0.0.6");
     assert_eq!(
-        remora.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
+        proxy.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
         1
     );
 
@@ -301,15 +256,18 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
     let reply = read_all(connect(&svc, &format!("{POD}:15020")));
     assert_eq!(reply, format!("peer {SVC}"));
     assert_eq!(
-        remora.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
+        proxy.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
         1
     );
 
-    // A connection straight to the proxy's own port is not proxied back into it.
-    let reply = read_all(connect(&pod, &format!("{POD}:15001")));
-    assert_eq!(reply, "", "closed, not looped");
+    // A connection straight to the proxy's own port is not proxied back into it
+    // (Remora's own guard: not part of the comparison with Envoy).
+    if is_remora {
+        let reply = read_all(connect(&pod, &format!("{POD}:15001")));
+        assert_eq!(reply, "", "closed, not looped");
+    }
 
-    // After --cleanup, connections go direct: Remora sees none of them.
+    // After --cleanup, connections go direct: the proxy sees none of them.
     init(&["--cleanup"]);
     let mut s = connect(&pod, &format!("{SVC}:9000"));
     s.write_all(b"pong").expect("write");
@@ -319,11 +277,11 @@ fn pod_traffic_goes_through_remora_and_cleanup_restores_direct_connectivity() {
     let reply = read_all(connect(&svc, &format!("{POD}:8080")));
     assert_eq!(reply, format!("peer {SVC}"), "inbound is direct again");
     assert_eq!(
-        remora.stat("cluster.PassthroughCluster.upstream_cx_total"),
+        proxy.stat("cluster.PassthroughCluster.upstream_cx_total"),
         1
     );
     assert_eq!(
-        remora.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
+        proxy.stat("cluster.InboundPassthroughClusterIpv4.upstream_cx_total"),
         1
     );
 }
