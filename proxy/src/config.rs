@@ -21,6 +21,7 @@ pub use error::{ConfigError, Result};
 pub mod cluster;
 pub mod hcm;
 pub mod headers;
+pub mod retry;
 pub mod route;
 pub mod route_action;
 pub mod tcp_proxy;

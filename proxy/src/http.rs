@@ -6,6 +6,7 @@
 //! `handler` (response headers, stats). `local_reply` is the only place error responses
 //! are made.
 
+mod attempts;
 pub mod body;
 pub mod forward;
 pub mod handler;
@@ -13,6 +14,8 @@ pub mod headers;
 pub mod local_reply;
 pub mod mirror;
 pub mod redirect;
+pub mod replay;
+pub mod retry;
 pub mod server;
 #[cfg(test)]
 mod tests;

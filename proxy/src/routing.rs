@@ -211,30 +211,34 @@ impl QueryMatcher {
 
 impl HeaderMatcher {
     fn matches(&self, req: &RequestView<'_>) -> bool {
-        let joined;
-        let value: Option<&str> = match self.name.as_str() {
-            "host" => Some(req.host),
-            "x-remora-pseudo-path" => Some(req.path),
-            "x-remora-pseudo-method" => Some(req.method.as_str()),
-            "x-remora-pseudo-scheme" => Some(req.scheme),
-            _ => {
-                let mut all = req.headers.get_all(&self.name).iter();
-                match (all.next(), all.next()) {
-                    (None, _) => None,
-                    (Some(v), None) => Some(v.to_str().unwrap_or("")),
-                    (Some(first), Some(second)) => {
-                        // Several values are matched as one, joined by commas (as Envoy does).
-                        let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
-                        for v in std::iter::once(second).chain(all) {
-                            s.push(',');
-                            s.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                        }
-                        joined = s;
-                        Some(joined.as_str())
-                    }
+        match self.name.as_str() {
+            "host" => self.matches_value(Some(req.host)),
+            "x-remora-pseudo-path" => self.matches_value(Some(req.path)),
+            "x-remora-pseudo-method" => self.matches_value(Some(req.method.as_str())),
+            "x-remora-pseudo-scheme" => self.matches_value(Some(req.scheme)),
+            _ => self.matches_headers(req.headers),
+        }
+    }
+
+    /// Matches against the header of that name in `headers` (a response's, say).
+    pub fn matches_headers(&self, headers: &http::HeaderMap) -> bool {
+        let mut all = headers.get_all(&self.name).iter();
+        match (all.next(), all.next()) {
+            (None, _) => self.matches_value(None),
+            (Some(v), None) => self.matches_value(Some(v.to_str().unwrap_or(""))),
+            (Some(first), Some(second)) => {
+                // Several values are matched as one, joined by commas (as Envoy does).
+                let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
+                for v in std::iter::once(second).chain(all) {
+                    s.push(',');
+                    s.push_str(&String::from_utf8_lossy(v.as_bytes()));
                 }
+                self.matches_value(Some(&s))
             }
-        };
+        }
+    }
+
+    fn matches_value(&self, value: Option<&str>) -> bool {
         let value = match value {
             Some(v) => v,
             None if self.treat_missing_as_empty => "",

@@ -3,13 +3,17 @@
 //!
 //! HTTP paths: `/status/N`, `/delay/MS`, `/bytes/N` (streamed, no content-length),
 //! `/echo-body` (streams the request body back), `/trailers`, `/reset` (closes without a
-//! response), `/reset-mid-body`, `/never`; anything else answers 200 with a JSON
-//! description of the request (method, path, version, headers, body length).
+//! response), `/reset-mid-body`, `/never`, `/flaky/KEY/N/HOW` (the first N requests for
+//! KEY answer status HOW, or are reset when HOW is `reset`, or hang when it is `hang`;
+//! later ones answer 200 `ok after K` with the request body's length in
+//! `x-body-len` and the `x-envoy-attempt-count` seen in `x-seen-attempt-count`);
+//! anything else answers 200 with a JSON description of the request (method, path,
+//! version, headers, body length).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +29,9 @@ use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+/// Requests seen per `/flaky` key.
+type Flaky = Arc<Mutex<HashMap<String, usize>>>;
+
 #[derive(Debug, thiserror::Error)]
 #[error("scripted reset")]
 struct ScriptedReset;
@@ -35,6 +42,7 @@ pub struct HttpUpstream {
     pub name: String,
     pub connections: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
+    flaky: Flaky,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,15 +63,21 @@ impl HttpUpstream {
         let addr = listener.local_addr().expect("local addr");
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (c, r, n) = (connections.clone(), requests.clone(), name.to_string());
+        let flaky = Flaky::default();
+        let (c, r, n, f) = (
+            connections.clone(),
+            requests.clone(),
+            name.to_string(),
+            flaky.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, n) = (r.clone(), n.clone());
-                tokio::spawn(serve_io(TokioIo::new(stream), r, n));
+                let (r, n, f) = (r.clone(), n.clone(), f.clone());
+                tokio::spawn(serve_io(TokioIo::new(stream), r, n, f));
             }
         });
         HttpUpstream {
@@ -71,8 +85,17 @@ impl HttpUpstream {
             name: name.to_string(),
             connections,
             requests,
+            flaky,
             task,
         }
+    }
+
+    /// How many requests arrived for `/flaky/KEY/...`.
+    pub fn flaky_count(&self, key: &str) -> usize {
+        self.flaky
+            .lock()
+            .map(|m| m.get(key).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Starts on a Unix socket path.
@@ -89,20 +112,25 @@ impl HttpUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                tokio::spawn(serve_io(TokioIo::new(stream), r.clone(), n.clone()));
+                tokio::spawn(serve_io(
+                    TokioIo::new(stream),
+                    r.clone(),
+                    n.clone(),
+                    Flaky::default(),
+                ));
             }
         });
         (task, requests)
     }
 }
 
-async fn serve_io<I>(io: TokioIo<I>, requests: Arc<AtomicUsize>, name: String)
+async fn serve_io<I>(io: TokioIo<I>, requests: Arc<AtomicUsize>, name: String, flaky: Flaky)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         requests.fetch_add(1, Ordering::SeqCst);
-        respond(req, name.clone())
+        respond(req, name.clone(), flaky.clone())
     });
     let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection(io, svc)
@@ -123,7 +151,11 @@ fn headers_json(h: &HeaderMap) -> serde_json::Value {
     serde_json::json!(m)
 }
 
-async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>, ScriptedReset> {
+async fn respond(
+    req: Request<Incoming>,
+    name: String,
+    flaky: Flaky,
+) -> Result<Response<Body>, ScriptedReset> {
     let path = req.uri().path().to_string();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (verb, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -171,6 +203,7 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
             r
         }
         "reset" => return Err(ScriptedReset),
+        "flaky" => flaky_response(req, arg, &flaky).await?,
         "reset-mid-body" => {
             // Headers and a first chunk go out; the failure comes a little later.
             let frames = futures_util::stream::unfold(0, |step| async move {
@@ -219,6 +252,58 @@ async fn respond(req: Request<Incoming>, name: String) -> Result<Response<Body>,
         name.parse().unwrap_or(http::HeaderValue::from_static("?")),
     );
     Ok(resp)
+}
+
+/// `/flaky/KEY/N/HOW` (see the module's documentation).
+async fn flaky_response(
+    req: Request<Incoming>,
+    arg: &str,
+    flaky: &Flaky,
+) -> Result<Response<Body>, ScriptedReset> {
+    let mut words = arg.splitn(3, '/');
+    let (key, n, how) = (
+        words.next().unwrap_or("").to_owned(),
+        words
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0),
+        words.next().unwrap_or("503").to_owned(),
+    );
+    let seen = {
+        let mut m = flaky.lock().map_err(|_| ScriptedReset)?;
+        let c = m.entry(key).or_insert(0);
+        *c += 1;
+        *c
+    };
+    let attempt = req.headers().get("x-envoy-attempt-count").cloned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| ScriptedReset)?
+        .to_bytes();
+    if seen <= n {
+        match how.as_str() {
+            "reset" => return Err(ScriptedReset),
+            "hang" => std::future::pending::<()>().await,
+            code => {
+                let mut r = Response::new(full(format!("failing {seen}")));
+                *r.status_mut() = code
+                    .parse()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return Ok(r);
+            }
+        }
+    }
+    let mut r = Response::new(full(format!("ok after {seen}")));
+    r.headers_mut()
+        .insert("x-body-len", http::HeaderValue::from(body.len()));
+    if let Some(a) = attempt {
+        r.headers_mut().insert("x-seen-attempt-count", a);
+    }
+    Ok(r)
 }
 
 /// A WebSocket echo server (tokio-tungstenite).

@@ -1,12 +1,15 @@
 //! `RouteConfiguration` -> [`RouteTable`]: virtual hosts, routes and their actions, with
 //! every matcher compiled here so that request time only evaluates them.
 
+use std::sync::Arc;
+
 use envoy_types::pb::envoy::config::route::v3 as pb;
 use http::HeaderName;
 use regex::Regex;
 
 use super::common::{self, HeaderMutations, StringMatcher};
 use super::error::{ConfigError, Result, Within};
+use super::retry::RetryPolicy;
 
 pub use super::route_action::*;
 
@@ -124,12 +127,29 @@ impl TryFrom<&pb::VirtualHost> for VirtualHost {
                 "at least one domain is required",
             ));
         }
-        if vh.retry_policy.is_some() {
-            return Err(common::unsupported("retry_policy", "retry policies"));
-        }
+        let retry = vh
+            .retry_policy
+            .as_ref()
+            .map(|p| RetryPolicy::try_from(p).map(Arc::new))
+            .transpose()
+            .within("retry_policy")?;
+        let attempts = AttemptCount {
+            request: vh.include_request_attempt_count,
+            response: vh.include_attempt_count_in_response,
+        };
+        let buffer_limit = vh.per_request_buffer_limit_bytes.as_ref().map(|v| v.value);
         let mut routes = Vec::with_capacity(vh.routes.len());
         for (i, r) in vh.routes.iter().enumerate() {
-            routes.push(Route::try_from(r).at_index("routes", i)?);
+            let mut route = Route::try_from(r).at_index("routes", i)?;
+            if let Action::Forward(f) = &mut route.action {
+                // A route's own retry policy replaces the virtual host's entirely.
+                if f.retry.is_none() {
+                    f.retry = retry.clone();
+                }
+                f.attempt_count = attempts;
+                f.buffer_limit = f.buffer_limit.or(buffer_limit);
+            }
+            routes.push(route);
         }
         Ok(VirtualHost {
             name: vh.name.clone(),
@@ -161,7 +181,9 @@ impl TryFrom<&pb::Route> for Route {
         let matcher = RouteMatch::try_from(m).within("match")?;
         let action = match &r.action {
             Some(pb::route::Action::Route(a)) => {
-                Action::Forward(Box::new(Forward::try_from(a).within("route")?))
+                let mut f = Forward::try_from(a).within("route")?;
+                f.buffer_limit = r.per_request_buffer_limit_bytes.as_ref().map(|v| v.value);
+                Action::Forward(Box::new(f))
             }
             Some(pb::route::Action::Redirect(a)) => {
                 Action::Redirect(Redirect::try_from(a).within("redirect")?)

@@ -11,6 +11,7 @@ use regex::Regex;
 
 use super::common::{self, header_name, HeaderMutations};
 use super::error::{ConfigError, Result, Within};
+use super::retry::RetryPolicy;
 
 /// Envoy's default route timeout.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,6 +36,21 @@ pub struct Forward {
     pub mirrors: Vec<Mirror>,
     /// Per-route `upgrade_configs` overrides: (upgrade type lowercased, enabled).
     pub upgrades: Vec<(String, bool)>,
+    /// The route's `retry_policy`, or else its virtual host's.
+    pub retry: Option<Arc<RetryPolicy>>,
+    /// The virtual host's `include_request_attempt_count` /
+    /// `include_attempt_count_in_response`.
+    pub attempt_count: AttemptCount,
+    /// `per_request_buffer_limit_bytes` (route, else virtual host): how much of a request
+    /// body is kept for retries.
+    pub buffer_limit: Option<u32>,
+}
+
+/// Where `x-envoy-attempt-count` is set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttemptCount {
+    pub request: bool,
+    pub response: bool,
 }
 
 #[derive(Debug)]
@@ -160,9 +176,12 @@ impl TryFrom<&pb::RouteAction> for Forward {
             })
             .transpose()
             .within("regex_rewrite")?;
-        if a.retry_policy.is_some() {
-            return Err(common::unsupported("retry_policy", "retry policies"));
-        }
+        let retry = a
+            .retry_policy
+            .as_ref()
+            .map(|p| RetryPolicy::try_from(p).map(Arc::new))
+            .transpose()
+            .within("retry_policy")?;
         if !a.hash_policy.is_empty() {
             return Err(common::unsupported(
                 "hash_policy",
@@ -194,6 +213,9 @@ impl TryFrom<&pb::RouteAction> for Forward {
             timeout_header: timeout.map(|t| http::HeaderValue::from(t.as_millis() as u64)),
             mirrors,
             upgrades,
+            retry,
+            attempt_count: AttemptCount::default(),
+            buffer_limit: None,
         })
     }
 }

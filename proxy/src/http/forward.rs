@@ -13,7 +13,8 @@ use super::body::PooledBody;
 use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
-use super::{headers, mirror, timeouts, upgrade, Downstream, HttpContext};
+use super::retry::{self, RetryState};
+use super::{attempts, headers, mirror, timeouts, upgrade, Downstream, HttpContext};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterTarget, Forward, HostRewrite, PathMatch, Route};
 use crate::stats::GaugeGuard;
@@ -99,6 +100,8 @@ pub async fn forward<'r>(
     let (mut parts, body) = req.into_parts();
     let wants_trailers = headers::te_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    // Upgrades are not retried; the retry headers are consumed either way.
+    let retry = RetryState::new(fwd.retry.as_ref(), &mut parts.headers).filter(|_| !is_upgrade);
     set_upstream_uri(&mut parts, proto, host, &new_path)?;
     parts.version = match proto {
         Proto::Http2 => {
@@ -144,40 +147,22 @@ pub async fn forward<'r>(
     } else {
         (body, None)
     };
-    let upstream_req = Request::from_parts(parts, body);
 
-    cluster.stats.upstream_rq_total.inc();
     let rq_active = GaugeGuard::new(&cluster.stats.upstream_rq_active);
     let started = Instant::now();
-    let exchange = send(upstream_req, &cluster, &upstream_host, proto, down);
-    let result = match timeouts::run(exchange, started, limits, activity.as_deref()).await {
-        Ok(r) => r,
-        Err(expired) => {
-            match expired {
-                timeouts::Expired::Route => {
-                    cluster.stats.upstream_rq_timeout.inc();
-                    cluster.stats.response(504);
-                }
-                timeouts::Expired::Request => ctx.stats.downstream_rq_timeout.inc(),
-                timeouts::Expired::StreamIdle => ctx.stats.downstream_rq_idle_timeout.inc(),
-            }
-            return Err(expired.reply());
-        }
+    let exchange = attempts::Exchange {
+        cluster: &cluster,
+        proto,
+        down,
+        hcm_stats: &ctx.stats,
+        limits,
+        activity: activity.as_deref(),
+        started,
+        count_in_request: fwd.attempt_count.request,
+        buffer_limit: fwd.buffer_limit.unwrap_or(ctx.buffer_limit) as usize,
     };
-    let (resp, lease) = match result {
-        Ok(ok) => ok,
-        Err(UpstreamError::Connect(_)) => {
-            cluster.stats.response(503);
-            return Err(LocalReply::ConnectFailure);
-        }
-        // The downstream request body failed (malformed chunking, client gone): a bad
-        // request, not an upstream failure.
-        Err(UpstreamError::Reset(e)) if e.is_user() => return Err(LocalReply::MalformedBody),
-        Err(UpstreamError::Handshake(_) | UpstreamError::Reset(_)) => {
-            cluster.stats.response(503);
-            return Err(LocalReply::UpstreamReset);
-        }
-    };
+    let answer = attempts::run(parts, body, upstream_host, retry, &exchange).await?;
+    let (resp, lease) = (answer.response, answer.lease);
     cluster.stats.response(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
     let service_time = started.elapsed().as_millis() as u64;
@@ -185,6 +170,12 @@ pub async fn forward<'r>(
         names::X_ENVOY_UPSTREAM_SERVICE_TIME,
         headers::number(service_time),
     );
+    if fwd.attempt_count.response {
+        parts.headers.insert(
+            retry::names::X_ENVOY_ATTEMPT_COUNT,
+            HeaderValue::from(answer.attempt),
+        );
+    }
 
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down_up) = downstream_upgrade {
@@ -202,7 +193,7 @@ pub async fn forward<'r>(
 
 /// Sends on a pooled connection; a request that a stale pooled connection never wrote is
 /// sent once more on a fresh one.
-async fn send(
+pub(super) async fn send(
     req: Request<ProxyBody>,
     cluster: &Arc<ClusterState>,
     host: &crate::upstream::Host,

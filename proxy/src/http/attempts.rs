@@ -1,0 +1,254 @@
+//! The upstream attempts of one routed request: send, and when the route's retry policy
+//! (or the request's retry headers) says so, wait the back-off and send again, to a host
+//! not tried yet when `previous_hosts` asks for it. The route timeout covers every
+//! attempt and every wait; `per_try_timeout` covers one attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::ProxyBody;
+use super::local_reply::LocalReply;
+use super::replay::Replay;
+use super::retry::{names, Failure, Next, RetryState};
+use super::{forward, timeouts, Downstream, HcmStats};
+use crate::upstream::cluster::{ClusterState, Host};
+use crate::upstream::pool::{Lease, Proto, UpstreamError};
+
+/// Everything an attempt needs that does not change between attempts.
+pub struct Exchange<'a> {
+    pub cluster: &'a Arc<ClusterState>,
+    pub proto: Proto,
+    pub down: &'a Downstream,
+    pub hcm_stats: &'a HcmStats,
+    pub limits: timeouts::Limits,
+    pub activity: Option<&'a timeouts::Activity>,
+    /// When the request started: the route timeout runs from here.
+    pub started: Instant,
+    /// Whether each attempt carries `x-envoy-attempt-count`.
+    pub count_in_request: bool,
+    /// How much of the request body is kept for retries (`per_request_buffer_limit_bytes`,
+    /// else the listener's `per_connection_buffer_limit_bytes`).
+    pub buffer_limit: usize,
+}
+
+/// A response and the attempt that got it.
+pub struct Answer {
+    pub response: Response<Incoming>,
+    pub lease: Lease,
+    pub attempt: u32,
+}
+
+/// What one attempt came to. (The response variant is large; boxing it would cost an
+/// allocation on every request for a value that lives only until the next line.)
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Response(Response<Incoming>, Lease),
+    Failed(UpstreamError),
+    PerTryTimeout,
+}
+
+/// Sends `parts` + `body` to `host`, retrying as `retry` allows.
+pub async fn run(
+    parts: Parts,
+    body: ProxyBody,
+    host: Host,
+    retry: Option<RetryState>,
+    x: &Exchange<'_>,
+) -> Result<Answer, LocalReply> {
+    let Some(mut retry) = retry else {
+        let mut parts = parts;
+        count_attempt(&mut parts, 1, x);
+        let outcome = send(Request::from_parts(parts, body), &host, None, x).await?;
+        return finish(outcome, 1, x);
+    };
+    let replay = Replay::new(body, x.buffer_limit);
+    let per_try = retry.policy().per_try_timeout;
+    let mut host = host;
+    let mut tried: Vec<Host> = Vec::new();
+    loop {
+        let attempt = retry.attempt();
+        let mut p = copy_parts(&parts);
+        count_attempt(&mut p, attempt, x);
+        let req = Request::from_parts(p, ProxyBody::boxed(replay.body()));
+        let outcome = send(req, &host, per_try, x).await?;
+        let retriable = match &outcome {
+            Outcome::Response(r, _) => retry.retriable_response(r.status(), r.headers()),
+            Outcome::Failed(e) => failure(e).is_some_and(|f| retry.retriable_failure(f)),
+            Outcome::PerTryTimeout => retry.retriable_failure(Failure::PerTryTimeout),
+        };
+        let stats = &x.cluster.stats;
+        if !retriable || !replay.can_replay() {
+            if attempt > 1 && !retriable {
+                stats.upstream_rq_retry_success.inc();
+            }
+            return finish(outcome, attempt, x);
+        }
+        let wait = match retry.advance() {
+            Next::Retry(wait) => wait,
+            Next::LimitExceeded => {
+                stats.upstream_rq_retry_limit_exceeded.inc();
+                return finish(outcome, attempt, x);
+            }
+        };
+        if let Outcome::Response(r, _) = &outcome {
+            stats.response(r.status().as_u16());
+        }
+        drop(outcome);
+        stats.upstream_rq_retry.inc();
+        stats.upstream_rq_retry_backoff_exponential.inc();
+        backoff(wait, x).await?;
+        tried.push(host.clone());
+        host = next_host(x, &retry, &tried).ok_or_else(|| {
+            stats.upstream_cx_none_healthy.inc();
+            LocalReply::NoHealthyUpstream
+        })?;
+    }
+}
+
+fn count_attempt(p: &mut Parts, attempt: u32, x: &Exchange<'_>) {
+    if x.count_in_request {
+        p.headers.insert(
+            names::X_ENVOY_ATTEMPT_COUNT,
+            http::HeaderValue::from(attempt),
+        );
+    }
+}
+
+/// One attempt under the route-level timers (and `per_try`).
+async fn send(
+    req: Request<ProxyBody>,
+    host: &Host,
+    per_try: Option<Duration>,
+    x: &Exchange<'_>,
+) -> Result<Outcome, LocalReply> {
+    x.cluster.stats.upstream_rq_total.inc();
+    let exchange = async {
+        let sent = forward::send(req, x.cluster, host, x.proto, x.down);
+        let result = match per_try {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    x.cluster.stats.upstream_rq_per_try_timeout.inc();
+                    return Outcome::PerTryTimeout;
+                }
+            },
+            None => sent.await,
+        };
+        match result {
+            Ok((resp, lease)) => Outcome::Response(resp, lease),
+            Err(e) => Outcome::Failed(e),
+        }
+    };
+    match timeouts::run(exchange, x.started, x.limits, x.activity).await {
+        Ok(outcome) => Ok(outcome),
+        Err(expired) => {
+            let stats = &x.cluster.stats;
+            match expired {
+                timeouts::Expired::Route => {
+                    stats.upstream_rq_timeout.inc();
+                    stats.response(504);
+                }
+                timeouts::Expired::Request => x.hcm_stats.downstream_rq_timeout.inc(),
+                timeouts::Expired::StreamIdle => x.hcm_stats.downstream_rq_idle_timeout.inc(),
+            }
+            Err(expired.reply())
+        }
+    }
+}
+
+/// The final outcome as the answer or its local reply.
+fn finish(outcome: Outcome, attempt: u32, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
+    let stats = &x.cluster.stats;
+    match outcome {
+        Outcome::Response(response, lease) => Ok(Answer {
+            response,
+            lease,
+            attempt,
+        }),
+        Outcome::PerTryTimeout => {
+            stats.response(504);
+            Err(LocalReply::UpstreamTimeout)
+        }
+        // The downstream request body failed (malformed chunking, client gone): a bad
+        // request, not an upstream failure.
+        Outcome::Failed(UpstreamError::Reset(e)) if e.is_user() => Err(LocalReply::MalformedBody),
+        Outcome::Failed(UpstreamError::Connect(_)) => {
+            stats.response(503);
+            Err(LocalReply::ConnectFailure)
+        }
+        Outcome::Failed(UpstreamError::Handshake(_) | UpstreamError::Reset(_)) => {
+            stats.response(503);
+            Err(LocalReply::UpstreamReset)
+        }
+    }
+}
+
+/// How a failed attempt failed, for the retry conditions (`None`: the downstream's
+/// fault, never retried).
+fn failure(e: &UpstreamError) -> Option<Failure> {
+    match e {
+        UpstreamError::Connect(_) | UpstreamError::Handshake(_) => Some(Failure::ConnectFailure),
+        UpstreamError::Reset(e) if e.is_user() => None,
+        UpstreamError::Reset(e) => {
+            let refused = std::error::Error::source(e)
+                .and_then(|s| s.downcast_ref::<h2::Error>())
+                .and_then(h2::Error::reason)
+                == Some(h2::Reason::REFUSED_STREAM);
+            Some(if refused {
+                Failure::RefusedStream
+            } else {
+                Failure::Reset {
+                    sent: !e.is_canceled(),
+                }
+            })
+        }
+    }
+}
+
+/// Waits `wait`, or until the route timeout, which then ends the request (504 UT).
+async fn backoff(wait: Duration, x: &Exchange<'_>) -> Result<(), LocalReply> {
+    let until = Instant::now() + wait;
+    match x.limits.route.map(|t| x.started + t) {
+        Some(deadline) if deadline <= until => {
+            tokio::time::sleep_until(deadline).await;
+            x.cluster.stats.upstream_rq_timeout.inc();
+            x.cluster.stats.response(504);
+            Err(LocalReply::UpstreamTimeout)
+        }
+        _ => {
+            tokio::time::sleep_until(until).await;
+            Ok(())
+        }
+    }
+}
+
+/// The host for the next attempt: with `previous_hosts`, one not tried yet if one turns
+/// up within `host_selection_retry_max_attempts` picks.
+fn next_host(x: &Exchange<'_>, retry: &RetryState, tried: &[Host]) -> Option<Host> {
+    let policy = retry.policy();
+    let mut pick = x.cluster.pick_for(x.down.local)?;
+    if policy.previous_hosts {
+        for _ in 1..policy.host_selection_max_attempts.max(1) {
+            if !tried.iter().any(|h| h.addr == pick.addr) {
+                break;
+            }
+            pick = x.cluster.pick_for(x.down.local)?;
+        }
+    }
+    Some(pick)
+}
+
+/// A copy of the request head for another attempt (extensions are not carried over).
+fn copy_parts(p: &Parts) -> Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = p.method.clone();
+    *req.uri_mut() = p.uri.clone();
+    *req.version_mut() = p.version;
+    *req.headers_mut() = p.headers.clone();
+    req.into_parts().0
+}
