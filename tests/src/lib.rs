@@ -11,6 +11,7 @@ pub mod netns;
 pub mod pod;
 pub mod process;
 pub mod proxy;
+pub mod retry;
 pub mod tls;
 pub mod upstream;
 

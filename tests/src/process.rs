@@ -261,3 +261,24 @@ fn dechunk(head: &str, body: String) -> String {
     }
     out
 }
+
+/// Envoy 1.40 and Remora started on the same config, one worker each (Envoy first):
+/// the pair every differential test compares.
+pub async fn start_envoy_and_remora(cfg: &str) -> (ProxyProcess, ProxyProcess) {
+    let (c1, c2) = (cfg.to_owned(), cfg.to_owned());
+    let envoy = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(
+            &crate::envoy::envoy_bin(),
+            &c1,
+            &["--concurrency", "1", "-l", "error", "--disable-hot-restart"],
+        )
+    })
+    .await
+    .expect("envoy started");
+    let remora = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(&remora_bin(), &c2, &["--concurrency", "1", "-l", "error"])
+    })
+    .await
+    .expect("remora started");
+    (envoy, remora)
+}

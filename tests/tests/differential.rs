@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tests::client::{self, raw, raw_status, Conn, Resp};
-use tests::envoy::envoy_bin;
-use tests::process::{remora_bin, ProxyProcess};
+use tests::process::{start_envoy_and_remora, ProxyProcess};
 use tests::render;
 use tests::upstream::{closed_port, HttpUpstream};
 
@@ -322,21 +321,7 @@ async fn start() -> Pair {
             ("closed", closed_port().port().to_string()),
         ],
     );
-    let cfg2 = cfg.clone();
-    let envoy = tokio::task::spawn_blocking(move || {
-        ProxyProcess::start(
-            &envoy_bin(),
-            &cfg2,
-            &["--concurrency", "1", "-l", "error", "--disable-hot-restart"],
-        )
-    })
-    .await
-    .unwrap();
-    let remora = tokio::task::spawn_blocking(move || {
-        ProxyProcess::start(&remora_bin(), &cfg, &["--concurrency", "1", "-l", "error"])
-    })
-    .await
-    .unwrap();
+    let (envoy, remora) = start_envoy_and_remora(&cfg).await;
     Pair {
         envoy,
         remora,

@@ -5,79 +5,11 @@
 use bytes::Bytes;
 use tests::client::{request, Conn};
 use tests::proxy::Proxy;
-use tests::render;
-use tests::upstream::{closed_port, HttpUpstream};
-
-const CONFIG: &str = r#"
-static_resources:
-  listeners:
-  - name: edge
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    per_connection_buffer_limit_bytes: 65536
-    filter_chains:
-    - filters:
-      - name: hcm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: edge
-          route_config:
-            virtual_hosts:
-            - name: main
-              domains: ["*"]
-              include_request_attempt_count: true
-              include_attempt_count_in_response: true
-              retry_policy: {retry_on: "connect-failure", num_retries: 2}
-              routes:
-              - match: {prefix: /flaky/five}
-                route:
-                  cluster: a
-                  retry_policy: {retry_on: "5xx", num_retries: 3, retry_back_off: {base_interval: 0.001s}}
-              - match: {prefix: /flaky/gw}
-                route:
-                  cluster: a
-                  retry_policy: {retry_on: "gateway-error", num_retries: 3, retry_back_off: {base_interval: 0.001s}}
-              - match: {prefix: /flaky/codes}
-                route:
-                  cluster: a
-                  retry_policy: {retry_on: "retriable-status-codes", retriable_status_codes: [418], retry_back_off: {base_interval: 0.001s}}
-              - match: {prefix: /flaky/pertry}
-                route:
-                  cluster: a
-                  timeout: 5s
-                  retry_policy: {retry_on: "5xx", num_retries: 2, per_try_timeout: 0.1s, retry_back_off: {base_interval: 0.001s}}
-              - match: {prefix: /flaky/none}
-                route: {cluster: a}
-              - match: {prefix: /two}
-                route:
-                  cluster: two
-                  retry_policy:
-                    retry_on: "connect-failure"
-                    num_retries: 3
-                    retry_back_off: {base_interval: 0.001s}
-                    retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts}]
-                    host_selection_retry_max_attempts: 5
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: a
-    load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
-  - name: two
-    connect_timeout: 1s
-    load_assignment: {cluster_name: two, endpoints: [{lb_endpoints: [
-      {endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{closed}}}}}},
-      {endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
-"#;
+use tests::upstream::HttpUpstream;
 
 async fn env() -> (Proxy, HttpUpstream) {
     let a = HttpUpstream::start("a").await;
-    let cfg = render(
-        CONFIG,
-        &[
-            ("a", a.addr.port().to_string()),
-            ("closed", closed_port().port().to_string()),
-        ],
-    );
+    let cfg = tests::retry::config(a.addr);
     let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
         .await
         .expect("proxy");
@@ -132,7 +64,15 @@ async fn retry_conditions_and_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_headers_change_the_policy() {
     let (p, a) = env().await;
+    // From an external client the retry headers are stripped and change nothing.
     let mut c = Conn::h1(p.addr("edge")).await;
+    let r = c
+        .get("h", "/flaky/none-x/1/503", &[("x-envoy-retry-on", "5xx")])
+        .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(a.flaky_count("none-x"), 1);
+    // From an internal one they count.
+    let mut c = Conn::h1(p.addr("internal")).await;
     // x-envoy-retry-on adds a condition; x-envoy-max-retries sets the count.
     let r = c
         .get(

@@ -142,7 +142,8 @@ impl RetryPolicy {
     }
 }
 
-const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
+const PREVIOUS_HOSTS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 
 impl TryFrom<&pb::RetryPolicy> for RetryPolicy {
     type Error = ConfigError;
@@ -184,10 +185,16 @@ impl TryFrom<&pb::RetryPolicy> for RetryPolicy {
         };
         let mut previous_hosts = false;
         for (i, h) in p.retry_host_predicate.iter().enumerate() {
-            if h.name != PREVIOUS_HOSTS {
+            // Extensions are found by their typed_config's type, as Envoy does.
+            use pb::retry_policy::retry_host_predicate::ConfigType;
+            let type_url = match &h.config_type {
+                Some(ConfigType::TypedConfig(any)) => any.type_url.as_str(),
+                None => "",
+            };
+            if type_url != PREVIOUS_HOSTS_TYPE {
                 return Err(common::unsupported(
-                    "name",
-                    &format!("retry host predicate {:?}", h.name),
+                    "typed_config",
+                    &format!("retry host predicate {:?} (type {type_url:?})", h.name),
                 ))
                 .at_index("retry_host_predicate", i);
             }

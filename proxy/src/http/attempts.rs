@@ -34,13 +34,14 @@ pub struct Exchange<'a> {
     /// How much of the request body is kept for retries (`per_request_buffer_limit_bytes`,
     /// else the listener's `per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
+    /// Attempts made so far (read by the caller afterwards, failed or not).
+    pub attempts: std::sync::atomic::AtomicU32,
 }
 
-/// A response and the attempt that got it.
+/// The response that ends the attempts, and its connection.
 pub struct Answer {
     pub response: Response<Incoming>,
     pub lease: Lease,
-    pub attempt: u32,
 }
 
 /// What one attempt came to. (The response variant is large; boxing it would cost an
@@ -64,7 +65,7 @@ pub async fn run(
         let mut parts = parts;
         count_attempt(&mut parts, 1, x);
         let outcome = send(Request::from_parts(parts, body), &host, None, x).await?;
-        return finish(outcome, 1, x);
+        return finish(outcome, x);
     };
     let replay = Replay::new(body, x.buffer_limit);
     let per_try = retry.policy().per_try_timeout;
@@ -86,13 +87,13 @@ pub async fn run(
             if attempt > 1 && !retriable {
                 stats.upstream_rq_retry_success.inc();
             }
-            return finish(outcome, attempt, x);
+            return finish(outcome, x);
         }
         let wait = match retry.advance() {
             Next::Retry(wait) => wait,
             Next::LimitExceeded => {
                 stats.upstream_rq_retry_limit_exceeded.inc();
-                return finish(outcome, attempt, x);
+                return finish(outcome, x);
             }
         };
         if let Outcome::Response(r, _) = &outcome {
@@ -127,6 +128,8 @@ async fn send(
     x: &Exchange<'_>,
 ) -> Result<Outcome, LocalReply> {
     x.cluster.stats.upstream_rq_total.inc();
+    x.attempts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let exchange = async {
         let sent = forward::send(req, x.cluster, host, x.proto, x.down);
         let result = match per_try {
@@ -162,14 +165,10 @@ async fn send(
 }
 
 /// The final outcome as the answer or its local reply.
-fn finish(outcome: Outcome, attempt: u32, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
+fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
     let stats = &x.cluster.stats;
     match outcome {
-        Outcome::Response(response, lease) => Ok(Answer {
-            response,
-            lease,
-            attempt,
-        }),
+        Outcome::Response(response, lease) => Ok(Answer { response, lease }),
         Outcome::PerTryTimeout => {
             stats.response(504);
             Err(LocalReply::UpstreamTimeout)

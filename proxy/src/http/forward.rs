@@ -13,7 +13,7 @@ use super::body::PooledBody;
 use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
-use super::retry::{self, RetryState};
+use super::retry::RetryState;
 use super::{attempts, headers, mirror, timeouts, upgrade, Downstream, HttpContext};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterTarget, Forward, HostRewrite, PathMatch, Route};
@@ -160,8 +160,14 @@ pub async fn forward<'r>(
         started,
         count_in_request: fwd.attempt_count.request,
         buffer_limit: fwd.buffer_limit.unwrap_or(ctx.buffer_limit) as usize,
+        attempts: Default::default(),
     };
-    let answer = attempts::run(parts, body, upstream_host, retry, &exchange).await?;
+    let answer = attempts::run(parts, body, upstream_host, retry, &exchange).await;
+    let attempted = exchange.attempts.load(std::sync::atomic::Ordering::Relaxed);
+    if fwd.attempt_count.response && attempted > 0 {
+        mutations.attempt_count = Some(attempted);
+    }
+    let answer = answer?;
     let (resp, lease) = (answer.response, answer.lease);
     cluster.stats.response(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
@@ -170,12 +176,6 @@ pub async fn forward<'r>(
         names::X_ENVOY_UPSTREAM_SERVICE_TIME,
         headers::number(service_time),
     );
-    if fwd.attempt_count.response {
-        parts.headers.insert(
-            retry::names::X_ENVOY_ATTEMPT_COUNT,
-            HeaderValue::from(answer.attempt),
-        );
-    }
 
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down_up) = downstream_upgrade {

@@ -53,6 +53,9 @@ pub async fn handle(
 pub struct ResponseMutations<'a> {
     /// The chosen weighted cluster's, if any (set by the router).
     pub weighted: Option<&'a HeaderMutations>,
+    /// `x-envoy-attempt-count` for the response (`include_attempt_count_in_response`),
+    /// local replies after upstream attempts included.
+    pub attempt_count: Option<u32>,
     route: &'a HeaderMutations,
     vhost: &'a HeaderMutations,
     table: &'a HeaderMutations,
@@ -66,6 +69,12 @@ impl ResponseMutations<'_> {
             .chain([self.route, self.vhost, self.table]);
         for m in levels.filter(|m| !m.is_empty()) {
             m.apply(headers);
+        }
+        if let Some(n) = self.attempt_count {
+            headers.insert(
+                super::retry::names::X_ENVOY_ATTEMPT_COUNT,
+                http::HeaderValue::from(n),
+            );
         }
     }
 }
@@ -121,6 +130,7 @@ async fn process(
     };
     let mut mutations = ResponseMutations {
         weighted: None,
+        attempt_count: None,
         route: &route.response_headers,
         vhost: &vhost.response_headers,
         table: &routes.response_headers,
@@ -184,25 +194,30 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Request-control headers Envoy honours only from internal clients; removed from
-/// external requests.
-const INTERNAL_ONLY: &[&str] = &[
+/// Request-control headers Envoy honours only from internal clients: removed from every
+/// request that is not internal (without `use_remote_address`, that is every request).
+const EXTERNAL_STRIPPED: &[&str] = &[
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// Also removed from edge requests (external, with `use_remote_address`).
+const EDGE_STRIPPED: &[&str] = &[
     "x-envoy-decorator-operation",
     "x-envoy-downstream-service-cluster",
     "x-envoy-downstream-service-node",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-force-trace",
-    "x-envoy-hedge-on-per-try-timeout",
-    "x-envoy-internal",
-    "x-envoy-ip-tags",
-    "x-envoy-max-retries",
-    "x-envoy-original-path",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-retry-on",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-upstream-rq-timeout-ms",
 ];
 
 /// What the connection manager adds or edits on every forwarded request, as Envoy does:
@@ -226,36 +241,42 @@ fn prepare_request_headers(
             h.insert(header::HOST, v);
         }
     }
-    // An edge request: the peer is the client and it is not internal.
-    let mut edge = false;
-    if cfg.use_remote_address {
-        let internal = match down.peer {
+    // A client's own x-envoy-internal is never believed; the request is internal only
+    // when, with use_remote_address, the peer is an internal address.
+    h.remove(names::X_ENVOY_INTERNAL);
+    let internal = cfg.use_remote_address
+        && match down.peer {
             Some(peer) => {
-                if !cfg.skip_xff_append {
-                    if let Some(hop) = &down.xff_hop {
-                        headers::append_xff(h, hop);
-                    }
-                }
                 let ip = crate::config::common::canonical(peer.ip());
                 cfg.internal_cidrs.iter().any(|c| c.contains(ip))
             }
             None => cfg.internal_unix_sockets,
         };
-        if internal {
-            h.insert(names::X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
-        } else {
-            edge = true;
-            if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
-                for name in INTERNAL_ONLY {
-                    h.remove(*name);
-                }
-            }
-            if let Some(v) = &down.peer_header {
-                h.insert(names::X_ENVOY_EXTERNAL_ADDRESS, v.clone());
+    // An edge request: the peer is the client and it is not internal.
+    let edge = cfg.use_remote_address && !internal;
+    if cfg.use_remote_address && down.peer.is_some() && !cfg.skip_xff_append {
+        if let Some(hop) = &down.xff_hop {
+            headers::append_xff(h, hop);
+        }
+    }
+    if internal {
+        h.insert(names::X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
+    } else if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        for name in EXTERNAL_STRIPPED {
+            h.remove(*name);
+        }
+        if edge {
+            for name in EDGE_STRIPPED {
+                h.remove(*name);
             }
         }
-        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    } else if !h.contains_key(names::X_FORWARDED_PROTO) {
+    }
+    if edge {
+        if let Some(v) = &down.peer_header {
+            h.insert(names::X_ENVOY_EXTERNAL_ADDRESS, v.clone());
+        }
+    }
+    if cfg.use_remote_address || !h.contains_key(names::X_FORWARDED_PROTO) {
         h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     // Edge requests get a fresh id unless told to keep the client's.
