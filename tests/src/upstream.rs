@@ -6,7 +6,8 @@
 //! response), `/reset-mid-body`, `/never`, `/flaky/KEY/N/HOW` (the first N requests for
 //! KEY answer status HOW, or are reset when HOW is `reset`, or hang when it is `hang`;
 //! later ones answer 200 `ok after K` with the request body's length in
-//! `x-body-len` and the `x-envoy-attempt-count` seen in `x-seen-attempt-count`);
+//! `x-body-len` and the `x-envoy-attempt-count` / `x-envoy-expected-rq-timeout-ms` seen
+//! in `x-seen-attempt-count` / `x-seen-expected-timeout`);
 //! anything else answers 200 with a JSON description of the request (method, path,
 //! version, headers, body length).
 
@@ -276,6 +277,7 @@ async fn flaky_response(
         *c
     };
     let attempt = req.headers().get("x-envoy-attempt-count").cloned();
+    let expected = req.headers().get("x-envoy-expected-rq-timeout-ms").cloned();
     let body = req
         .into_body()
         .collect()
@@ -302,6 +304,9 @@ async fn flaky_response(
         .insert("x-body-len", http::HeaderValue::from(body.len()));
     if let Some(a) = attempt {
         r.headers_mut().insert("x-seen-attempt-count", a);
+    }
+    if let Some(e) = expected {
+        r.headers_mut().insert("x-seen-expected-timeout", e);
     }
     Ok(r)
 }

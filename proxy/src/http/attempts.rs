@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::ProxyBody;
+use super::headers::names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS;
 use super::local_reply::LocalReply;
 use super::replay::Replay;
 use super::retry::{names, Failure, Next, RetryState};
@@ -34,6 +35,8 @@ pub struct Exchange<'a> {
     /// How much of the request body is kept for retries (`per_request_buffer_limit_bytes`,
     /// else the listener's `per_connection_buffer_limit_bytes`).
     pub buffer_limit: usize,
+    /// Each attempt's limit (`per_try_timeout`, or its header).
+    pub per_try: Option<Duration>,
     /// Attempts made so far (read by the caller afterwards, failed or not).
     pub attempts: std::sync::atomic::AtomicU32,
 }
@@ -64,17 +67,25 @@ pub async fn run(
     let Some(mut retry) = retry else {
         let mut parts = parts;
         count_attempt(&mut parts, 1, x);
-        let outcome = send(Request::from_parts(parts, body), &host, None, x).await?;
+        let outcome = send(Request::from_parts(parts, body), &host, x.per_try, x).await?;
         return finish(outcome, x);
     };
     let replay = Replay::new(body, x.buffer_limit);
-    let per_try = retry.policy().per_try_timeout;
+    let per_try = x.per_try;
     let mut host = host;
     let mut tried: Vec<Host> = Vec::new();
     loop {
         let attempt = retry.attempt();
         let mut p = copy_parts(&parts);
         count_attempt(&mut p, attempt, x);
+        if attempt > 1 {
+            // A retry tells the upstream what is left of the route timeout.
+            let left = timeouts::expected_ms(x.limits.route, x.per_try, x.started.elapsed());
+            if let Some(ms) = left {
+                p.headers
+                    .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, http::HeaderValue::from(ms));
+            }
+        }
         let req = Request::from_parts(p, ProxyBody::boxed(replay.body()));
         let outcome = send(req, &host, per_try, x).await?;
         let retriable = match &outcome {

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -86,9 +87,16 @@ pub async fn forward<'r>(
         }
         req.headers_mut().insert(header::HOST, v);
     }
-    if let Some(v) = &fwd.timeout_header {
+    let policy_per_try = fwd.retry.as_ref().and_then(|p| p.per_try_timeout);
+    let (route_timeout, per_try) = timeouts::settle(fwd.timeout, policy_per_try, req.headers_mut());
+    // What the upstream may expect (the route's own value is made once at config time).
+    let expected = match (per_try, route_timeout) {
+        (None, Some(t)) if Some(t) == fwd.timeout => fwd.timeout_header.clone(),
+        _ => timeouts::expected_ms(route_timeout, per_try, Duration::ZERO).map(HeaderValue::from),
+    };
+    if let Some(v) = expected {
         req.headers_mut()
-            .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v.clone());
+            .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v);
     }
 
     let proto = match (cluster.config.protocol, req.version()) {
@@ -131,7 +139,7 @@ pub async fn forward<'r>(
     };
     let cfg = &ctx.config;
     let limits = timeouts::Limits {
-        route: fwd.timeout,
+        route: route_timeout,
         request: cfg.request_timeout,
         stream_idle: cfg.stream_idle_timeout,
     };
@@ -160,6 +168,7 @@ pub async fn forward<'r>(
         started,
         count_in_request: fwd.attempt_count.request,
         buffer_limit: fwd.buffer_limit.unwrap_or(ctx.buffer_limit) as usize,
+        per_try,
         attempts: Default::default(),
     };
     let answer = attempts::run(parts, body, upstream_host, retry, &exchange).await;

@@ -54,6 +54,60 @@ impl Activity {
     }
 }
 
+/// The route timeout and the per-try timeout of one request, as Envoy's router settles
+/// them: the route's `timeout` and its retry policy's `per_try_timeout`, overridden by
+/// `x-envoy-upstream-rq-timeout-ms` (0: none) and `x-envoy-upstream-rq-per-try-timeout-ms`
+/// (both consumed; the connection manager has already removed them from requests that
+/// are not internal). A per-try timeout not below the route timeout is dropped.
+pub fn settle(
+    route: Option<Duration>,
+    per_try: Option<Duration>,
+    headers: &mut http::HeaderMap,
+) -> (Option<Duration>, Option<Duration>) {
+    let mut ms = |name: &'static str| {
+        headers
+            .remove(name)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+    };
+    let route = match ms("x-envoy-upstream-rq-timeout-ms") {
+        Some(0) => None,
+        Some(n) => Some(Duration::from_millis(n)),
+        None => route,
+    };
+    let per_try = match ms("x-envoy-upstream-rq-per-try-timeout-ms") {
+        Some(0) => None,
+        Some(n) => Some(Duration::from_millis(n)),
+        None => per_try,
+    };
+    let per_try = per_try.filter(|p| route.is_none_or(|r| *p < r));
+    (route, per_try)
+}
+
+/// `x-envoy-expected-rq-timeout-ms` for an attempt made `elapsed` after the request
+/// started, as Envoy computes it: the per-try timeout, else the route timeout, but no
+/// more than what is left of the route timeout (at least 1). `None`: no timeout at all.
+pub fn expected_ms(
+    route: Option<Duration>,
+    per_try: Option<Duration>,
+    elapsed: Duration,
+) -> Option<u64> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let global = route.map_or(0, ms);
+    let expected = per_try.map_or(global, ms);
+    if expected == 0 {
+        return None;
+    }
+    if global == 0 {
+        return Some(expected);
+    }
+    let elapsed = ms(elapsed);
+    Some(if elapsed >= global {
+        1
+    } else {
+        expected.min(global - elapsed)
+    })
+}
+
 /// The configured limits for one stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -274,5 +328,45 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn header_overrides_and_expected_timeout() {
+        let ms = Duration::from_millis;
+        let mut h = http::HeaderMap::new();
+        h.insert("x-envoy-upstream-rq-timeout-ms", "250".parse().unwrap());
+        h.insert(
+            "x-envoy-upstream-rq-per-try-timeout-ms",
+            "300".parse().unwrap(),
+        );
+        // The per-try timeout is not below the route timeout: dropped.
+        assert_eq!(
+            super::settle(Some(ms(15_000)), None, &mut h),
+            (Some(ms(250)), None)
+        );
+        assert!(h.is_empty(), "consumed");
+        h.insert("x-envoy-upstream-rq-timeout-ms", "0".parse().unwrap());
+        assert_eq!(
+            super::settle(Some(ms(15_000)), Some(ms(50)), &mut h),
+            (None, Some(ms(50)))
+        );
+
+        assert_eq!(
+            super::expected_ms(Some(ms(15_000)), None, ms(0)),
+            Some(15_000)
+        );
+        assert_eq!(
+            super::expected_ms(Some(ms(15_000)), Some(ms(100)), ms(7)),
+            Some(100)
+        );
+        assert_eq!(
+            super::expected_ms(Some(ms(1_000)), Some(ms(900)), ms(400)),
+            Some(600)
+        );
+        assert_eq!(
+            super::expected_ms(Some(ms(1_000)), None, ms(1_500)),
+            Some(1)
+        );
+        assert_eq!(super::expected_ms(None, None, ms(5)), None);
     }
 }
