@@ -18,6 +18,7 @@ pub mod load;
 pub mod matcher;
 
 pub use error::{ConfigError, Result};
+pub mod circuit_breakers;
 pub mod cluster;
 pub mod hcm;
 pub mod headers;

@@ -1,6 +1,7 @@
 //! The upstream side: clusters with their hosts and load balancer, name resolution for
 //! DNS clusters, connection establishment and per-worker connection pools.
 
+pub mod breakers;
 pub mod cluster;
 pub mod connect;
 pub mod dns;

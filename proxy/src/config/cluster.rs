@@ -5,6 +5,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 
+use super::circuit_breakers::Thresholds;
 use super::common::{self, HostAddress};
 use super::error::{ConfigError, Result, Within};
 
@@ -34,6 +35,8 @@ pub struct Cluster {
     pub bind: Option<UpstreamBind>,
     /// ORIGINAL_DST: `original_dst_lb_config.upstream_port_override`.
     pub original_dst_port: Option<u16>,
+    /// `circuit_breakers` (default priority; Envoy's defaults when absent).
+    pub breakers: Thresholds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +213,13 @@ impl TryFrom<&pb::Cluster> for Cluster {
             h2_keepalive,
             bind,
             original_dst_port,
+            breakers: c
+                .circuit_breakers
+                .as_ref()
+                .map(Thresholds::try_from)
+                .transpose()
+                .within("circuit_breakers")?
+                .unwrap_or_default(),
         })
     }
 }
@@ -338,8 +348,8 @@ fn dns_family(v: i32) -> DnsFamily {
     }
 }
 
-/// Retries, circuit breakers, health checks and outlier detection arrive with the resilience
-/// work; until then a config that asks for them is refused rather than silently weakened.
+/// Health checks and outlier detection arrive with the resilience work; until then a
+/// config that asks for them is refused rather than silently weakened.
 fn reject_resilience(c: &pb::Cluster) -> Result<()> {
     if !c.health_checks.is_empty() {
         return Err(common::unsupported(
@@ -352,9 +362,6 @@ fn reject_resilience(c: &pb::Cluster) -> Result<()> {
             "outlier_detection",
             "outlier detection",
         ));
-    }
-    if c.circuit_breakers.is_some() {
-        return Err(common::unsupported("circuit_breakers", "circuit breaking"));
     }
     Ok(())
 }

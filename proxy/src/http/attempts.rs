@@ -17,6 +17,7 @@ use super::local_reply::LocalReply;
 use super::replay::Replay;
 use super::retry::{names, Failure, Next, RetryState};
 use super::{forward, timeouts, Downstream, HcmStats};
+use crate::upstream::breakers::Slot;
 use crate::upstream::cluster::{ClusterState, Host};
 use crate::upstream::pool::{Lease, Proto, UpstreamError};
 
@@ -41,17 +42,18 @@ pub struct Exchange<'a> {
     pub attempts: std::sync::atomic::AtomicU32,
 }
 
-/// The response that ends the attempts, and its connection.
+/// The response that ends the attempts, its connection and its circuit-breaker slot.
 pub struct Answer {
     pub response: Response<Incoming>,
     pub lease: Lease,
+    pub slot: Slot,
 }
 
 /// What one attempt came to. (The response variant is large; boxing it would cost an
 /// allocation on every request for a value that lives only until the next line.)
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Response(Response<Incoming>, Lease),
+    Response(Response<Incoming>, Lease, Slot),
     Failed(UpstreamError),
     PerTryTimeout,
 }
@@ -74,6 +76,8 @@ pub async fn run(
     let per_try = x.per_try;
     let mut host = host;
     let mut tried: Vec<Host> = Vec::new();
+    // The slot of the retry in flight, given back when its outcome is known.
+    let mut retry_slot: Option<Slot> = None;
     loop {
         let attempt = retry.attempt();
         let mut p = copy_parts(&parts);
@@ -88,8 +92,9 @@ pub async fn run(
         }
         let req = Request::from_parts(p, ProxyBody::boxed(replay.body()));
         let outcome = send(req, &host, per_try, x).await?;
+        drop(retry_slot.take());
         let retriable = match &outcome {
-            Outcome::Response(r, _) => retry.retriable_response(r.status(), r.headers()),
+            Outcome::Response(r, ..) => retry.retriable_response(r.status(), r.headers()),
             Outcome::Failed(e) => failure(e).is_some_and(|f| retry.retriable_failure(f)),
             Outcome::PerTryTimeout => retry.retriable_failure(Failure::PerTryTimeout),
         };
@@ -107,7 +112,13 @@ pub async fn run(
                 return finish(outcome, x);
             }
         };
-        if let Outcome::Response(r, _) = &outcome {
+        // max_retries / retry_budget: held until this retry's outcome is decided.
+        let Some(slot) = x.cluster.breakers.try_retry() else {
+            stats.upstream_rq_retry_overflow.inc();
+            return finish(outcome, x);
+        };
+        retry_slot = Some(slot);
+        if let Outcome::Response(r, ..) = &outcome {
             stats.response(r.status().as_u16());
         }
         drop(outcome);
@@ -138,6 +149,12 @@ async fn send(
     per_try: Option<Duration>,
     x: &Exchange<'_>,
 ) -> Result<Outcome, LocalReply> {
+    // max_requests: an upstream request over the limit is not sent (503 UO).
+    let Some(slot) = x.cluster.breakers.try_request() else {
+        x.cluster.stats.upstream_rq_active_overflow.inc();
+        x.cluster.stats.response(503);
+        return Err(LocalReply::Overflow);
+    };
     x.cluster.stats.upstream_rq_total.inc();
     x.attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -154,7 +171,7 @@ async fn send(
             None => sent.await,
         };
         match result {
-            Ok((resp, lease)) => Outcome::Response(resp, lease),
+            Ok((resp, lease)) => Outcome::Response(resp, lease, slot),
             Err(e) => Outcome::Failed(e),
         }
     };
@@ -179,7 +196,11 @@ async fn send(
 fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
     let stats = &x.cluster.stats;
     match outcome {
-        Outcome::Response(response, lease) => Ok(Answer { response, lease }),
+        Outcome::Response(response, lease, slot) => Ok(Answer {
+            response,
+            lease,
+            slot,
+        }),
         Outcome::PerTryTimeout => {
             stats.response(504);
             Err(LocalReply::UpstreamTimeout)

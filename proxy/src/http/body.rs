@@ -108,15 +108,22 @@ pub fn full(b: impl Into<Bytes>) -> ProxyBody {
 pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
-    active: Option<GaugeGuard>,
+    active: Option<InFlight>,
     idle: Option<IdleTimer>,
+}
+
+/// What an upstream request holds until its response ends: its place in
+/// `upstream_rq_active` and its circuit-breaker slot.
+pub struct InFlight {
+    pub active: GaugeGuard,
+    pub slot: Option<crate::upstream::breakers::Slot>,
 }
 
 impl PooledBody {
     pub fn new(
         inner: Incoming,
         lease: Lease,
-        active: Option<GaugeGuard>,
+        active: Option<InFlight>,
         idle: Option<IdleTimer>,
     ) -> Self {
         let mut b = PooledBody {

@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::PooledBody;
+use super::body::{InFlight, PooledBody};
 use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
@@ -177,7 +177,7 @@ pub async fn forward<'r>(
         mutations.attempt_count = Some(attempted);
     }
     let answer = answer?;
-    let (resp, lease) = (answer.response, answer.lease);
+    let (resp, lease, slot) = (answer.response, answer.lease, answer.slot);
     cluster.stats.response(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
     let service_time = started.elapsed().as_millis() as u64;
@@ -196,7 +196,11 @@ pub async fn forward<'r>(
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let idle = cfg.stream_idle_timeout.map(timeouts::IdleTimer::new);
-    let body = PooledBody::new(body, lease, Some(rq_active), idle);
+    let in_flight = InFlight {
+        active: rq_active,
+        slot: Some(slot),
+    };
+    let body = PooledBody::new(body, lease, Some(in_flight), idle);
     Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
 }
 

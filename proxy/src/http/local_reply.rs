@@ -20,6 +20,8 @@ pub enum LocalReply {
     ConnectFailure,
     /// The upstream reset or closed before sending response headers (UR).
     UpstreamReset,
+    /// A circuit breaker is open (UO).
+    Overflow,
     /// The route timeout fired before response headers (UT).
     UpstreamTimeout,
     /// The downstream request did not arrive in time (`request_timeout`).
@@ -45,7 +47,8 @@ impl LocalReply {
             LocalReply::ClusterNotFound
             | LocalReply::NoHealthyUpstream
             | LocalReply::ConnectFailure
-            | LocalReply::UpstreamReset => StatusCode::SERVICE_UNAVAILABLE,
+            | LocalReply::UpstreamReset
+            | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::RequestTimeout | LocalReply::StreamIdleTimeout => {
                 StatusCode::REQUEST_TIMEOUT
@@ -66,6 +69,7 @@ impl LocalReply {
             LocalReply::NoHealthyUpstream => "UH",
             LocalReply::ConnectFailure => "UF",
             LocalReply::UpstreamReset => "UR",
+            LocalReply::Overflow => "UO",
             LocalReply::UpstreamTimeout => "UT",
             LocalReply::RequestTimeout => "-",
             LocalReply::StreamIdleTimeout => "SI",
@@ -90,6 +94,9 @@ impl LocalReply {
             }
             LocalReply::UpstreamReset => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            }
+            LocalReply::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
             LocalReply::UpstreamTimeout => "upstream request timeout",
             LocalReply::RequestTimeout => "request timeout",
@@ -119,7 +126,12 @@ impl LocalReply {
             close: self.closes_connection(),
             flag: self.flag(),
         };
-        reply.into_response(grpc)
+        let mut resp = reply.into_response(grpc);
+        if self == LocalReply::Overflow {
+            resp.headers_mut()
+                .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        }
+        resp
     }
 }
 

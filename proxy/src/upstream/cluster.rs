@@ -13,6 +13,7 @@ use crate::config::cluster::{Cluster, Discovery};
 use crate::config::common::HostAddress;
 use crate::drain::Drain;
 use crate::stats::{Counter, Gauge, Store};
+use crate::upstream::breakers::Breakers;
 
 /// A resolved upstream host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,6 +109,9 @@ pub struct ClusterStats {
     pub upstream_rq_retry_success: Counter,
     pub upstream_rq_retry_limit_exceeded: Counter,
     pub upstream_rq_retry_backoff_exponential: Counter,
+    pub upstream_rq_retry_overflow: Counter,
+    /// `max_requests` reached (Envoy 1.40's name for it).
+    pub upstream_rq_active_overflow: Counter,
     pub upstream_cx_total: Counter,
     pub upstream_cx_active: Gauge,
     pub upstream_cx_connect_fail: Counter,
@@ -142,6 +146,8 @@ impl ClusterStats {
             upstream_rq_retry_success: c("upstream_rq_retry_success"),
             upstream_rq_retry_limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
             upstream_rq_retry_backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
+            upstream_rq_retry_overflow: c("upstream_rq_retry_overflow"),
+            upstream_rq_active_overflow: c("upstream_rq_active_overflow"),
             upstream_cx_total: c("upstream_cx_total"),
             upstream_cx_active: g("upstream_cx_active"),
             upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
@@ -174,6 +180,7 @@ pub struct ClusterState {
     hosts: ArcSwap<HostSet>,
     rr: AtomicUsize,
     pub stats: ClusterStats,
+    pub breakers: Arc<Breakers>,
     /// Fired when the cluster is removed or replaced (stops its DNS refresh).
     pub retired: Drain,
 }
@@ -181,6 +188,7 @@ pub struct ClusterState {
 impl ClusterState {
     pub fn new(config: Cluster, store: &Store) -> Self {
         let stats = ClusterStats::new(store, &config.name);
+        let breakers = Breakers::new(config.breakers, store, &config.name);
         let initial = match config.discovery {
             Discovery::Static => config.endpoints.iter().filter_map(static_host).collect(),
             Discovery::StrictDns
@@ -194,6 +202,7 @@ impl ClusterState {
             hosts: ArcSwap::from_pointee(HostSet::default()),
             rr: AtomicUsize::new(0),
             stats,
+            breakers,
             retired: Drain::default(),
         };
         state.set_hosts(initial);
