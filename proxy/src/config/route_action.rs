@@ -44,6 +44,10 @@ pub struct Forward {
     /// `per_request_buffer_limit_bytes` (route, else virtual host): how much of a request
     /// body is kept for retries.
     pub buffer_limit: Option<u32>,
+    /// The route's `idle_timeout`, replacing the connection manager's
+    /// `stream_idle_timeout` once the route is chosen: `None` inherits, `Some(None)`
+    /// (configured as 0) disables it.
+    pub idle_timeout: Option<Option<Duration>>,
 }
 
 /// Where `x-envoy-attempt-count` is set.
@@ -190,6 +194,12 @@ impl TryFrom<&pb::RouteAction> for Forward {
         }
         let timeout =
             common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?;
+        let idle_timeout = a
+            .idle_timeout
+            .as_ref()
+            .map(|d| common::duration(d, "idle_timeout").map(|d| (!d.is_zero()).then_some(d)))
+            .transpose()?;
+        reject_stream_duration(a)?;
         let mut mirrors = Vec::new();
         for (i, m) in a.request_mirror_policies.iter().enumerate() {
             mirrors.push(mirror(m).at_index("request_mirror_policies", i)?);
@@ -216,8 +226,40 @@ impl TryFrom<&pb::RouteAction> for Forward {
             retry,
             attempt_count: AttemptCount::default(),
             buffer_limit: None,
+            idle_timeout,
         })
     }
+}
+
+/// `max_stream_duration`, `max_grpc_timeout` and `grpc_timeout_offset` are not enforced
+/// yet: zero values (what Istio sends when a VirtualService sets no timeout) have no
+/// effect and load; anything else is refused by name.
+fn reject_stream_duration(a: &pb::RouteAction) -> Result<()> {
+    let set = |d: &Option<envoy_types::pb::google::protobuf::Duration>| {
+        d.as_ref().is_some_and(|d| d.seconds != 0 || d.nanos != 0)
+    };
+    if let Some(m) = &a.max_stream_duration {
+        for (field, d) in [
+            ("max_stream_duration", &m.max_stream_duration),
+            ("grpc_timeout_header_max", &m.grpc_timeout_header_max),
+            ("grpc_timeout_header_offset", &m.grpc_timeout_header_offset),
+        ] {
+            if set(d) {
+                return Err(common::unsupported(field, "stream duration limits"))
+                    .within("max_stream_duration");
+            }
+        }
+    }
+    #[allow(deprecated)]
+    for (field, d) in [
+        ("max_grpc_timeout", &a.max_grpc_timeout),
+        ("grpc_timeout_offset", &a.grpc_timeout_offset),
+    ] {
+        if set(d) {
+            return Err(common::unsupported(field, "gRPC timeout limits"));
+        }
+    }
+    Ok(())
 }
 
 /// RE2 substitutions use `\1`; the regex crate uses `${1}`.

@@ -187,7 +187,7 @@ async fn send(
                 timeouts::Expired::Request => x.hcm_stats.downstream_rq_timeout.inc(),
                 timeouts::Expired::StreamIdle => x.hcm_stats.downstream_rq_idle_timeout.inc(),
             }
-            Err(expired.reply())
+            Err(expired.reply(x.activity))
         }
     }
 }

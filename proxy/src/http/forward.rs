@@ -138,10 +138,12 @@ pub async fn forward<'r>(
         mirror::spawn_mirrors(&parts, body, fwd, ctx, down)
     };
     let cfg = &ctx.config;
+    // The route's idle_timeout replaces the connection manager's from here on.
+    let stream_idle = fwd.idle_timeout.unwrap_or(cfg.stream_idle_timeout);
     let limits = timeouts::Limits {
         route: route_timeout,
         request: cfg.request_timeout,
-        stream_idle: cfg.stream_idle_timeout,
+        stream_idle,
     };
     // Body activity matters only for a body still to come.
     let (body, activity) = if !hyper::body::Body::is_end_stream(&body)
@@ -195,7 +197,7 @@ pub async fn forward<'r>(
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let idle = cfg.stream_idle_timeout.map(timeouts::IdleTimer::new);
+    let idle = stream_idle.map(timeouts::IdleTimer::new);
     let in_flight = InFlight {
         active: rq_active,
         slot: Some(slot),

@@ -27,7 +27,10 @@ pub enum LocalReply {
     /// The downstream request did not arrive in time (`request_timeout`).
     RequestTimeout,
     /// No activity on the stream for `stream_idle_timeout` (SI).
-    StreamIdleTimeout,
+    StreamIdleTimeout {
+        /// The whole request had arrived (then 504, else 408, as Envoy answers).
+        request_complete: bool,
+    },
     /// HTTP/1.0 without `accept_http_10`.
     Http10NotAllowed,
     /// HTTP/1.1 request without a Host header.
@@ -50,7 +53,10 @@ impl LocalReply {
             | LocalReply::UpstreamReset
             | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::RequestTimeout | LocalReply::StreamIdleTimeout => {
+            LocalReply::StreamIdleTimeout {
+                request_complete: true,
+            } => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::RequestTimeout | LocalReply::StreamIdleTimeout { .. } => {
                 StatusCode::REQUEST_TIMEOUT
             }
             LocalReply::Http10NotAllowed => StatusCode::UPGRADE_REQUIRED,
@@ -72,7 +78,7 @@ impl LocalReply {
             LocalReply::Overflow => "UO",
             LocalReply::UpstreamTimeout => "UT",
             LocalReply::RequestTimeout => "-",
-            LocalReply::StreamIdleTimeout => "SI",
+            LocalReply::StreamIdleTimeout { .. } => "SI",
             LocalReply::Http10NotAllowed
             | LocalReply::MissingHost
             | LocalReply::BadPath
@@ -100,7 +106,7 @@ impl LocalReply {
             }
             LocalReply::UpstreamTimeout => "upstream request timeout",
             LocalReply::RequestTimeout => "request timeout",
-            LocalReply::StreamIdleTimeout => "stream timeout",
+            LocalReply::StreamIdleTimeout { .. } => "stream timeout",
             LocalReply::Http10NotAllowed => "Upgrade Required",
             LocalReply::BadPath | LocalReply::MalformedBody => "Bad Request",
         }

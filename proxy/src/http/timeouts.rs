@@ -125,11 +125,15 @@ pub enum Expired {
 }
 
 impl Expired {
-    pub fn reply(self) -> LocalReply {
+    /// The reply; `body` is the request body's activity (`None`: the request had no body
+    /// left to come when the exchange started).
+    pub fn reply(self, body: Option<&Activity>) -> LocalReply {
         match self {
             Expired::Route => LocalReply::UpstreamTimeout,
             Expired::Request => LocalReply::RequestTimeout,
-            Expired::StreamIdle => LocalReply::StreamIdleTimeout,
+            Expired::StreamIdle => LocalReply::StreamIdleTimeout {
+                request_complete: body.is_none_or(|a| a.done.load(Ordering::Relaxed)),
+            },
         }
     }
 }
