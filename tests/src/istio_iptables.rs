@@ -51,6 +51,16 @@ pub fn run_init(ns: &Netns, wrapper: &[&str], extra: &[&str]) -> Output {
         .expect("run iptables-init")
 }
 
+/// [`run_init`] without a wrapper, asserting it succeeds.
+pub fn apply(ns: &Netns, extra: &[&str]) {
+    let out = run_init(ns, &[], extra);
+    assert!(
+        out.status.success(),
+        "iptables-init {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A file under `../shared/testdata/istio-iptables`.
 pub fn testdata(rel: &str) -> PathBuf {
     crate::testdata(&format!("istio-iptables/{rel}"))

@@ -12,6 +12,7 @@ pub mod pod;
 pub mod process;
 pub mod proxy;
 pub mod retry;
+pub mod sidecar;
 pub mod tls;
 pub mod upstream;
 

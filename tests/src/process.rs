@@ -176,16 +176,7 @@ impl ProxyProcess {
 
     /// A counter or gauge from `/stats` (0 when absent).
     pub fn stat(&self, name: &str) -> u64 {
-        let (_, body) = self.admin_get("/stats");
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(": ")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
+        stat_in(&self.admin_get("/stats").1, name)
     }
 
     /// A listener's bound address, from `/listeners?format=json`.
@@ -281,4 +272,18 @@ pub async fn start_envoy_and_remora(cfg: &str) -> (ProxyProcess, ProxyProcess) {
     .await
     .expect("remora started");
     (envoy, remora)
+}
+
+/// A counter or gauge from the text of `/stats` (`name: value` lines; 0 when absent).
+pub fn stat_in(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }

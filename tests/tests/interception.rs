@@ -10,19 +10,14 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use tests::envoy::envoy_bin;
-use tests::istio_iptables::run_init;
+use tests::istio_iptables::apply;
 use tests::netns::{root_or_skip, Netns};
 use tests::pod::{bind, connect, echo, http_ok, read_all, serve, who_am_i};
 use tests::process::{remora_bin, ProxyProcess};
+use tests::sidecar::{self, tcp_proxy, V4};
 
 const POD: &str = "10.88.0.2";
 const SVC: &str = "10.88.0.1";
-
-fn tcp_proxy(stat: &str, cluster: &str) -> String {
-    format!(
-        r#"{{name: envoy.filters.network.tcp_proxy, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: {stat}, cluster: "{cluster}"}}}}"#
-    )
-}
 
 const LISTENER_FILTERS: &str = r#"
     listener_filters:
@@ -37,37 +32,22 @@ const LISTENER_FILTERS: &str = r#"
 /// listeners do not, and are reached by hand-off.
 fn config() -> String {
     let passthrough = tcp_proxy("PassthroughCluster", "PassthroughCluster");
-    let inbound = tcp_proxy(
-        "InboundPassthroughClusterIpv4",
-        "InboundPassthroughClusterIpv4",
-    );
-    let blackhole = tcp_proxy("BlackHoleCluster", "BlackHoleCluster");
     let secure = tcp_proxy("outbound_443_secure", "outbound|443||secure.example");
     let mysql = tcp_proxy("outbound_3306", "outbound|3306||db");
+    let virtual_listeners = sidecar::virtual_listeners(&V4, false);
+    let passthrough_clusters = sidecar::passthrough_clusters(&V4);
+    let services = [
+        ("outbound|80||svc", 80),
+        ("outbound|443||secure.example", 443),
+        ("outbound|3306||db", 3306),
+    ]
+    .map(|(name, port)| sidecar::static_cluster(name, SVC, port))
+    .concat();
     format!(
         r#"
 static_resources:
   listeners:
-  - name: virtualOutbound
-    address: {{socket_address: {{address: 0.0.0.0, port_value: 15001}}}}
-    use_original_dst: true
-    traffic_direction: OUTBOUND
-    filter_chains:
-    - name: PassthroughFilterChain
-      filters: [{passthrough}]
-  - name: virtualInbound
-    address: {{socket_address: {{address: 0.0.0.0, port_value: 15006}}}}
-    traffic_direction: INBOUND
-    listener_filters:
-    - name: envoy.filters.listener.original_dst
-      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
-    filter_chains:
-    - name: virtualInbound-blackhole
-      filter_chain_match: {{destination_port: 15006}}
-      filters: [{blackhole}]
-    - name: virtualInbound-passthrough
-      filters: [{inbound}]
-  - name: 0.0.0.0_80
+{virtual_listeners}  - name: 0.0.0.0_80
     address: {{socket_address: {{address: 0.0.0.0, port_value: 80}}}}
     bind_to_port: false
     traffic_direction: OUTBOUND{LISTENER_FILTERS}
@@ -104,28 +84,7 @@ static_resources:
     filter_chains:
     - filters: [{mysql}]
   clusters:
-  - name: PassthroughCluster
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 2s
-  - name: InboundPassthroughClusterIpv4
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 2s
-    upstream_bind_config: {{source_address: {{address: 127.0.0.6, port_value: 0}}}}
-  - name: BlackHoleCluster
-    type: STATIC
-    connect_timeout: 2s
-  - name: "outbound|80||svc"
-    connect_timeout: 2s
-    load_assignment: {{cluster_name: svc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {SVC}, port_value: 80}}}}}}}}]}}]}}
-  - name: "outbound|443||secure.example"
-    connect_timeout: 2s
-    load_assignment: {{cluster_name: secure, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {SVC}, port_value: 443}}}}}}}}]}}]}}
-  - name: "outbound|3306||db"
-    connect_timeout: 2s
-    load_assignment: {{cluster_name: db, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {SVC}, port_value: 3306}}}}}}}}]}}]}}
-admin:
+{passthrough_clusters}{services}admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 "#
     )
@@ -185,14 +144,7 @@ fn pod_scenario(bin: &std::path::Path, args: &[&str]) {
     serve(bind(&pod, "0.0.0.0:8080"), who_am_i);
     serve(bind(&pod, "0.0.0.0:15020"), who_am_i);
 
-    let init = |extra: &[&str]| {
-        let out = run_init(&pod, &[], extra);
-        assert!(
-            out.status.success(),
-            "iptables-init {extra:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let init = |extra: &[&str]| apply(&pod, extra);
     init(&[]);
     let proxy = ProxyProcess::start_in_netns(&pod.name, 1337, &[], bin, &config(), args);
 

@@ -5,74 +5,27 @@
 
 use std::io::Write;
 
-use tests::istio_iptables::run_init;
+use tests::istio_iptables::apply;
 use tests::netns::{root_or_skip, Netns};
 use tests::pod::{bind, connect, echo, echo_through, http_ok, read_all, serve, who_am_i};
 use tests::process::{remora_bin, ProxyProcess};
+use tests::sidecar::{self, Family, V4, V6};
 
-fn tcp_proxy(stat: &str, cluster: &str) -> String {
-    format!(
-        r#"{{name: envoy.filters.network.tcp_proxy, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: {stat}, cluster: "{cluster}"}}}}"#
-    )
-}
+const SVC_V4: &str = "10.87.0.1";
+const SVC_V6: &str = "fd00:87::1";
 
-/// The family-specific parts of an Istio sidecar config.
-struct Family {
-    /// The wildcard address listeners use (`0.0.0.0` or `::`).
-    any: &'static str,
-    inbound_cluster: &'static str,
-    /// Where inbound passthrough connections come from (`127.0.0.6` or `::6`).
-    inbound_source: &'static str,
-    /// The remote service's address.
-    svc: &'static str,
-}
-
-const V4: Family = Family {
-    any: "0.0.0.0",
-    inbound_cluster: "InboundPassthroughClusterIpv4",
-    inbound_source: "127.0.0.6",
-    svc: "10.87.0.1",
-};
-
-const V6: Family = Family {
-    any: "::",
-    inbound_cluster: "InboundPassthroughClusterIpv6",
-    inbound_source: "::6",
-    svc: "fd00:87::1",
-};
-
-/// virtualOutbound (hand-off, PassthroughCluster), a per-port HTTP listener for the
-/// service's port 80, and virtualInbound (`transparent` for TPROXY).
-fn config(f: &Family, transparent: bool) -> String {
-    let Family {
-        any,
-        inbound_cluster,
-        inbound_source,
-        svc,
-    } = f;
-    let passthrough = tcp_proxy("PassthroughCluster", "PassthroughCluster");
-    let inbound = tcp_proxy(inbound_cluster, inbound_cluster);
-    let blackhole = tcp_proxy("BlackHoleCluster", "BlackHoleCluster");
+/// The sidecar's virtual listeners and passthrough clusters, plus a per-port HTTP
+/// listener for the service's port 80 at `svc`.
+fn config(f: &Family, svc: &str, transparent: bool) -> String {
+    let any = f.any;
+    let virtual_listeners = sidecar::virtual_listeners(f, transparent);
+    let passthrough_clusters = sidecar::passthrough_clusters(f);
+    let svc_cluster = sidecar::static_cluster("outbound|80||svc", svc, 80);
     format!(
         r#"
 static_resources:
   listeners:
-  - name: virtualOutbound
-    address: {{socket_address: {{address: "{any}", port_value: 15001}}}}
-    use_original_dst: true
-    filter_chains:
-    - filters: [{passthrough}]
-  - name: virtualInbound
-    address: {{socket_address: {{address: "{any}", port_value: 15006}}}}
-    transparent: {transparent}
-    listener_filters:
-    - name: envoy.filters.listener.original_dst
-      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
-    filter_chains:
-    - filter_chain_match: {{destination_port: 15006}}
-      filters: [{blackhole}]
-    - filters: [{inbound}]
-  - name: "{any}_80"
+{virtual_listeners}  - name: "{any}_80"
     address: {{socket_address: {{address: "{any}", port_value: 80}}}}
     bind_to_port: false
     listener_filters:
@@ -94,22 +47,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
   clusters:
-  - name: PassthroughCluster
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 2s
-  - name: {inbound_cluster}
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 2s
-    upstream_bind_config: {{source_address: {{address: "{inbound_source}", port_value: 0}}}}
-  - name: BlackHoleCluster
-    type: STATIC
-    connect_timeout: 2s
-  - name: "outbound|80||svc"
-    connect_timeout: 2s
-    load_assignment: {{cluster_name: svc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: "{svc}", port_value: 80}}}}}}}}]}}]}}
-admin:
+{passthrough_clusters}{svc_cluster}admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 "#
     )
@@ -124,21 +62,12 @@ fn hostport(ip: &str, port: u16) -> String {
     }
 }
 
-fn init(pod: &Netns, extra: &[&str]) {
-    let out = run_init(pod, &[], extra);
-    assert!(
-        out.status.success(),
-        "iptables-init {extra:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn tproxy_inbound_reaches_the_app_through_a_transparent_listener() {
     if !root_or_skip("tproxy_inbound_reaches_the_app_through_a_transparent_listener") {
         return;
     }
-    let (pod_ip, svc_ip) = ("10.87.0.2", V4.svc);
+    let (pod_ip, svc_ip) = ("10.87.0.2", SVC_V4);
     let pod = Netns::new("tpod");
     let svc = Netns::new("tsvc");
     pod.link(&svc, &format!("{pod_ip}/24"), &format!("{svc_ip}/24"));
@@ -147,7 +76,7 @@ fn tproxy_inbound_reaches_the_app_through_a_transparent_listener() {
 
     // The injector's flags, then TPROXY for inbound port 8080 only (last value wins).
     let tproxy = ["-m", "TPROXY", "-b", "8080"];
-    init(&pod, &tproxy);
+    apply(&pod, &tproxy);
     let mangle = pod.ok("iptables-save", &["-t", "mangle"]);
     assert!(mangle.contains("-j TPROXY"), "{mangle}");
     let nat = pod.ok("iptables-save", &["-t", "nat"]);
@@ -162,7 +91,7 @@ fn tproxy_inbound_reaches_the_app_through_a_transparent_listener() {
         1337,
         &["net_admin"],
         &remora_bin(),
-        &config(&V4, true),
+        &config(&V4, SVC_V4, true),
         &[],
     );
 
@@ -180,7 +109,7 @@ fn tproxy_inbound_reaches_the_app_through_a_transparent_listener() {
     assert_eq!(reply, format!("peer {svc_ip}"));
 
     // --cleanup takes the mangle rules and the policy route away.
-    init(&pod, &[&tproxy[..], &["--cleanup"]].concat());
+    apply(&pod, &[&tproxy[..], &["--cleanup"]].concat());
     let reply = read_all(connect(&svc, &format!("{pod_ip}:8080")));
     assert_eq!(reply, format!("peer {svc_ip}"), "inbound is direct again");
     assert!(!pod.ok("ip", &["rule"]).contains("lookup 133"));
@@ -195,7 +124,7 @@ fn ipv6_pod_traffic_goes_through_remora() {
     if !root_or_skip("ipv6_pod_traffic_goes_through_remora") {
         return;
     }
-    let (pod_ip, svc_ip) = ("fd00:87::2", V6.svc);
+    let (pod_ip, svc_ip) = ("fd00:87::2", SVC_V6);
     let pod = Netns::new("v6pod");
     let svc = Netns::new("v6svc");
     pod.link(&svc, &format!("{pod_ip}/64"), &format!("{svc_ip}/64"));
@@ -205,7 +134,7 @@ fn ipv6_pod_traffic_goes_through_remora() {
 
     // The pod has only IPv6 addresses: iptables-init detects it and writes ip6tables
     // rules (and puts ::6 on lo).
-    init(&pod, &[]);
+    apply(&pod, &[]);
     let rules = pod.rules("ip6tables-save");
     assert!(
         rules.contains("-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"),
@@ -216,7 +145,7 @@ fn ipv6_pod_traffic_goes_through_remora() {
         1337,
         &[],
         &remora_bin(),
-        &config(&V6, false),
+        &config(&V6, SVC_V6, false),
         &[],
     );
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::markdown::{flag, fmt2, num, ratio, stat, Goal};
+use super::markdown::{added_p99_goal, flag, fmt2, num, ratio, stat, Goal};
 use super::{Results, Scenario};
 use crate::targets::Target;
 
@@ -37,23 +37,8 @@ pub(super) fn goals(r: &Results) -> Vec<Goal> {
         });
     }
     for p in r.points(S).into_iter().filter(|p| fixed_rate(r, p)) {
-        let add = |t| r.added(S, &p, t, "p99_us");
-        let (a, b) = (add(Target::Remora), add(Target::Envoy));
-        g.push(Goal {
-            what: format!("interception: added p99 latency, Remora/Envoy ({p})"),
-            measured: match (a, b) {
-                (Some(a), Some(b)) if a > 0.0 && b > 0.0 => {
-                    format!("{} ({a:.0} vs {b:.0} µs)", num(a / b, 2))
-                }
-                (Some(a), Some(b)) => format!("{a:.0} vs {b:.0} µs"),
-                _ => "-".into(),
-            },
-            bound: "≤ 0.5",
-            met: match (a, b) {
-                (Some(a), Some(b)) => Some(a <= 0.5 * b),
-                _ => None,
-            },
-        });
+        let what = format!("interception: added p99 latency, Remora/Envoy ({p})");
+        g.push(added_p99_goal(r, S, &p, what));
     }
     g
 }

@@ -115,6 +115,29 @@ fn ratio_goals<'a>(r: &'a Results, spec: &'a RatioGoal) -> impl Iterator<Item = 
     })
 }
 
+/// Remora adds at most half the p99 latency Envoy adds at `point`. A ratio means nothing
+/// when an added latency is within the machine's noise (zero or below): the figure then
+/// shows both values and the goal reads as "Remora adds at most half what Envoy adds".
+pub(super) fn added_p99_goal(r: &Results, s: Scenario, point: &str, what: String) -> Goal {
+    let add = |t| r.added(s, point, t, "p99_us");
+    let (a, b) = (add(Target::Remora), add(Target::Envoy));
+    Goal {
+        what,
+        measured: match (a, b) {
+            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => {
+                format!("{} ({a:.0} vs {b:.0} µs)", num(a / b, 2))
+            }
+            (Some(a), Some(b)) => format!("{a:.0} vs {b:.0} µs"),
+            _ => "-".into(),
+        },
+        bound: "≤ 0.5",
+        met: match (a, b) {
+            (Some(a), Some(b)) => Some(a <= 0.5 * b),
+            _ => None,
+        },
+    }
+}
+
 fn goals(r: &Results) -> Vec<Goal> {
     let mut g: Vec<Goal> = ratio_goals(r, &CPU)
         .chain(ratio_goals(r, &THROUGHPUT))
@@ -128,25 +151,12 @@ fn goals(r: &Results) -> Vec<Goal> {
             Some(f) if (f - 0.5).abs() < 1e-9 => "50% load",
             Some(_) => continue,
         };
-        let add = |t| r.added(Scenario::Latency, &p, t, "p99_us");
-        let (a, b) = (add(Target::Remora), add(Target::Envoy));
-        // A ratio means nothing when the added latency is within the machine's noise
-        // (zero or below): the goal then reads as "Remora adds at most half what Envoy adds".
-        g.push(Goal {
-            what: format!("added p99 latency, Remora/Envoy ({p}, {label})"),
-            measured: match (a, b) {
-                (Some(a), Some(b)) if a > 0.0 && b > 0.0 => {
-                    format!("{} ({a:.0} vs {b:.0} µs)", num(a / b, 2))
-                }
-                (Some(a), Some(b)) => format!("{a:.0} vs {b:.0} µs"),
-                _ => "-".into(),
-            },
-            bound: "≤ 0.5",
-            met: match (a, b) {
-                (Some(a), Some(b)) => Some(a <= 0.5 * b),
-                _ => None,
-            },
-        });
+        g.push(added_p99_goal(
+            r,
+            Scenario::Latency,
+            &p,
+            format!("added p99 latency, Remora/Envoy ({p}, {label})"),
+        ));
     }
     g.extend(ratio_goals(r, &BULK));
     let idle = r

@@ -146,16 +146,7 @@ fn run(ctx: &mut Ctx, bed: &NetBed, t: Target, rep: u32) -> Result<(), String> {
 /// A counter from the proxy's `/stats` (0 when absent or unreadable).
 fn stat(p: &ProxyProc, name: &str) -> u64 {
     p.admin_get("/stats")
-        .and_then(|(_, body)| {
-            body.lines().find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(": ")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
+        .map_or(0, |(_, body)| tests::process::stat_in(&body, name))
 }
 
 fn http_cluster() -> String {
@@ -174,29 +165,18 @@ fn echo_cluster() -> String {
 /// declared TCP ports); everything else falls through to PassthroughCluster;
 /// virtualInbound (15006) passes inbound connections to the app from 127.0.0.6.
 pub fn config() -> String {
-    let tcp_proxy = |stat: &str, cluster: &str| {
-        format!(
-            r#"{{name: envoy.filters.network.tcp_proxy, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: {stat}, cluster: "{cluster}"}}}}"#
-        )
-    };
+    use tests::sidecar::{self, tcp_proxy, V4};
     let passthrough = tcp_proxy("PassthroughCluster", "PassthroughCluster");
-    let inbound = tcp_proxy(
-        "InboundPassthroughClusterIpv4",
-        "InboundPassthroughClusterIpv4",
-    );
-    let blackhole = tcp_proxy("BlackHoleCluster", "BlackHoleCluster");
     let http_cluster = http_cluster();
     let echo_cluster = echo_cluster();
     let echo = tcp_proxy(&format!("outbound|{ECHO_PORT}||echo"), &echo_cluster);
-    let endpoint = |cluster: &str, port: u16| {
-        format!(
-            r#"  - name: "{cluster}"
-    type: STATIC
-    connect_timeout: 10s
-    load_assignment: {{cluster_name: "{cluster}", endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {POD_SVC_IP}, port_value: {port}}}}}}}}}]}}]}}
-"#
-        )
-    };
+    let virtual_listeners = sidecar::virtual_listeners(&V4, false);
+    let clusters = [
+        sidecar::passthrough_clusters(&V4),
+        sidecar::static_cluster(&http_cluster, &POD_SVC_IP.to_string(), HTTP_PORT),
+        sidecar::static_cluster(&echo_cluster, &POD_SVC_IP.to_string(), ECHO_PORT),
+    ]
+    .concat();
     let sniffing = format!(
         r#"    listener_filters:
     - name: envoy.filters.listener.tls_inspector
@@ -214,26 +194,7 @@ pub fn config() -> String {
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 static_resources:
   listeners:
-  - name: virtualOutbound
-    address: {{socket_address: {{address: 0.0.0.0, port_value: 15001}}}}
-    use_original_dst: true
-    traffic_direction: OUTBOUND
-    filter_chains:
-    - name: PassthroughFilterChain
-      filters: [{passthrough}]
-  - name: virtualInbound
-    address: {{socket_address: {{address: 0.0.0.0, port_value: 15006}}}}
-    traffic_direction: INBOUND
-    listener_filters:
-    - name: envoy.filters.listener.original_dst
-      typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}
-    filter_chains:
-    - name: virtualInbound-blackhole
-      filter_chain_match: {{destination_port: 15006}}
-      filters: [{blackhole}]
-    - name: virtualInbound-passthrough
-      filters: [{inbound}]
-  - name: 0.0.0.0_{HTTP_PORT}
+{virtual_listeners}  - name: 0.0.0.0_{HTTP_PORT}
     address: {{socket_address: {{address: 0.0.0.0, port_value: {HTTP_PORT}}}}}
     bind_to_port: false
     traffic_direction: OUTBOUND
@@ -262,20 +223,6 @@ static_resources:
 {sniffing}    filter_chains:
     - filters: [{echo}]
   clusters:
-  - name: PassthroughCluster
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 10s
-  - name: InboundPassthroughClusterIpv4
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 10s
-    upstream_bind_config: {{source_address: {{address: 127.0.0.6, port_value: 0}}}}
-  - name: BlackHoleCluster
-    type: STATIC
-    connect_timeout: 10s
-{}{}"#,
-        endpoint(&http_cluster, HTTP_PORT),
-        endpoint(&echo_cluster, ECHO_PORT),
+{clusters}"#
     )
 }

@@ -8,11 +8,10 @@ use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use super::common;
 use super::error::{ConfigError, Result, Within};
 
-/// One priority's limits.
+/// One priority's enforced limits. (`max_connections` and `max_pending_requests` are
+/// only accepted at their maximum, so there is nothing of them to keep.)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
-    pub max_connections: u32,
-    pub max_pending_requests: u32,
     pub max_requests: u32,
     pub max_retries: u32,
     pub retry_budget: Option<RetryBudget>,
@@ -32,8 +31,6 @@ pub struct RetryBudget {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            max_connections: 1024,
-            max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
             retry_budget: None,
@@ -108,8 +105,6 @@ fn convert(t: &pb::circuit_breakers::Thresholds) -> Result<Thresholds> {
         .transpose()
         .within("retry_budget")?;
     Ok(Thresholds {
-        max_connections: value(&t.max_connections, d.max_connections),
-        max_pending_requests: value(&t.max_pending_requests, d.max_pending_requests),
         max_requests: value(&t.max_requests, d.max_requests),
         max_retries: value(&t.max_retries, d.max_retries),
         retry_budget,

@@ -12,10 +12,10 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::ProxyBody;
-use super::headers::names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS;
+use super::headers::names::{self, X_ENVOY_EXPECTED_RQ_TIMEOUT_MS};
 use super::local_reply::LocalReply;
 use super::replay::Replay;
-use super::retry::{names, Failure, Next, RetryState};
+use super::retry::{Failure, Next, RetryState};
 use super::{forward, timeouts, Downstream, HcmStats};
 use crate::upstream::breakers::Slot;
 use crate::upstream::cluster::{ClusterState, Host};

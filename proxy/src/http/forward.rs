@@ -89,6 +89,9 @@ pub async fn forward<'r>(
     }
     let policy_per_try = fwd.retry.as_ref().and_then(|p| p.per_try_timeout);
     let (route_timeout, per_try) = timeouts::settle(fwd.timeout, policy_per_try, req.headers_mut());
+    // Upgrades are not retried; the retry headers are consumed either way. (Both read the
+    // request-control headers before x-envoy-expected-rq-timeout-ms is added.)
+    let retry = RetryState::new(fwd.retry.as_ref(), req.headers_mut()).filter(|_| !is_upgrade);
     // What the upstream may expect (the route's own value is made once at config time).
     let expected = match (per_try, route_timeout) {
         (None, Some(t)) if Some(t) == fwd.timeout => fwd.timeout_header.clone(),
@@ -108,8 +111,6 @@ pub async fn forward<'r>(
     let (mut parts, body) = req.into_parts();
     let wants_trailers = headers::te_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    // Upgrades are not retried; the retry headers are consumed either way.
-    let retry = RetryState::new(fwd.retry.as_ref(), &mut parts.headers).filter(|_| !is_upgrade);
     set_upstream_uri(&mut parts, proto, host, &new_path)?;
     parts.version = match proto {
         Proto::Http2 => {

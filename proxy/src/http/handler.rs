@@ -71,10 +71,7 @@ impl ResponseMutations<'_> {
             m.apply(headers);
         }
         if let Some(n) = self.attempt_count {
-            headers.insert(
-                super::retry::names::X_ENVOY_ATTEMPT_COUNT,
-                http::HeaderValue::from(n),
-            );
+            headers.insert(names::X_ENVOY_ATTEMPT_COUNT, http::HeaderValue::from(n));
         }
     }
 }
@@ -261,7 +258,7 @@ fn prepare_request_headers(
     }
     if internal {
         h.insert(names::X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
-    } else if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+    } else if headers::has_envoy_headers(h) {
         for name in EXTERNAL_STRIPPED {
             h.remove(*name);
         }

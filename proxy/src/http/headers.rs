@@ -18,6 +18,28 @@ pub mod names {
         HeaderName::from_static("x-envoy-upstream-service-time");
     pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
     pub const X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
+    pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+    pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+    // Consumed from requests (never forwarded):
+    pub const X_ENVOY_RETRY_ON: HeaderName = HeaderName::from_static("x-envoy-retry-on");
+    pub const X_ENVOY_RETRY_GRPC_ON: HeaderName = HeaderName::from_static("x-envoy-retry-grpc-on");
+    pub const X_ENVOY_MAX_RETRIES: HeaderName = HeaderName::from_static("x-envoy-max-retries");
+    pub const X_ENVOY_RETRIABLE_STATUS_CODES: HeaderName =
+        HeaderName::from_static("x-envoy-retriable-status-codes");
+    pub const X_ENVOY_RETRIABLE_HEADER_NAMES: HeaderName =
+        HeaderName::from_static("x-envoy-retriable-header-names");
+    pub const X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS: HeaderName =
+        HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+    pub const X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS: HeaderName =
+        HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
+    // Read from upstream responses:
+    pub const X_ENVOY_RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
+}
+
+/// Whether any request-control `x-envoy-*` header is present (one pass over the names;
+/// most requests have none, and then nothing needs looking up or removing).
+pub fn has_envoy_headers(h: &HeaderMap) -> bool {
+    h.keys().any(|k| k.as_str().starts_with("x-envoy-"))
 }
 
 /// A small non-negative number as a header value; 0..100 come from a static table.

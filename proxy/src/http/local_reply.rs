@@ -134,8 +134,10 @@ impl LocalReply {
         };
         let mut resp = reply.into_response(grpc);
         if self == LocalReply::Overflow {
-            resp.headers_mut()
-                .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+            resp.headers_mut().insert(
+                super::headers::names::X_ENVOY_OVERLOADED,
+                HeaderValue::from_static("true"),
+            );
         }
         resp
     }

@@ -9,21 +9,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, StatusCode};
 
+use super::headers::names;
 use crate::config::retry::{RetryOn, RetryPolicy};
-
-pub mod names {
-    use http::HeaderName;
-    pub const X_ENVOY_RETRY_ON: HeaderName = HeaderName::from_static("x-envoy-retry-on");
-    pub const X_ENVOY_RETRY_GRPC_ON: HeaderName = HeaderName::from_static("x-envoy-retry-grpc-on");
-    pub const X_ENVOY_MAX_RETRIES: HeaderName = HeaderName::from_static("x-envoy-max-retries");
-    pub const X_ENVOY_RETRIABLE_STATUS_CODES: HeaderName =
-        HeaderName::from_static("x-envoy-retriable-status-codes");
-    pub const X_ENVOY_RETRIABLE_HEADER_NAMES: HeaderName =
-        HeaderName::from_static("x-envoy-retriable-header-names");
-    pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
-    pub const X_ENVOY_RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
-    pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
-}
 
 /// Why an attempt got no response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +55,9 @@ impl RetryState {
     /// The state for a request routed with `policy`; consumes the retry headers from
     /// `headers`. `None`: nothing would ever be retried.
     pub fn new(policy: Option<&Arc<RetryPolicy>>, headers: &mut HeaderMap) -> Option<RetryState> {
+        if policy.is_none() && !super::headers::has_envoy_headers(headers) {
+            return None;
+        }
         let header_on = headers
             .remove(names::X_ENVOY_RETRY_ON)
             .and_then(|v| v.to_str().ok().map(|s| RetryOn::parse_lenient(s, false)));

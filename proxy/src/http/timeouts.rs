@@ -64,17 +64,22 @@ pub fn settle(
     per_try: Option<Duration>,
     headers: &mut http::HeaderMap,
 ) -> (Option<Duration>, Option<Duration>) {
-    let mut ms = |name: &'static str| {
+    use super::headers::names;
+    let control = super::headers::has_envoy_headers(headers);
+    let mut ms = |name: http::HeaderName| {
+        if !control {
+            return None;
+        }
         headers
             .remove(name)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
     };
-    let route = match ms("x-envoy-upstream-rq-timeout-ms") {
+    let route = match ms(names::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS) {
         Some(0) => None,
         Some(n) => Some(Duration::from_millis(n)),
         None => route,
     };
-    let per_try = match ms("x-envoy-upstream-rq-per-try-timeout-ms") {
+    let per_try = match ms(names::X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS) {
         Some(0) => None,
         Some(n) => Some(Duration::from_millis(n)),
         None => per_try,
