@@ -10,6 +10,7 @@ mod attempts;
 pub mod body;
 pub mod forward;
 pub mod handler;
+pub mod hash_policy;
 pub mod headers;
 pub mod local_reply;
 pub mod mirror;

@@ -144,7 +144,7 @@ async fn main_loop(
 }
 
 /// Resolves DNS clusters before going live (each bounded by its connect timeout), then
-/// keeps them refreshed on this (main) runtime.
+/// keeps them refreshed on this (main) runtime, where outlier detection sweeps run too.
 async fn init_clusters(server: &Arc<Server>) {
     let dns_clusters: Vec<_> = server
         .clusters
@@ -164,6 +164,14 @@ async fn init_clusters(server: &Arc<Server>) {
     .await;
     for c in dns_clusters {
         tokio::spawn(dns::refresh_loop(c, server.shutdown.watch()));
+    }
+    for c in server.clusters.snapshot().values() {
+        if c.outlier.is_some() {
+            tokio::spawn(crate::upstream::cluster::outlier_loop(
+                c.clone(),
+                server.shutdown.watch(),
+            ));
+        }
     }
 }
 

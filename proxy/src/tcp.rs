@@ -17,7 +17,7 @@ use crate::config::tcp_proxy::TcpProxy;
 use crate::io::{Activity, ActivityClock};
 use crate::stats::{Counter, Gauge, GaugeGuard, Store};
 use crate::upstream::connect::{self, ConnectError, Io};
-use crate::upstream::ClusterManager;
+use crate::upstream::{lb, outlier, ClusterManager};
 
 /// Bytes each direction of a copied (not spliced) connection reads and writes at a time.
 /// Bulk throughput grows with it (the benchmark's tcp_bulk scenario: 8 KiB gave a quarter
@@ -97,7 +97,7 @@ pub async fn proxy<I: Io>(
     };
     let mut upstream = None;
     for _ in 0..ctx.config.max_connect_attempts {
-        let Some(host) = cluster.pick_for(destination) else {
+        let Some(host) = cluster.pick_for(destination, lb::Context::default()) else {
             cluster.stats.upstream_cx_none_healthy.inc();
             break;
         };
@@ -109,10 +109,18 @@ pub async fn proxy<I: Io>(
         .await
         {
             Ok(io) => {
+                cluster.report(&host, outlier::Outcome::Connected);
                 upstream = Some(io);
                 break;
             }
             Err(e) => {
+                cluster.report(
+                    &host,
+                    match e {
+                        ConnectError::Timeout => outlier::Outcome::Timeout,
+                        _ => outlier::Outcome::ConnectFailed,
+                    },
+                );
                 cluster.stats.upstream_cx_connect_fail.inc();
                 if matches!(e, ConnectError::Timeout) {
                     cluster.stats.upstream_cx_connect_timeout.inc();

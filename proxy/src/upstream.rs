@@ -5,6 +5,9 @@ pub mod breakers;
 pub mod cluster;
 pub mod connect;
 pub mod dns;
+pub mod host;
+pub mod lb;
+pub mod outlier;
 pub mod pool;
 
 pub use cluster::{ClusterManager, ClusterState, Host};

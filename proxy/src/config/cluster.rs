@@ -1,5 +1,6 @@
 //! `Cluster` -> [`Cluster`]: discovery type, endpoints, connect timeout, upstream protocol.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
@@ -8,6 +9,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use super::circuit_breakers::Thresholds;
 use super::common::{self, HostAddress};
 use super::error::{ConfigError, Result, Within};
+use super::lb::LbConfig;
+use super::outlier::Outlier;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
@@ -18,6 +21,10 @@ pub struct Cluster {
     pub name: String,
     pub discovery: Discovery,
     pub endpoints: Vec<Endpoint>,
+    /// The inline `load_assignment`'s overprovisioning factor.
+    pub overprovisioning_factor: u32,
+    pub lb: LbConfig,
+    pub outlier: Option<Outlier>,
     pub connect_timeout: Duration,
     pub protocol: UpstreamProtocol,
     /// 0: unlimited.
@@ -87,7 +94,51 @@ pub enum DnsFamily {
 pub struct Endpoint {
     pub address: HostAddress,
     pub weight: u32,
+    /// `health_status` as EDS (or the static assignment) reports it.
+    pub health: EdsHealth,
+    /// The priority of its `LocalityLbEndpoints` (0 is the highest).
+    pub priority: u32,
+    pub locality: Arc<Locality>,
 }
+
+/// Where endpoints run, and the locality's `load_balancing_weight` (0: unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+    pub weight: u32,
+}
+
+/// An endpoint's reported health: UNKNOWN and HEALTHY are healthy; UNHEALTHY, DRAINING
+/// and TIMEOUT leave the healthy set; DEGRADED is used only when healthy hosts run short.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum EdsHealth {
+    #[default]
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// A `ClusterLoadAssignment`: its endpoints and the policy's overprovisioning factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadAssignment {
+    pub endpoints: Vec<Endpoint>,
+    /// Percent (Envoy's default 140): a priority's health is its healthy share times
+    /// this factor, capped at 100%.
+    pub overprovisioning_factor: u32,
+}
+
+impl Default for LoadAssignment {
+    fn default() -> Self {
+        LoadAssignment {
+            endpoints: Vec::new(),
+            overprovisioning_factor: DEFAULT_OVERPROVISIONING,
+        }
+    }
+}
+
+pub const DEFAULT_OVERPROVISIONING: u32 = 140;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
@@ -100,7 +151,7 @@ pub enum UpstreamProtocol {
 impl TryFrom<&pb::Cluster> for Cluster {
     type Error = ConfigError;
     fn try_from(c: &pb::Cluster) -> Result<Self> {
-        use pb::cluster::{ClusterDiscoveryType as D, DiscoveryType as T, LbPolicy};
+        use pb::cluster::{ClusterDiscoveryType as D, DiscoveryType as T};
         if c.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));
         }
@@ -126,28 +177,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 ))
             }
         };
-        match (discovery, LbPolicy::try_from(c.lb_policy)) {
-            (Discovery::OriginalDst, Ok(LbPolicy::ClusterProvided)) => {}
-            (Discovery::OriginalDst, _) => {
-                return Err(ConfigError::new(
-                    "lb_policy",
-                    "ORIGINAL_DST clusters need lb_policy CLUSTER_PROVIDED",
-                ))
-            }
-            (_, Ok(LbPolicy::ClusterProvided)) => {
-                return Err(ConfigError::new(
-                    "lb_policy",
-                    "CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters",
-                ))
-            }
-            (_, Ok(LbPolicy::RoundRobin)) => {}
-            _ => {
-                return Err(common::unsupported(
-                    "lb_policy",
-                    "load balancing policies other than ROUND_ROBIN",
-                ))
-            }
-        }
+        let lb = super::lb::from_cluster(c, discovery == Discovery::OriginalDst)?;
         let original_dst_port = original_dst_port(c).within("original_dst_lb_config")?;
         let bind = upstream_bind(c).within("upstream_bind_config")?;
         if let Some(ts) = &c.transport_socket {
@@ -158,11 +188,23 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 ));
             }
         }
-        reject_resilience(c)?;
-        let mut endpoints = Vec::new();
-        if let Some(la) = &c.load_assignment {
-            endpoints = load_assignment(la).within("load_assignment")?;
+        if !c.health_checks.is_empty() {
+            return Err(common::unsupported(
+                "health_checks",
+                "active health checking",
+            ));
         }
+        let outlier = c
+            .outlier_detection
+            .as_ref()
+            .map(Outlier::try_from)
+            .transpose()
+            .within("outlier_detection")?;
+        let assignment = match &c.load_assignment {
+            Some(la) => load_assignment(la).within("load_assignment")?,
+            None => LoadAssignment::default(),
+        };
+        let endpoints = assignment.endpoints;
         let eds = match discovery {
             Discovery::Eds => Some(eds_config(c).within("eds_cluster_config")?),
             _ => None,
@@ -192,6 +234,9 @@ impl TryFrom<&pb::Cluster> for Cluster {
             name: c.name.clone(),
             discovery,
             endpoints,
+            overprovisioning_factor: assignment.overprovisioning_factor,
+            lb,
+            outlier,
             connect_timeout: common::duration_or(
                 c.connect_timeout.as_ref(),
                 "connect_timeout",
@@ -348,40 +393,43 @@ fn dns_family(v: i32) -> DnsFamily {
     }
 }
 
-/// Health checks and outlier detection arrive with the resilience work; until then a
-/// config that asks for them is refused rather than silently weakened.
-fn reject_resilience(c: &pb::Cluster) -> Result<()> {
-    if !c.health_checks.is_empty() {
-        return Err(common::unsupported(
-            "health_checks",
-            "active health checking",
-        ));
-    }
-    if c.outlier_detection.is_some() {
-        return Err(common::unsupported(
-            "outlier_detection",
-            "outlier detection",
-        ));
-    }
-    Ok(())
-}
-
-/// The endpoints of a load assignment (a cluster's inline one, or an EDS resource).
-/// Endpoints EDS reports as unhealthy, draining or timed out are left out of rotation.
+/// The endpoints of a load assignment (a cluster's inline one, or an EDS resource), with
+/// their priority, locality and reported health.
 pub fn load_assignment(
     la: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
-) -> Result<Vec<Endpoint>> {
+) -> Result<LoadAssignment> {
     use envoy_types::pb::envoy::config::core::v3::HealthStatus as H;
     let mut out = Vec::new();
-    for (i, locality) in la.endpoints.iter().enumerate() {
+    for (i, group) in la.endpoints.iter().enumerate() {
         let res = (|| {
-            if locality.priority != 0 {
-                return Err(common::unsupported(
+            let locality = Arc::new(Locality {
+                region: group
+                    .locality
+                    .as_ref()
+                    .map(|l| l.region.clone())
+                    .unwrap_or_default(),
+                zone: group
+                    .locality
+                    .as_ref()
+                    .map(|l| l.zone.clone())
+                    .unwrap_or_default(),
+                sub_zone: group
+                    .locality
+                    .as_ref()
+                    .map(|l| l.sub_zone.clone())
+                    .unwrap_or_default(),
+                weight: common::u32_or(group.load_balancing_weight.as_ref(), 0),
+            });
+            if group.priority > 128 {
+                return Err(ConfigError::new(
                     "priority",
-                    "endpoint priorities (failover)",
+                    format!(
+                        "{} is above the highest supported priority 128",
+                        group.priority
+                    ),
                 ));
             }
-            for (j, lb) in locality.lb_endpoints.iter().enumerate() {
+            for (j, lb) in group.lb_endpoints.iter().enumerate() {
                 let ep = (|| {
                     use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
                     let endpoint = match &lb.host_identifier {
@@ -397,19 +445,53 @@ pub fn load_assignment(
                             "must be at least 1",
                         ));
                     }
-                    let healthy = !matches!(
-                        H::try_from(lb.health_status),
-                        Ok(H::Unhealthy | H::Draining | H::Timeout)
-                    );
-                    Ok(healthy.then_some(Endpoint { address, weight }))
+                    let health = match H::try_from(lb.health_status) {
+                        Ok(H::Unhealthy | H::Draining | H::Timeout) => EdsHealth::Unhealthy,
+                        Ok(H::Degraded) => EdsHealth::Degraded,
+                        _ => EdsHealth::Healthy,
+                    };
+                    Ok(Endpoint {
+                        address,
+                        weight,
+                        health,
+                        priority: group.priority,
+                        locality: locality.clone(),
+                    })
                 })();
-                out.extend(ep.at_index("lb_endpoints", j)?);
+                out.push(ep.at_index("lb_endpoints", j)?);
             }
             Ok(())
         })();
         res.at_index("endpoints", i)?;
     }
-    Ok(out)
+    let mut overprovisioning_factor = DEFAULT_OVERPROVISIONING;
+    if let Some(policy) = &la.policy {
+        if let Some(f) = &policy.overprovisioning_factor {
+            if f.value == 0 {
+                return Err(ConfigError::new(
+                    "policy.overprovisioning_factor",
+                    "must be greater than zero",
+                ));
+            }
+            overprovisioning_factor = f.value;
+        }
+        if policy.weighted_priority_health {
+            return Err(common::unsupported(
+                "policy.weighted_priority_health",
+                "weighted priority health",
+            ));
+        }
+        if !policy.drop_overloads.is_empty() {
+            return Err(common::unsupported(
+                "policy.drop_overloads",
+                "drop overloads",
+            ));
+        }
+    }
+    Ok(LoadAssignment {
+        endpoints: out,
+        overprovisioning_factor,
+    })
 }
 
 /// Upstream HTTP protocol and `max_requests_per_connection` from the cluster's

@@ -48,6 +48,8 @@ pub struct Forward {
     /// `stream_idle_timeout` once the route is chosen: `None` inherits, `Some(None)`
     /// (configured as 0) disables it.
     pub idle_timeout: Option<Option<Duration>>,
+    /// `hash_policy` (used by RING_HASH and MAGLEV clusters).
+    pub hash_policy: Option<Arc<super::hash_policy::HashPolicy>>,
 }
 
 /// Where `x-envoy-attempt-count` is set.
@@ -186,12 +188,7 @@ impl TryFrom<&pb::RouteAction> for Forward {
             .map(|p| RetryPolicy::try_from(p).map(Arc::new))
             .transpose()
             .within("retry_policy")?;
-        if !a.hash_policy.is_empty() {
-            return Err(common::unsupported(
-                "hash_policy",
-                "hash-based load balancing",
-            ));
-        }
+        let hash_policy = super::hash_policy::HashPolicy::from_route(&a.hash_policy)?.map(Arc::new);
         let timeout =
             common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?;
         let idle_timeout = a
@@ -227,6 +224,7 @@ impl TryFrom<&pb::RouteAction> for Forward {
             attempt_count: AttemptCount::default(),
             buffer_limit: None,
             idle_timeout,
+            hash_policy,
         })
     }
 }
@@ -263,7 +261,7 @@ fn reject_stream_duration(a: &pb::RouteAction) -> Result<()> {
 }
 
 /// RE2 substitutions use `\1`; the regex crate uses `${1}`.
-fn rewrite_substitution(s: &str) -> String {
+pub(super) fn rewrite_substitution(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {

@@ -18,7 +18,10 @@ use super::replay::Replay;
 use super::retry::{Failure, Next, RetryState};
 use super::{forward, timeouts, Downstream, HcmStats};
 use crate::upstream::breakers::Slot;
-use crate::upstream::cluster::{ClusterState, Host};
+use crate::upstream::cluster::ClusterState;
+use crate::upstream::host::{ActiveRequest, HostEntry};
+use crate::upstream::lb;
+use crate::upstream::outlier;
 use crate::upstream::pool::{Lease, Proto, UpstreamError};
 
 /// Everything an attempt needs that does not change between attempts.
@@ -40,6 +43,8 @@ pub struct Exchange<'a> {
     pub per_try: Option<Duration>,
     /// Attempts made so far (read by the caller afterwards, failed or not).
     pub attempts: std::sync::atomic::AtomicU32,
+    /// Count requests in flight per host (least-request balancing needs them).
+    pub track_active: bool,
 }
 
 /// The response that ends the attempts, its connection and its circuit-breaker slot.
@@ -47,13 +52,15 @@ pub struct Answer {
     pub response: Response<Incoming>,
     pub lease: Lease,
     pub slot: Slot,
+    /// The request's place in its host's active count (least-request clusters).
+    pub host_request: Option<ActiveRequest>,
 }
 
 /// What one attempt came to. (The response variant is large; boxing it would cost an
 /// allocation on every request for a value that lives only until the next line.)
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Response(Response<Incoming>, Lease, Slot),
+    Response(Response<Incoming>, Lease, Slot, Option<ActiveRequest>),
     Failed(UpstreamError),
     PerTryTimeout,
 }
@@ -62,7 +69,8 @@ enum Outcome {
 pub async fn run(
     parts: Parts,
     body: ProxyBody,
-    host: Host,
+    host: Arc<HostEntry>,
+    lb_ctx: lb::Context,
     retry: Option<RetryState>,
     x: &Exchange<'_>,
 ) -> Result<Answer, LocalReply> {
@@ -75,7 +83,7 @@ pub async fn run(
     let replay = Replay::new(body, x.buffer_limit);
     let per_try = x.per_try;
     let mut host = host;
-    let mut tried: Vec<Host> = Vec::new();
+    let mut tried: Vec<Arc<HostEntry>> = Vec::new();
     // The slot of the retry in flight, given back when its outcome is known.
     let mut retry_slot: Option<Slot> = None;
     loop {
@@ -126,7 +134,7 @@ pub async fn run(
         stats.upstream_rq_retry_backoff_exponential.inc();
         backoff(wait, x).await?;
         tried.push(host.clone());
-        host = next_host(x, &retry, &tried).ok_or_else(|| {
+        host = next_host(x, &retry, lb_ctx, &tried).ok_or_else(|| {
             stats.upstream_cx_none_healthy.inc();
             LocalReply::NoHealthyUpstream
         })?;
@@ -145,7 +153,7 @@ fn count_attempt(p: &mut Parts, attempt: u32, x: &Exchange<'_>) {
 /// One attempt under the route-level timers (and `per_try`).
 async fn send(
     req: Request<ProxyBody>,
-    host: &Host,
+    host: &Arc<HostEntry>,
     per_try: Option<Duration>,
     x: &Exchange<'_>,
 ) -> Result<Outcome, LocalReply> {
@@ -158,6 +166,7 @@ async fn send(
     x.cluster.stats.upstream_rq_total.inc();
     x.attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let host_request = x.track_active.then(|| host.state.request());
     let exchange = async {
         let sent = forward::send(req, x.cluster, host, x.proto, x.down);
         let result = match per_try {
@@ -165,14 +174,24 @@ async fn send(
                 Ok(r) => r,
                 Err(_) => {
                     x.cluster.stats.upstream_rq_per_try_timeout.inc();
+                    x.cluster.report(host, outlier::Outcome::Timeout);
                     return Outcome::PerTryTimeout;
                 }
             },
             None => sent.await,
         };
         match result {
-            Ok((resp, lease)) => Outcome::Response(resp, lease, slot),
-            Err(e) => Outcome::Failed(e),
+            Ok((resp, lease)) => {
+                x.cluster
+                    .report(host, outlier::Outcome::Status(resp.status().as_u16()));
+                Outcome::Response(resp, lease, slot, host_request)
+            }
+            Err(e) => {
+                if let Some(o) = outlier_outcome(&e) {
+                    x.cluster.report(host, o);
+                }
+                Outcome::Failed(e)
+            }
         }
     };
     match timeouts::run(exchange, x.started, x.limits, x.activity).await {
@@ -181,6 +200,7 @@ async fn send(
             let stats = &x.cluster.stats;
             match expired {
                 timeouts::Expired::Route => {
+                    x.cluster.report(host, outlier::Outcome::Timeout);
                     stats.upstream_rq_timeout.inc();
                     stats.response(504);
                 }
@@ -196,10 +216,11 @@ async fn send(
 fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
     let stats = &x.cluster.stats;
     match outcome {
-        Outcome::Response(response, lease, slot) => Ok(Answer {
+        Outcome::Response(response, lease, slot, host_request) => Ok(Answer {
             response,
             lease,
             slot,
+            host_request,
         }),
         Outcome::PerTryTimeout => {
             stats.response(504);
@@ -216,6 +237,17 @@ fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
             stats.response(503);
             Err(LocalReply::UpstreamReset)
         }
+    }
+}
+
+/// How a failed attempt counts for outlier detection (`None`: the downstream's fault).
+fn outlier_outcome(e: &UpstreamError) -> Option<outlier::Outcome> {
+    match e {
+        UpstreamError::Connect(_) | UpstreamError::Handshake(_) => {
+            Some(outlier::Outcome::ConnectFailed)
+        }
+        UpstreamError::Reset(e) if e.is_user() => None,
+        UpstreamError::Reset(_) => Some(outlier::Outcome::Reset),
     }
 }
 
@@ -260,15 +292,23 @@ async fn backoff(wait: Duration, x: &Exchange<'_>) -> Result<(), LocalReply> {
 
 /// The host for the next attempt: with `previous_hosts`, one not tried yet if one turns
 /// up within `host_selection_retry_max_attempts` picks.
-fn next_host(x: &Exchange<'_>, retry: &RetryState, tried: &[Host]) -> Option<Host> {
+fn next_host(
+    x: &Exchange<'_>,
+    retry: &RetryState,
+    ctx: lb::Context,
+    tried: &[Arc<HostEntry>],
+) -> Option<Arc<HostEntry>> {
     let policy = retry.policy();
-    let mut pick = x.cluster.pick_for(x.down.local)?;
+    let mut ctx = ctx;
+    let mut pick = x.cluster.pick_for(x.down.local, ctx)?;
     if policy.previous_hosts {
         for _ in 1..policy.host_selection_max_attempts.max(1) {
             if !tried.iter().any(|h| h.addr == pick.addr) {
                 break;
             }
-            pick = x.cluster.pick_for(x.down.local)?;
+            // Hashing policies step along their table to leave the tried host.
+            ctx.attempt += 1;
+            pick = x.cluster.pick_for(x.down.local, ctx)?;
         }
     }
     Some(pick)

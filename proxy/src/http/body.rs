@@ -113,10 +113,12 @@ pub struct PooledBody {
 }
 
 /// What an upstream request holds until its response ends: its place in
-/// `upstream_rq_active` and its circuit-breaker slot.
+/// `upstream_rq_active`, its circuit-breaker slot and its host's active count.
 pub struct InFlight {
     pub active: GaugeGuard,
     pub slot: Option<crate::upstream::breakers::Slot>,
+    /// Its place in the host's active requests (least-request clusters).
+    pub host: Option<crate::upstream::host::ActiveRequest>,
 }
 
 impl PooledBody {

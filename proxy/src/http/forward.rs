@@ -15,11 +15,12 @@ use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
 use super::retry::RetryState;
-use super::{attempts, headers, mirror, timeouts, upgrade, Downstream, HttpContext};
+use super::{attempts, hash_policy, headers, mirror, timeouts, upgrade, Downstream, HttpContext};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterTarget, Forward, HostRewrite, PathMatch, Route};
 use crate::stats::GaugeGuard;
 use crate::upstream::cluster::ClusterState;
+use crate::upstream::lb;
 use crate::upstream::pool::{Proto, ProxyBody, SendError, UpstreamError};
 
 #[allow(clippy::too_many_arguments)]
@@ -61,7 +62,19 @@ pub async fn forward<'r>(
         ctx.stats.no_cluster.inc();
         return Err(LocalReply::ClusterNotFound);
     };
-    let Some(upstream_host) = cluster.pick_for(down.local) else {
+    let lb_ctx = match (&fwd.hash_policy, cluster.config.lb.policy.is_hashing()) {
+        (Some(policy), true) => {
+            let head = hash_policy::RequestHead {
+                headers: req.headers(),
+                uri: req.uri(),
+            };
+            let (hash, cookie) = hash_policy::evaluate(policy, &head, down.peer, down.local);
+            mutations.set_cookie = cookie;
+            lb::Context { hash, attempt: 0 }
+        }
+        _ => lb::Context::default(),
+    };
+    let Some(upstream_host) = cluster.pick_for(down.local, lb_ctx) else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return Err(LocalReply::NoHealthyUpstream);
     };
@@ -173,14 +186,23 @@ pub async fn forward<'r>(
         buffer_limit: fwd.buffer_limit.unwrap_or(ctx.buffer_limit) as usize,
         per_try,
         attempts: Default::default(),
+        track_active: matches!(
+            cluster.config.lb.policy,
+            crate::config::lb::Policy::LeastRequest { .. }
+        ),
     };
-    let answer = attempts::run(parts, body, upstream_host, retry, &exchange).await;
+    let answer = attempts::run(parts, body, upstream_host, lb_ctx, retry, &exchange).await;
     let attempted = exchange.attempts.load(std::sync::atomic::Ordering::Relaxed);
     if fwd.attempt_count.response && attempted > 0 {
         mutations.attempt_count = Some(attempted);
     }
     let answer = answer?;
-    let (resp, lease, slot) = (answer.response, answer.lease, answer.slot);
+    let (resp, lease, slot, host_request) = (
+        answer.response,
+        answer.lease,
+        answer.slot,
+        answer.host_request,
+    );
     cluster.stats.response(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
     let service_time = started.elapsed().as_millis() as u64;
@@ -202,6 +224,7 @@ pub async fn forward<'r>(
     let in_flight = InFlight {
         active: rq_active,
         slot: Some(slot),
+        host: host_request,
     };
     let body = PooledBody::new(body, lease, Some(in_flight), idle);
     Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
@@ -212,7 +235,7 @@ pub async fn forward<'r>(
 pub(super) async fn send(
     req: Request<ProxyBody>,
     cluster: &Arc<ClusterState>,
-    host: &crate::upstream::Host,
+    host: &crate::upstream::host::Host,
     proto: Proto,
     down: &Downstream,
 ) -> Result<(Response<Incoming>, crate::upstream::pool::Lease), UpstreamError> {

@@ -41,7 +41,8 @@ pub fn spawn_mirrors(
         let Some(cluster) = ctx.clusters.get(name) else {
             continue;
         };
-        let Some(host) = cluster.pick_for(down.local) else {
+        let Some(host) = cluster.pick_for(down.local, crate::upstream::lb::Context::default())
+        else {
             continue;
         };
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(64);

@@ -1,10 +1,9 @@
-//! Cluster runtime state: the current host set (swapped atomically when DNS answers
-//! change), a weighted round-robin schedule, and the cluster's stat handles.
+//! Cluster runtime state: the current load-balancing view of its hosts (rebuilt and
+//! swapped whole when DNS or EDS answers change or a host's health changes), its outlier
+//! detector, circuit breakers and stat handles.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,88 +13,10 @@ use crate::config::common::HostAddress;
 use crate::drain::Drain;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::breakers::Breakers;
-
-/// A resolved upstream host.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Host {
-    pub addr: HostAddr,
-    /// The DNS name it was resolved from (for `auto_host_rewrite`).
-    pub hostname: Option<String>,
-    pub weight: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for HostAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostAddr::Tcp(a) => write!(f, "{a}"),
-            HostAddr::Unix(p) => write!(f, "unix://{}", p.display()),
-        }
-    }
-}
-
-/// Hosts plus the round-robin schedule derived from their weights.
-#[derive(Debug, Default)]
-pub struct HostSet {
-    pub hosts: Vec<Host>,
-    schedule: Vec<usize>,
-}
-
-impl HostSet {
-    pub fn new(hosts: Vec<Host>) -> Self {
-        let schedule = wrr_schedule(&hosts);
-        HostSet { hosts, schedule }
-    }
-}
-
-/// Interleaved weighted round-robin (smooth WRR, as nginx does): weights are reduced by
-/// their GCD and each host appears `weight` times, spread out.
-fn wrr_schedule(hosts: &[Host]) -> Vec<usize> {
-    let gcd = hosts.iter().map(|h| h.weight.max(1)).fold(0, gcd);
-    let weights: Vec<i64> = hosts
-        .iter()
-        .map(|h| i64::from(h.weight.max(1) / gcd.max(1)))
-        .collect();
-    let total: i64 = weights.iter().sum();
-    // Bound the schedule; beyond this, weights are approximated proportionally.
-    let scale = if total > 4096 {
-        total as f64 / 4096.0
-    } else {
-        1.0
-    };
-    let weights: Vec<i64> = weights
-        .iter()
-        .map(|w| ((*w as f64 / scale).round() as i64).max(1))
-        .collect();
-    let total: i64 = weights.iter().sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..weights.len() {
-            current[i] += weights[i];
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        out.push(best);
-    }
-    out
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
+use crate::upstream::host::carry_over;
+pub use crate::upstream::host::{Host, HostAddr, HostEntry};
+use crate::upstream::lb::{self, LbView};
+use crate::upstream::outlier::{self, Detector};
 
 /// Per-cluster stats (`cluster.<name>.*`).
 #[derive(Debug, Clone)]
@@ -117,8 +38,10 @@ pub struct ClusterStats {
     pub upstream_cx_connect_fail: Counter,
     pub upstream_cx_connect_timeout: Counter,
     pub upstream_cx_none_healthy: Counter,
+    pub lb_healthy_panic: Counter,
     pub membership_total: Gauge,
     pub membership_healthy: Gauge,
+    pub membership_degraded: Gauge,
     pub update_attempt: Counter,
     pub update_success: Counter,
     pub update_failure: Counter,
@@ -153,8 +76,10 @@ impl ClusterStats {
             upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
             upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            lb_healthy_panic: c("lb_healthy_panic"),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
+            membership_degraded: g("membership_degraded"),
             update_attempt: c("update_attempt"),
             update_success: c("update_success"),
             update_failure: c("update_failure"),
@@ -177,10 +102,14 @@ impl ClusterStats {
 pub struct ClusterState {
     pub config: Cluster,
     pub name: Arc<str>,
-    hosts: ArcSwap<HostSet>,
-    rr: AtomicUsize,
+    view: ArcSwap<LbView>,
+    /// Serializes view rebuilds (host updates and health changes).
+    rebuild: std::sync::Mutex<()>,
+    /// The overprovisioning factor of the current assignment.
+    overprovisioning: std::sync::atomic::AtomicU32,
     pub stats: ClusterStats,
     pub breakers: Arc<Breakers>,
+    pub outlier: Option<Detector>,
     /// Fired when the cluster is removed or replaced (stops its DNS refresh).
     pub retired: Drain,
 }
@@ -189,6 +118,10 @@ impl ClusterState {
     pub fn new(config: Cluster, store: &Store) -> Self {
         let stats = ClusterStats::new(store, &config.name);
         let breakers = Breakers::new(config.breakers, store, &config.name);
+        let outlier = config
+            .outlier
+            .clone()
+            .map(|o| Detector::new(o, store, &config.name));
         let initial = match config.discovery {
             Discovery::Static => config.endpoints.iter().filter_map(static_host).collect(),
             Discovery::StrictDns
@@ -198,53 +131,114 @@ impl ClusterState {
         };
         let state = ClusterState {
             name: config.name.as_str().into(),
+            overprovisioning: config.overprovisioning_factor.into(),
             config,
-            hosts: ArcSwap::from_pointee(HostSet::default()),
-            rr: AtomicUsize::new(0),
+            view: ArcSwap::from_pointee(LbView::default()),
+            rebuild: std::sync::Mutex::new(()),
             stats,
             breakers,
+            outlier,
             retired: Drain::default(),
         };
         state.set_hosts(initial);
         state
     }
 
+    /// Replaces the hosts (hosts that stay keep their health and counters).
     pub fn set_hosts(&self, hosts: Vec<Host>) {
-        self.stats.membership_total.set(hosts.len() as i64);
-        self.stats.membership_healthy.set(hosts.len() as i64);
-        self.hosts.store(Arc::new(HostSet::new(hosts)));
+        let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = carry_over(&self.view.load().hosts, hosts);
+        self.install(entries);
     }
 
-    pub fn hosts(&self) -> Arc<HostSet> {
-        self.hosts.load_full()
+    /// Replaces the hosts and the overprovisioning factor (an EDS assignment).
+    pub fn set_assignment(&self, hosts: Vec<Host>, overprovisioning: u32) {
+        self.overprovisioning
+            .store(overprovisioning, std::sync::atomic::Ordering::Relaxed);
+        self.set_hosts(hosts);
+    }
+
+    /// Rebuilds the view after a host's health changed.
+    pub fn health_changed(&self) {
+        let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self.view.load().hosts.clone();
+        self.install(entries);
+    }
+
+    fn install(&self, entries: Vec<Arc<HostEntry>>) {
+        let factor = self
+            .overprovisioning
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let view = LbView::build(entries, &self.config.lb, factor);
+        self.stats.membership_total.set(view.hosts.len() as i64);
+        self.stats.membership_healthy.set(view.healthy as i64);
+        self.stats.membership_degraded.set(view.degraded as i64);
+        self.view.store(Arc::new(view));
+    }
+
+    /// The current view of the hosts.
+    pub fn hosts(&self) -> Arc<LbView> {
+        self.view.load_full()
     }
 
     /// The host for a downstream connection whose original destination is
     /// `destination`: that address for ORIGINAL_DST clusters (with the configured port
-    /// override), else the next host by weighted round robin.
-    pub fn pick_for(&self, destination: Option<SocketAddr>) -> Option<Host> {
+    /// override), else the load balancer's pick.
+    pub fn pick_for(
+        &self,
+        destination: Option<SocketAddr>,
+        ctx: lb::Context,
+    ) -> Option<Arc<HostEntry>> {
         if self.config.discovery != Discovery::OriginalDst {
-            return self.pick();
+            return self.pick(ctx);
         }
         let mut addr = destination?;
         if let Some(port) = self.config.original_dst_port {
             addr.set_port(port);
         }
-        Some(Host {
-            addr: HostAddr::Tcp(addr),
-            hostname: None,
-            weight: 1,
-        })
+        Some(HostEntry::new(Host::new(HostAddr::Tcp(addr), None, 1)))
     }
 
-    /// Picks the next host by weighted round robin; `None` when the cluster has no hosts.
-    pub fn pick(&self) -> Option<Host> {
-        let set = self.hosts.load();
-        if set.schedule.is_empty() {
-            return None;
+    /// The load balancer's pick; `None` when no host can be chosen.
+    pub fn pick(&self, ctx: lb::Context) -> Option<Arc<HostEntry>> {
+        self.view.load().pick(ctx, &self.stats.lb_healthy_panic)
+    }
+
+    /// Tells outlier detection how an attempt to `host` ended.
+    pub fn report(&self, host: &HostEntry, outcome: outlier::Outcome) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let view = self.view.load();
+        if detector.report(host, outcome, &view.hosts) {
+            drop(view);
+            self.health_changed();
         }
-        let n = self.rr.fetch_add(1, Ordering::Relaxed);
-        set.hosts.get(set.schedule[n % set.schedule.len()]).cloned()
+    }
+
+    /// One outlier-detection interval (run by the cluster's sweep task).
+    pub fn outlier_sweep(&self) {
+        if let Some(detector) = &self.outlier {
+            let view = self.view.load_full();
+            if detector.sweep(&view.hosts) {
+                self.health_changed();
+            }
+        }
+    }
+}
+
+/// Runs the outlier sweep every `interval` until the cluster is retired or `stop` fires.
+pub async fn outlier_loop(cluster: Arc<ClusterState>, mut stop: crate::drain::DrainWatch) {
+    let Some(interval) = cluster.outlier.as_ref().map(Detector::interval) else {
+        return;
+    };
+    let mut retired = cluster.retired.watch();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => cluster.outlier_sweep(),
+            _ = stop.signaled() => return,
+            _ = retired.signaled() => return,
+        }
     }
 }
 
@@ -254,11 +248,23 @@ fn static_host(e: &crate::config::cluster::Endpoint) -> Option<Host> {
         HostAddress::Unix(p) => HostAddr::Unix(p.clone()),
         HostAddress::Name { .. } => return None,
     };
-    Some(Host {
+    Some(host_of(e, addr, None))
+}
+
+/// The host an endpoint's address resolved to.
+pub fn host_of(
+    e: &crate::config::cluster::Endpoint,
+    addr: HostAddr,
+    hostname: Option<String>,
+) -> Host {
+    Host {
         addr,
-        hostname: None,
+        hostname,
         weight: e.weight,
-    })
+        priority: e.priority,
+        locality: e.locality.clone(),
+        eds_health: e.health,
+    }
 }
 
 /// Clusters by name, looked up on every routed request (a fast hasher).
@@ -363,28 +369,6 @@ impl ClusterManager {
 mod tests {
     use super::*;
 
-    fn host(port: u16, weight: u32) -> Host {
-        Host {
-            addr: HostAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
-            hostname: None,
-            weight,
-        }
-    }
-
-    #[test]
-    fn weighted_round_robin_is_proportional_and_interleaved() {
-        let set = HostSet::new(vec![host(1, 3), host(2, 1)]);
-        assert_eq!(set.schedule.len(), 4);
-        assert_eq!(set.schedule.iter().filter(|i| **i == 0).count(), 3);
-        // Smooth: the light host is not at the end of a run of heavy ones twice in a row.
-        assert_ne!(
-            set.schedule,
-            vec![0, 0, 0, 1].into_iter().rev().collect::<Vec<_>>()
-        );
-        let equal = HostSet::new(vec![host(1, 10), host(2, 10)]);
-        assert_eq!(equal.schedule, vec![0, 1]);
-    }
-
     #[test]
     fn clusters_are_added_replaced_and_removed_while_holders_keep_theirs() {
         let store = Store::default();
@@ -396,10 +380,16 @@ mod tests {
         m.upsert(crate::testutil::static_cluster("b", addr), &store);
         assert_eq!(m.len(), 2);
         // The request that looked "a" up before the change still has the old hosts.
-        assert_eq!(held.pick().map(|h| h.addr), Some(HostAddr::Tcp(addr)));
+        assert_eq!(
+            held.pick(lb::Context::default()).map(|h| h.addr.clone()),
+            Some(HostAddr::Tcp(addr))
+        );
         let now = m.get("a").expect("a");
         assert!(Arc::ptr_eq(&now, &new));
-        assert_eq!(now.pick().map(|h| h.addr), Some(HostAddr::Tcp(addr2)));
+        assert_eq!(
+            now.pick(lb::Context::default()).map(|h| h.addr.clone()),
+            Some(HostAddr::Tcp(addr2))
+        );
         assert!(m.remove("b").is_some());
         assert!(m.get("b").is_none() && m.remove("b").is_none());
         assert_eq!(m.snapshot().len(), 1);

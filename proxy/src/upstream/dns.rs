@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::cluster::{ClusterState, Host, HostAddr};
+use super::cluster::{host_of, ClusterState, Host, HostAddr};
 use crate::config::cluster::{Discovery, DnsFamily};
 use crate::config::common::HostAddress;
 use crate::drain::DrainWatch;
@@ -14,16 +14,8 @@ pub async fn resolve(cluster: &ClusterState) -> std::io::Result<Vec<Host>> {
     let mut hosts = Vec::new();
     for ep in &cluster.config.endpoints {
         match &ep.address {
-            HostAddress::Ip(a) => hosts.push(Host {
-                addr: HostAddr::Tcp(*a),
-                hostname: None,
-                weight: ep.weight,
-            }),
-            HostAddress::Unix(p) => hosts.push(Host {
-                addr: HostAddr::Unix(p.clone()),
-                hostname: None,
-                weight: ep.weight,
-            }),
+            HostAddress::Ip(a) => hosts.push(host_of(ep, HostAddr::Tcp(*a), None)),
+            HostAddress::Unix(p) => hosts.push(host_of(ep, HostAddr::Unix(p.clone()), None)),
             HostAddress::Name { host, port } => {
                 let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
                     .await?
@@ -33,12 +25,11 @@ pub async fn resolve(cluster: &ClusterState) -> std::io::Result<Vec<Host>> {
                 if cluster.config.discovery == Discovery::LogicalDns {
                     addrs.truncate(1);
                 }
-                let hostname = host.clone();
-                hosts.extend(addrs.into_iter().map(|a| Host {
-                    addr: HostAddr::Tcp(a),
-                    hostname: Some(hostname.clone()),
-                    weight: ep.weight,
-                }));
+                hosts.extend(
+                    addrs
+                        .into_iter()
+                        .map(|a| host_of(ep, HostAddr::Tcp(a), Some(host.clone()))),
+                );
             }
         }
     }
@@ -75,7 +66,8 @@ pub async fn refresh_loop(cluster: Arc<ClusterState>, mut stop: DrainWatch) {
 pub async fn update(cluster: &ClusterState) {
     match resolve(cluster).await {
         Ok(hosts) => {
-            if *cluster.hosts().hosts != hosts {
+            let current = cluster.hosts();
+            if !current.hosts.iter().map(|e| &e.host).eq(hosts.iter()) {
                 tracing::debug!(cluster = %cluster.name, hosts = hosts.len(), "DNS hosts changed");
                 cluster.set_hosts(hosts);
             }

@@ -16,7 +16,8 @@ use crate::config::common::HostAddress;
 use crate::config::listener::Listener;
 use crate::config::route::RouteTable;
 use crate::config::ConfigError;
-use crate::upstream::cluster::{Host, HostAddr};
+use crate::upstream::cluster::{host_of, HostAddr};
+use crate::upstream::host::Assignment;
 
 /// A resource that failed to decode or validate: `<Type> '<name>': <field>: <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,22 +126,24 @@ pub fn route(any: &Any, index: usize) -> Result<Decoded<RouteTable>, Invalid> {
     )
 }
 
-/// A `ClusterLoadAssignment` as the hosts it lists (healthy ones only). EDS hosts are
-/// addresses, never names to resolve.
-pub fn endpoints(any: &Any, index: usize) -> Result<Decoded<Vec<Host>>, Invalid> {
+/// A `ClusterLoadAssignment` as the hosts it lists, with their priority, locality and
+/// reported health. EDS hosts are addresses, never names to resolve.
+pub fn endpoints(any: &Any, index: usize) -> Result<Decoded<Assignment>, Invalid> {
     decode::<endpoint_pb::ClusterLoadAssignment, _>(
         ResourceType::ClusterLoadAssignment,
         any,
         index,
         |c| &c.cluster_name,
         |cla| {
-            let eps = cluster::load_assignment(cla)?;
-            eps.into_iter()
+            let la = cluster::load_assignment(cla)?;
+            let hosts = la
+                .endpoints
+                .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let addr = match e.address {
-                        HostAddress::Ip(a) => HostAddr::Tcp(a),
-                        HostAddress::Unix(p) => HostAddr::Unix(p),
+                    let addr = match &e.address {
+                        HostAddress::Ip(a) => HostAddr::Tcp(*a),
+                        HostAddress::Unix(p) => HostAddr::Unix(p.clone()),
                         HostAddress::Name { host, .. } => {
                             return Err(ConfigError::new(
                                 format!("endpoints.lb_endpoints[{i}].endpoint.address.socket_address.address"),
@@ -148,13 +151,13 @@ pub fn endpoints(any: &Any, index: usize) -> Result<Decoded<Vec<Host>>, Invalid>
                             ))
                         }
                     };
-                    Ok(Host {
-                        addr,
-                        hostname: None,
-                        weight: e.weight,
-                    })
+                    Ok(host_of(e, addr, None))
                 })
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Assignment {
+                hosts,
+                overprovisioning_factor: la.overprovisioning_factor,
+            })
         },
     )
 }
@@ -203,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_addresses_and_unhealthy_ones_leave() {
+    fn endpoints_are_addresses_with_their_reported_health() {
         use envoy_types::pb::envoy::config::core::v3 as core;
         let ep = |ip: &str, health: core::HealthStatus| endpoint_pb::LbEndpoint {
             host_identifier: Some(endpoint_pb::lb_endpoint::HostIdentifier::Endpoint(
@@ -235,7 +238,17 @@ mod tests {
             ..Default::default()
         };
         let d = endpoints(&any(ResourceType::ClusterLoadAssignment, &cla), 0).expect("valid");
-        assert_eq!(d.value.len(), 1);
+        // Unhealthy hosts stay in the set (they count toward priority health and panic)
+        // but are marked so.
+        let health: Vec<_> = d.value.hosts.iter().map(|h| h.eds_health).collect();
+        assert_eq!(
+            health,
+            vec![
+                crate::config::cluster::EdsHealth::Healthy,
+                crate::config::cluster::EdsHealth::Unhealthy
+            ]
+        );
+        assert_eq!(d.value.overprovisioning_factor, 140);
         let mut named = cla.clone();
         named.endpoints[0].lb_endpoints = vec![ep("web.local", core::HealthStatus::Healthy)];
         let e = endpoints(&any(ResourceType::ClusterLoadAssignment, &named), 0)

@@ -9,8 +9,9 @@ use tokio::time::Instant;
 use super::{decode_named, rejection, removed_names, Applier, Batch};
 use crate::config::cluster::Cluster;
 use crate::server::Server;
-use crate::upstream::cluster::{ClusterState, Host};
+use crate::upstream::cluster::{outlier_loop, ClusterState};
 use crate::upstream::dns;
+use crate::upstream::host::Assignment;
 use crate::xds::convert;
 use crate::xds::dump::{self, Change, Entry};
 
@@ -29,7 +30,7 @@ struct DynCluster {
 pub(super) struct Clusters {
     dynamic: HashMap<String, DynCluster>,
     /// Endpoints received, by EDS service name, with the hash of their encoding.
-    endpoints: HashMap<String, (u64, Arc<Vec<Host>>)>,
+    endpoints: HashMap<String, (u64, Arc<Assignment>)>,
     /// EDS service name -> clusters (static or dynamic) that take their endpoints from it.
     by_service: HashMap<String, BTreeSet<String>>,
     /// The EDS names last subscribed.
@@ -107,8 +108,8 @@ impl Applier {
         let dns = config.discovery.is_dns();
         let state = Arc::new(ClusterState::new(config, &self.server.stats));
         if let Some(service) = eds {
-            if let Some((_, hosts)) = self.clusters.endpoints.get(&service) {
-                state.set_hosts(hosts.to_vec());
+            if let Some((_, a)) = self.clusters.endpoints.get(&service) {
+                state.set_assignment(a.hosts.clone(), a.overprovisioning_factor);
             }
         }
         if dns {
@@ -118,6 +119,9 @@ impl Applier {
                 dns::update(&c).await;
                 dns::refresh_loop(c, stop).await;
             });
+        }
+        if state.outlier.is_some() {
+            tokio::spawn(outlier_loop(state.clone(), self.server.shutdown.watch()));
         }
         state
     }
@@ -225,7 +229,7 @@ impl Applier {
         }
         for name in b.removed {
             if self.clusters.by_service.contains_key(name) {
-                let hosts = Arc::new(Vec::new());
+                let hosts = Arc::new(Assignment::default());
                 self.clusters
                     .endpoints
                     .insert(name.clone(), (0, hosts.clone()));
@@ -252,7 +256,7 @@ impl Applier {
     fn endpoints_arrived(
         &mut self,
         service: &str,
-        hosts: &Arc<Vec<Host>>,
+        hosts: &Arc<Assignment>,
         activated: &mut Vec<(String, Cluster)>,
     ) {
         let Some(names) = self.clusters.by_service.get(service).cloned() else {
@@ -269,10 +273,10 @@ impl Applier {
             } else if let Some(c) = self.server.clusters.get(&name) {
                 c.stats.update_attempt.inc();
                 c.stats.update_success.inc();
-                if hosts.is_empty() {
+                if hosts.hosts.is_empty() {
                     c.stats.update_empty.inc();
                 }
-                c.set_hosts(hosts.to_vec());
+                c.set_assignment(hosts.hosts.clone(), hosts.overprovisioning_factor);
             }
         }
     }

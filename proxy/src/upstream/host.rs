@@ -1,0 +1,180 @@
+//! Upstream hosts: what a host is ([`Host`], a value compared when DNS or EDS answers
+//! change) and what is known about it while it serves ([`HostState`]: health flags set
+//! by outlier detection, active requests for least-request balancing, outlier counters).
+//! A host that stays in the set across an update keeps its state.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::config::cluster::{EdsHealth, Locality};
+use crate::upstream::outlier::HostMonitor;
+
+/// A resolved upstream host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Host {
+    pub addr: HostAddr,
+    /// The DNS name it was resolved from (for `auto_host_rewrite`).
+    pub hostname: Option<String>,
+    pub weight: u32,
+    pub priority: u32,
+    pub locality: Arc<Locality>,
+    pub eds_health: EdsHealth,
+}
+
+impl Host {
+    /// A healthy host at priority 0 in no particular locality.
+    pub fn new(addr: HostAddr, hostname: Option<String>, weight: u32) -> Self {
+        Host {
+            addr,
+            hostname,
+            weight,
+            priority: 0,
+            locality: Arc::default(),
+            eds_health: EdsHealth::Healthy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for HostAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostAddr::Tcp(a) => write!(f, "{a}"),
+            HostAddr::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+/// The hosts of one EDS assignment and its overprovisioning factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub hosts: Vec<Host>,
+    pub overprovisioning_factor: u32,
+}
+
+impl Default for Assignment {
+    fn default() -> Self {
+        Assignment {
+            hosts: Vec::new(),
+            overprovisioning_factor: crate::config::cluster::DEFAULT_OVERPROVISIONING,
+        }
+    }
+}
+
+/// A host in a cluster's current set: its description and its running state.
+#[derive(Debug)]
+pub struct HostEntry {
+    pub host: Host,
+    pub state: Arc<HostState>,
+    /// The address as text: the host's consistent-hashing key.
+    key: Box<str>,
+}
+
+impl std::ops::Deref for HostEntry {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+impl HostEntry {
+    pub fn new(host: Host) -> Arc<Self> {
+        Self::with_state(host, Arc::default())
+    }
+
+    fn with_state(host: Host, state: Arc<HostState>) -> Arc<Self> {
+        Arc::new(HostEntry {
+            key: host.addr.to_string().into(),
+            host,
+            state,
+        })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where load balancing places the host now.
+    pub fn availability(&self) -> Availability {
+        if self.state.flags.load(Ordering::Acquire) != 0 {
+            return Availability::Unhealthy;
+        }
+        match self.host.eds_health {
+            EdsHealth::Healthy => Availability::Healthy,
+            EdsHealth::Degraded => Availability::Degraded,
+            EdsHealth::Unhealthy => Availability::Unhealthy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// Health flags (bits of [`HostState::flags`]).
+pub mod flags {
+    /// Ejected by outlier detection.
+    pub const FAILED_OUTLIER_CHECK: u8 = 1;
+}
+
+/// What a host's serving has shown so far.
+#[derive(Debug, Default)]
+pub struct HostState {
+    flags: AtomicU8,
+    /// Requests in flight to the host (least-request balancing).
+    pub active_requests: AtomicU32,
+    pub outlier: HostMonitor,
+}
+
+impl HostState {
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags.load(Ordering::Acquire) & flag != 0
+    }
+
+    pub fn set(&self, flag: u8) {
+        self.flags.fetch_or(flag, Ordering::AcqRel);
+    }
+
+    pub fn clear(&self, flag: u8) {
+        self.flags.fetch_and(!flag, Ordering::AcqRel);
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn request(self: &Arc<Self>) -> ActiveRequest {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self.clone())
+    }
+}
+
+/// A request in flight to a host.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<HostState>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The hosts of `next`, reusing the state of hosts already in `current` (same address).
+pub fn carry_over(current: &[Arc<HostEntry>], next: Vec<Host>) -> Vec<Arc<HostEntry>> {
+    let by_addr: std::collections::HashMap<&HostAddr, &Arc<HostEntry>> =
+        current.iter().map(|e| (&e.host.addr, e)).collect();
+    next.into_iter()
+        .map(|host| match by_addr.get(&host.addr) {
+            Some(e) if e.host == host => Arc::clone(e),
+            Some(e) => HostEntry::with_state(host, e.state.clone()),
+            None => HostEntry::new(host),
+        })
+        .collect()
+}
