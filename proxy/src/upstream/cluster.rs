@@ -42,6 +42,8 @@ pub struct ClusterStats {
     pub membership_total: Gauge,
     pub membership_healthy: Gauge,
     pub membership_degraded: Gauge,
+    pub membership_excluded: Gauge,
+    pub membership_change: Counter,
     pub update_attempt: Counter,
     pub update_success: Counter,
     pub update_failure: Counter,
@@ -80,6 +82,8 @@ impl ClusterStats {
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             membership_degraded: g("membership_degraded"),
+            membership_excluded: g("membership_excluded"),
+            membership_change: c("membership_change"),
             update_attempt: c("update_attempt"),
             update_success: c("update_success"),
             update_failure: c("update_failure"),
@@ -147,7 +151,13 @@ impl ClusterState {
     /// Replaces the hosts (hosts that stay keep their health and counters).
     pub fn set_hosts(&self, hosts: Vec<Host>) {
         let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = carry_over(&self.view.load().hosts, hosts);
+        let current = self.view.load();
+        let changed = !current.hosts.iter().map(|e| &e.host).eq(hosts.iter());
+        let entries = carry_over(&current.hosts, hosts);
+        drop(current);
+        if changed {
+            self.stats.membership_change.inc();
+        }
         self.install(entries);
     }
 
@@ -173,6 +183,7 @@ impl ClusterState {
         self.stats.membership_total.set(view.hosts.len() as i64);
         self.stats.membership_healthy.set(view.healthy as i64);
         self.stats.membership_degraded.set(view.degraded as i64);
+        self.stats.membership_excluded.set(0);
         self.view.store(Arc::new(view));
     }
 

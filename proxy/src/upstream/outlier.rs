@@ -160,6 +160,10 @@ impl Detector {
     pub fn new(cfg: Outlier, store: &Store, cluster: &str) -> Self {
         let stats = Stats::new(store, cluster);
         stats.active.set(0);
+        // Envoy lists this (deprecated) counter too; nothing increments it.
+        store.counter(&format!(
+            "cluster.{cluster}.outlier_detection.ejections_detected_degradation"
+        ));
         Detector {
             cfg,
             stats,
