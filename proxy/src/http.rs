@@ -8,6 +8,7 @@
 
 mod attempts;
 pub mod body;
+pub mod fault;
 pub mod forward;
 pub mod handler;
 pub mod hash_policy;
@@ -46,6 +47,8 @@ pub struct HttpContext {
     /// The listener's `per_connection_buffer_limit_bytes`: the HTTP/2 flow-control window
     /// granted to each downstream stream and connection.
     pub buffer_limit: u32,
+    /// The connection manager's fault filters (shared by its workers).
+    pub faults: Vec<fault::FaultFilter>,
 }
 
 impl HttpContext {
@@ -62,7 +65,9 @@ impl HttpContext {
         local_address: IpAddr,
     ) -> Self {
         let stats = HcmStats::new(store, &config.stat_prefix);
+        let faults = fault::FaultFilter::from_chain(&config.filters, store, &config.stat_prefix);
         HttpContext {
+            faults,
             config,
             routes,
             clusters,

@@ -62,10 +62,7 @@ fn shared_configs_validate_or_name_the_missing_feature() {
             Some("unrecognized field name 'resources' (in envoy.config.bootstrap.v3.Bootstrap)"),
         ),
         ("envoy-configs/examples/dynamic-config-fs_envoy.yaml", None),
-        (
-            "envoy-configs/examples/fault-injection_envoy.yaml",
-            Some("HTTP filter 'envoy.filters.http.fault'"),
-        ),
+        ("envoy-configs/examples/fault-injection_envoy.yaml", None),
         (
             "envoy-configs/examples/front-proxy_envoy.yaml",
             Some("'envoy.transport_sockets.tls' (TLS termination)"),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault as FaultProto;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as pb;
 
 use super::common::{self, resolve_any};
@@ -41,6 +42,23 @@ pub struct HttpManager {
     pub strip_any_host_port: bool,
     pub strip_matching_host_port: bool,
     pub drain_timeout: Duration,
+    /// The HTTP filters before the router, in order.
+    pub filters: Vec<HttpFilter>,
+}
+
+/// An HTTP filter before the router: its name (the key of per-route overrides) and what
+/// it does.
+#[derive(Debug, Clone)]
+pub struct HttpFilter {
+    pub name: String,
+    pub kind: FilterKind,
+    /// `disabled`: off unless a route's `typed_per_filter_config` turns it on.
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum FilterKind {
+    Fault(Arc<super::fault::Fault>),
 }
 
 /// Where a connection manager's routes come from.
@@ -101,7 +119,7 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
                 ))
             }
         };
-        check_filters(&h.http_filters).within("http_filters")?;
+        let filters = http_filters(&h.http_filters).within("http_filters")?;
         if h.local_reply_config.is_some() {
             return Err(common::unsupported(
                 "local_reply_config",
@@ -145,6 +163,7 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
             }
         }
         Ok(HttpManager {
+            filters,
             stat_prefix: h.stat_prefix.clone(),
             codec,
             routes,
@@ -227,9 +246,10 @@ fn rds_spec(rds: &pb::Rds) -> Result<RouteSpec> {
     })
 }
 
-/// The filter chain must end in the router; other HTTP filters arrive in later work and are
-/// refused by name until then.
-fn check_filters(filters: &[pb::HttpFilter]) -> Result<()> {
+/// The filter chain: it must end in the router; the fault filter is built; others arrive
+/// in later work and are refused by name unless optional or disabled.
+fn http_filters(filters: &[pb::HttpFilter]) -> Result<Vec<HttpFilter>> {
+    let mut out = Vec::new();
     let Some(last) = filters.len().checked_sub(1) else {
         return Err(ConfigError::new(
             "",
@@ -237,9 +257,12 @@ fn check_filters(filters: &[pb::HttpFilter]) -> Result<()> {
         ));
     };
     for (i, f) in filters.iter().enumerate() {
+        let mut bytes = Vec::new();
         let type_name = match &f.config_type {
             Some(pb::http_filter::ConfigType::TypedConfig(any)) => {
-                Some(resolve_any(any).at_index("", i)?.0)
+                let (name, b) = resolve_any(any).at_index("", i)?;
+                bytes = b;
+                Some(name)
             }
             Some(pb::http_filter::ConfigType::ConfigDiscovery(_)) => {
                 return Err(common::unsupported(
@@ -265,6 +288,17 @@ fn check_filters(filters: &[pb::HttpFilter]) -> Result<()> {
                     "the last HTTP filter must be envoy.filters.http.router",
                 ))
             }
+            (false, false) if type_name.as_deref() == Some(super::fault::TYPE) => {
+                let proto: FaultProto =
+                    common::decode_as(&bytes, super::fault::TYPE).at_index("", i)?;
+                let fault =
+                    super::fault::Fault::try_from(&proto).within(&format!("[{i}].typed_config"))?;
+                out.push(HttpFilter {
+                    name: f.name.clone(),
+                    kind: FilterKind::Fault(Arc::new(fault)),
+                    disabled: f.disabled,
+                });
+            }
             (false, false) if f.disabled || f.is_optional => {}
             (false, false) => {
                 let what = type_name.unwrap_or_else(|| f.name.clone());
@@ -275,5 +309,5 @@ fn check_filters(filters: &[pb::HttpFilter]) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(out)
 }

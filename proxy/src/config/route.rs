@@ -9,6 +9,7 @@ use regex::Regex;
 
 use super::common::{self, HeaderMutations, StringMatcher};
 use super::error::{ConfigError, Result, Within};
+use super::per_filter::PerFilter;
 use super::retry::RetryPolicy;
 
 pub use super::route_action::*;
@@ -22,6 +23,7 @@ pub struct RouteTable {
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
     pub ignore_port_in_host_matching: bool,
+    pub per_filter: PerFilter,
 }
 
 #[derive(Debug)]
@@ -31,6 +33,7 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
+    pub per_filter: PerFilter,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,7 @@ pub struct Route {
     pub action: Action,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
+    pub per_filter: PerFilter,
 }
 
 #[derive(Debug)]
@@ -112,6 +116,7 @@ impl TryFrom<&pb::RouteConfiguration> for RouteTable {
                 "response_headers_to_remove",
             )?,
             ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
+            per_filter: PerFilter::build(&rc.typed_per_filter_config)?,
             virtual_hosts,
             domains,
         })
@@ -152,6 +157,7 @@ impl TryFrom<&pb::VirtualHost> for VirtualHost {
             routes.push(route);
         }
         Ok(VirtualHost {
+            per_filter: PerFilter::build(&vh.typed_per_filter_config)?,
             name: vh.name.clone(),
             domains: vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             routes,
@@ -205,6 +211,7 @@ impl TryFrom<&pb::Route> for Route {
             }
         };
         Ok(Route {
+            per_filter: PerFilter::build(&r.typed_per_filter_config)?,
             name: r.name.clone(),
             matcher,
             action,

@@ -293,6 +293,7 @@ fn weighted(w: &pb::WeightedCluster) -> Result<WeightedClusters> {
                     "must not be empty (cluster_header is not supported)",
                 ));
             }
+            super::per_filter::reject_weighted(&c.typed_per_filter_config)?;
             Ok(WeightedCluster {
                 name: c.name.as_str().into(),
                 weight: common::u32_or(c.weight.as_ref(), 0),

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use super::headers::names;
 use super::local_reply::{LocalReply, Reply};
-use super::{forward, headers, redirect, Downstream, HttpContext};
+use super::{fault, forward, headers, redirect, Downstream, HttpContext};
 use crate::config::common::HeaderMutations;
 use crate::config::hcm::ServerHeader;
 use crate::config::route::{Action, Route, RouteTable, VirtualHost};
@@ -138,6 +138,27 @@ async fn process(
         vhost: &vhost.response_headers,
         table: &routes.response_headers,
     };
+    // HTTP filters before the router (each holds its place until the response is made).
+    let mut passed = Vec::new();
+    if !ctx.faults.is_empty() {
+        let levels = fault::Levels([&route.per_filter, &vhost.per_filter, &routes.per_filter]);
+        let cluster = match &route.action {
+            Action::Forward(f) => match &f.target {
+                crate::config::route::ClusterTarget::Named(n) => Some(&**n),
+                _ => None,
+            },
+            _ => None,
+        };
+        for f in &ctx.faults {
+            match f.run(req.headers(), cluster, &levels, grpc).await {
+                Ok(p) => passed.push(p),
+                Err(mut resp) => {
+                    mutations.apply(resp.headers_mut());
+                    return resp;
+                }
+            }
+        }
+    }
     let result = match &route.action {
         Action::Direct(d) => {
             ctx.stats.rq_direct_response.inc();
