@@ -234,11 +234,16 @@ async fn nack_keeps_the_last_good_config_then_recovers() {
         let n = cp.answers().len();
         cp.upsert(
             CDS,
-            vec![cluster("name: bad\nconnect_timeout: 1s\nlb_policy: MAGLEV")],
+            vec![cluster(
+                "name: bad\nconnect_timeout: 1s\nlb_policy: MAGLEV\nmaglev_lb_config: {table_size: 1000}",
+            )],
         );
         let nack = cp.wait_nack(n, CDS).await;
         let msg = nack.error.expect("error_detail");
-        assert!(msg.contains("Cluster 'bad': lb_policy:"), "{msg}");
+        assert!(
+            msg.contains("Cluster 'bad': maglev_lb_config.table_size:"),
+            "{msg}"
+        );
         assert_eq!(proxy.stat("cluster_manager.cds.update_rejected"), 1);
         assert!(proxy.server.clusters.get("bad").is_none());
         assert_eq!(answered_by(addr).await, (200, "a".into(), "v1".into()));

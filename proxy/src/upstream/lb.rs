@@ -127,11 +127,16 @@ impl LbView {
             return None;
         }
         let policy = self.policy?;
-        let draw = match ctx.hash {
-            Some(h) if policy.is_hashing() => h,
-            _ => fastrand::u64(..),
+        // One priority taking all the load (the common case): no draw needed.
+        let (p, chosen) = if self.loads.healthy.first() == Some(&100) {
+            (0, Chosen::Healthy)
+        } else {
+            let draw = match ctx.hash {
+                Some(h) if policy.is_hashing() => h,
+                _ => fastrand::u64(..),
+            };
+            priority::choose(&self.loads, draw)
         };
-        let (p, chosen) = priority::choose(&self.loads, draw);
         let view = self.priorities.get(p)?;
         if self.loads.panic.get(p).copied().unwrap_or(false) {
             panic.inc();
