@@ -31,10 +31,16 @@ impl Host {
             hostname,
             weight,
             priority: 0,
-            locality: Arc::default(),
+            locality: no_locality(),
             eds_health: EdsHealth::Healthy,
         }
     }
+}
+
+/// The locality of hosts that name none (shared: no allocation per host).
+fn no_locality() -> Arc<Locality> {
+    static NONE: std::sync::LazyLock<Arc<Locality>> = std::sync::LazyLock::new(Arc::default);
+    NONE.clone()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,8 +79,6 @@ impl Default for Assignment {
 pub struct HostEntry {
     pub host: Host,
     pub state: Arc<HostState>,
-    /// The address as text: the host's consistent-hashing key.
-    key: Box<str>,
 }
 
 impl std::ops::Deref for HostEntry {
@@ -90,15 +94,7 @@ impl HostEntry {
     }
 
     fn with_state(host: Host, state: Arc<HostState>) -> Arc<Self> {
-        Arc::new(HostEntry {
-            key: host.addr.to_string().into(),
-            host,
-            state,
-        })
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
+        Arc::new(HostEntry { host, state })
     }
 
     /// Where load balancing places the host now.

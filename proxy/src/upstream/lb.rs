@@ -224,14 +224,24 @@ impl LocalityPick {
 
 impl Source {
     fn new(hosts: Vec<Arc<HostEntry>>, cfg: &LbConfig) -> Source {
+        // Consistent-hashing keys: the address as text (or the host name).
+        let keys: Vec<String> = if cfg.policy.is_hashing() {
+            hosts
+                .iter()
+                .map(|h| match (&h.hostname, cfg.use_hostname_for_hashing) {
+                    (Some(name), true) => name.clone(),
+                    _ => h.addr.to_string(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let members = || -> Vec<Member<'_>> {
             hosts
                 .iter()
-                .map(|h| Member {
-                    key: match (&h.hostname, cfg.use_hostname_for_hashing) {
-                        (Some(name), true) => name.as_str(),
-                        _ => h.key(),
-                    },
+                .zip(&keys)
+                .map(|(h, key)| Member {
+                    key,
                     weight: h.weight,
                 })
                 .collect()
