@@ -515,15 +515,14 @@ fn protocol_options(c: &pb::Cluster) -> Result<(UpstreamProtocol, u32, Keepalive
         .map_or(0, |v| v.value);
     for (key, any) in &c.typed_extension_protocol_options {
         let field = format!("typed_extension_protocol_options[\"{key}\"]");
-        let (name, bytes) = common::resolve_any(any).within(&field)?;
-        if name != HTTP_PROTOCOL_OPTIONS {
+        let resolved = common::resolve_any(any).within(&field)?;
+        if resolved.name != HTTP_PROTOCOL_OPTIONS {
             return Err(common::unsupported(
                 &field,
-                &format!("protocol options type '{name}'"),
+                &format!("protocol options type '{}'", resolved.name),
             ));
         }
-        let opts: upstream_http::HttpProtocolOptions =
-            common::decode_as(&bytes, &name).within(&field)?;
+        let opts: upstream_http::HttpProtocolOptions = resolved.decode().within(&field)?;
         protocol = match &opts.upstream_protocol_options {
             Some(O::ExplicitHttpConfig(e)) => match &e.protocol_config {
                 Some(P::Http2ProtocolOptions(o)) => {

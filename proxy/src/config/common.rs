@@ -223,11 +223,30 @@ pub fn type_name(type_url: &str) -> &str {
     type_url.rsplit('/').next().unwrap_or(type_url)
 }
 
+/// An `Any` resolved to the type it carries and, when Remora has it, its binary value.
+#[derive(Debug)]
+pub struct Resolved {
+    pub name: String,
+    /// `None`: an Envoy type outside Remora's descriptor pool, read from YAML/JSON, whose
+    /// content was not kept (only its name, for an error that names it).
+    bytes: Option<Vec<u8>>,
+}
+
+impl Resolved {
+    /// Decodes the concrete message. A type whose content was not kept is an error
+    /// naming it, never a silently empty message.
+    pub fn decode<M: prost::Message + Default>(&self) -> Result<M> {
+        let Some(bytes) = &self.bytes else {
+            return Err(unsupported("", &format!("'{}'", self.name)));
+        };
+        M::decode(bytes.as_slice())
+            .map_err(|e| ConfigError::new("", format!("invalid {}: {e}", self.name)))
+    }
+}
+
 /// Resolves an `Any`, unwrapping `TypedStruct`, into the type name it carries and its
 /// binary value, so callers can dispatch on the name and decode the concrete message.
-/// Envoy types outside Remora's pool come back by name with no bytes: callers that do
-/// not support them say so by name.
-pub fn resolve_any(any: &protobuf::Any) -> Result<(String, Vec<u8>)> {
+pub fn resolve_any(any: &protobuf::Any) -> Result<Resolved> {
     let name = type_name(&any.type_url);
     if name == load::UNSUPPORTED {
         let msg = decode_dynamic_bytes(name, &any.value)?;
@@ -235,10 +254,16 @@ pub fn resolve_any(any: &protobuf::Any) -> Result<(String, Vec<u8>)> {
             .get_field_by_name("type_url")
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        return Ok((type_name(&url).to_string(), Vec::new()));
+        return Ok(Resolved {
+            name: type_name(&url).to_string(),
+            bytes: None,
+        });
     }
     if !TYPED_STRUCT_URLS.contains(&any.type_url.as_str()) {
-        return Ok((name.to_string(), any.value.clone()));
+        return Ok(Resolved {
+            name: name.to_string(),
+            bytes: Some(any.value.clone()),
+        });
     }
     let msg = decode_dynamic_bytes(name, &any.value)?;
     let json = serde_json::to_value(&msg)
@@ -251,7 +276,10 @@ pub fn resolve_any(any: &protobuf::Any) -> Result<(String, Vec<u8>)> {
     let value = json.get("value").cloned().unwrap_or(serde_json::json!({}));
     let Some(inner_desc) = load::pool().get_message_by_name(&inner) else {
         if load::is_envoy_type(&inner) {
-            return Ok((inner, Vec::new()));
+            return Ok(Resolved {
+                name: inner,
+                bytes: None,
+            });
         }
         return Err(ConfigError::new(
             "type_url",
@@ -259,7 +287,10 @@ pub fn resolve_any(any: &protobuf::Any) -> Result<(String, Vec<u8>)> {
         ));
     };
     let dynamic = load::decode_dynamic(value, &inner_desc).within("value")?;
-    Ok((inner, prost::Message::encode_to_vec(&dynamic)))
+    Ok(Resolved {
+        name: inner,
+        bytes: Some(prost::Message::encode_to_vec(&dynamic)),
+    })
 }
 
 fn decode_dynamic_bytes(name: &str, bytes: &[u8]) -> Result<DynamicMessage> {
@@ -270,11 +301,6 @@ fn decode_dynamic_bytes(name: &str, bytes: &[u8]) -> Result<DynamicMessage> {
         .map_err(|e| ConfigError::new("", format!("invalid {name}: {e}")))
 }
 
-/// Decodes a concrete message from the bytes of a resolved `Any`.
-pub fn decode_as<M: prost::Message + Default>(bytes: &[u8], type_name: &str) -> Result<M> {
-    M::decode(bytes).map_err(|e| ConfigError::new("", format!("invalid {type_name}: {e}")))
-}
-
 /// `UInt32Value` with a default.
 pub fn u32_or(v: Option<&protobuf::UInt32Value>, default: u32) -> u32 {
     v.map_or(default, |v| v.value)
@@ -283,4 +309,33 @@ pub fn u32_or(v: Option<&protobuf::UInt32Value>, default: u32) -> u32 {
 /// Error for a feature that a later issue adds.
 pub fn unsupported(field: &str, what: &str) -> ConfigError {
     ConfigError::new(field, format!("{what} is not supported yet"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_type_whose_content_was_not_kept_is_an_error_naming_it() {
+        let r = Resolved {
+            name: "envoy.extensions.filters.http.rbac.v3.RBAC".into(),
+            bytes: None,
+        };
+        let e = r.decode::<protobuf::UInt32Value>().expect_err("no content");
+        assert!(
+            e.to_string()
+                .contains("'envoy.extensions.filters.http.rbac.v3.RBAC'"),
+            "{e}"
+        );
+        let kept = Resolved {
+            name: "google.protobuf.UInt32Value".into(),
+            bytes: Some(prost::Message::encode_to_vec(&protobuf::UInt32Value {
+                value: 7,
+            })),
+        };
+        assert_eq!(
+            kept.decode::<protobuf::UInt32Value>().map(|v| v.value).ok(),
+            Some(7)
+        );
+    }
 }

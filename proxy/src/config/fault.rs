@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as pb;
 
 use super::common;
 use super::error::{ConfigError, Result, Within};
-use super::route::HeaderMatcher;
+use super::route::{header_matchers, HeaderMatcher};
 use super::route_action::fraction_per_million;
 
 pub const TYPE: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
@@ -80,12 +80,7 @@ impl TryFrom<&pb::HttpFault> for Fault {
             .as_ref()
             .map(|a| abort(a).within("abort"))
             .transpose()?;
-        let headers = f
-            .headers
-            .iter()
-            .enumerate()
-            .map(|(i, h)| HeaderMatcher::try_from(h).at_index("headers", i))
-            .collect::<Result<Vec<_>>>()?;
+        let headers = header_matchers(&f.headers, "headers")?;
         Ok(Fault {
             delay,
             abort,

@@ -67,16 +67,7 @@ fn rule(p: &PbHashPolicy) -> Result<Rule> {
             rewrite: h
                 .regex_rewrite
                 .as_ref()
-                .map(|r| {
-                    let pattern = r
-                        .pattern
-                        .as_ref()
-                        .ok_or_else(|| ConfigError::new("pattern", "is required"))?;
-                    Ok::<_, ConfigError>((
-                        common::regex_unanchored(pattern, "pattern")?,
-                        super::route_action::rewrite_substitution(&r.substitution),
-                    ))
-                })
+                .map(super::route_action::regex_substitution)
                 .transpose()
                 .within("header.regex_rewrite")?,
         },

@@ -257,12 +257,9 @@ fn http_filters(filters: &[pb::HttpFilter]) -> Result<Vec<HttpFilter>> {
         ));
     };
     for (i, f) in filters.iter().enumerate() {
-        let mut bytes = Vec::new();
-        let type_name = match &f.config_type {
+        let resolved = match &f.config_type {
             Some(pb::http_filter::ConfigType::TypedConfig(any)) => {
-                let (name, b) = resolve_any(any).at_index("", i)?;
-                bytes = b;
-                Some(name)
+                Some(resolve_any(any).at_index("", i)?)
             }
             Some(pb::http_filter::ConfigType::ConfigDiscovery(_)) => {
                 return Err(common::unsupported(
@@ -272,7 +269,8 @@ fn http_filters(filters: &[pb::HttpFilter]) -> Result<Vec<HttpFilter>> {
             }
             None => None,
         };
-        let is_router = type_name.as_deref() == Some(ROUTER)
+        let type_name = resolved.as_ref().map(|r| r.name.as_str());
+        let is_router = type_name == Some(ROUTER)
             || (type_name.is_none() && f.name == "envoy.filters.http.router");
         match (is_router, i == last) {
             (true, true) => {}
@@ -288,25 +286,26 @@ fn http_filters(filters: &[pb::HttpFilter]) -> Result<Vec<HttpFilter>> {
                     "the last HTTP filter must be envoy.filters.http.router",
                 ))
             }
-            (false, false) if type_name.as_deref() == Some(super::fault::TYPE) => {
-                let proto: FaultProto =
-                    common::decode_as(&bytes, super::fault::TYPE).at_index("", i)?;
-                let fault =
-                    super::fault::Fault::try_from(&proto).within(&format!("[{i}].typed_config"))?;
-                out.push(HttpFilter {
-                    name: f.name.clone(),
-                    kind: FilterKind::Fault(Arc::new(fault)),
-                    disabled: f.disabled,
-                });
-            }
-            (false, false) if f.disabled || f.is_optional => {}
-            (false, false) => {
-                let what = type_name.unwrap_or_else(|| f.name.clone());
-                return Err(common::unsupported(
-                    &format!("[{i}]"),
-                    &format!("HTTP filter '{}' ({what})", f.name),
-                ));
-            }
+            (false, false) => match &resolved {
+                Some(r) if r.name == super::fault::TYPE => {
+                    let proto: FaultProto = r.decode().at_index("", i)?;
+                    let fault = super::fault::Fault::try_from(&proto)
+                        .within(&format!("[{i}].typed_config"))?;
+                    out.push(HttpFilter {
+                        name: f.name.clone(),
+                        kind: FilterKind::Fault(Arc::new(fault)),
+                        disabled: f.disabled,
+                    });
+                }
+                _ if f.disabled || f.is_optional => {}
+                _ => {
+                    let what = type_name.unwrap_or(&f.name);
+                    return Err(common::unsupported(
+                        &format!("[{i}]"),
+                        &format!("HTTP filter '{}' ({what})", f.name),
+                    ));
+                }
+            },
         }
     }
     Ok(out)

@@ -186,7 +186,7 @@ fn network_filters(filters: &[pb::Filter]) -> Result<NetworkFilter> {
     }
     let i = leading.len();
     let field = format!("[{i}].typed_config");
-    let (type_name, bytes) = match &last.config_type {
+    let resolved = match &last.config_type {
         Some(pb::filter::ConfigType::TypedConfig(any)) => {
             common::resolve_any(any).within(&field)?
         }
@@ -203,13 +203,13 @@ fn network_filters(filters: &[pb::Filter]) -> Result<NetworkFilter> {
             ))
         }
     };
-    let terminal = match type_name.as_str() {
+    let terminal = match resolved.name.as_str() {
         HCM => {
-            let h: HttpConnectionManager = common::decode_as(&bytes, &type_name)?;
+            let h: HttpConnectionManager = resolved.decode()?;
             NetworkFilter::Http(Arc::new(HttpManager::try_from(&h).within(&field)?))
         }
         TCP_PROXY => {
-            let t: TcpProxyPb = common::decode_as(&bytes, &type_name)?;
+            let t: TcpProxyPb = resolved.decode()?;
             NetworkFilter::Tcp(Arc::new(TcpProxy::try_from(&t).within(&field)?))
         }
         other => {

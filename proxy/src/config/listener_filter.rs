@@ -151,10 +151,7 @@ impl ListenerFilters {
 fn filter(f: &pb::ListenerFilter) -> Result<ListenerFilter> {
     use pb::listener_filter::ConfigType;
     let type_name = match &f.config_type {
-        Some(ConfigType::TypedConfig(any)) => {
-            let (name, _) = common::resolve_any(any).within("typed_config")?;
-            name
-        }
+        Some(ConfigType::TypedConfig(any)) => common::resolve_any(any).within("typed_config")?.name,
         Some(ConfigType::ConfigDiscovery(_)) => {
             return Err(common::unsupported(
                 "config_discovery",

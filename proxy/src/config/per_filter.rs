@@ -53,14 +53,14 @@ impl PerFilter {
 }
 
 fn convert(any: &Any) -> Result<Override> {
-    let (name, bytes) = common::resolve_any(any)?;
-    match name.as_str() {
+    let resolved = common::resolve_any(any)?;
+    match resolved.name.as_str() {
         fault::TYPE => {
-            let proto = common::decode_as(&bytes, &name)?;
+            let proto = resolved.decode()?;
             Ok(Override::Fault(Arc::new(Fault::try_from(&proto)?)))
         }
         FILTER_CONFIG => {
-            let fc: FilterConfig = common::decode_as(&bytes, &name)?;
+            let fc: FilterConfig = resolved.decode()?;
             if fc.disabled {
                 return Ok(Override::Disabled);
             }

@@ -2,13 +2,14 @@
 //! of flags, the retry count, per-try timeouts, the jittered back-off, and the status
 //! codes and headers that make a response retriable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3 as pb;
 
 use super::common;
 use super::error::{ConfigError, Result, Within};
-use super::route::HeaderMatcher;
+use super::route::{header_matchers, HeaderMatcher};
 
 /// The `retry_on` conditions (and `x-envoy-retry-on` / `x-envoy-retry-grpc-on`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,6 +146,15 @@ impl RetryPolicy {
 const PREVIOUS_HOSTS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 
+impl RetryPolicy {
+    /// A route's or virtual host's `retry_policy`, if it has one.
+    pub fn optional(p: Option<&pb::RetryPolicy>) -> Result<Option<Arc<RetryPolicy>>> {
+        p.map(|p| RetryPolicy::try_from(p).map(Arc::new))
+            .transpose()
+            .within("retry_policy")
+    }
+}
+
 impl TryFrom<&pb::RetryPolicy> for RetryPolicy {
     type Error = ConfigError;
     fn try_from(p: &pb::RetryPolicy) -> Result<Self> {
@@ -177,12 +187,6 @@ impl TryFrom<&pb::RetryPolicy> for RetryPolicy {
                 .at_index("retriable_status_codes", i)?;
             retriable_status_codes.push(code);
         }
-        let matchers = |list: &[pb::HeaderMatcher], field: &str| {
-            list.iter()
-                .enumerate()
-                .map(|(i, m)| HeaderMatcher::try_from(m).at_index(field, i))
-                .collect::<Result<Vec<_>>>()
-        };
         let mut previous_hosts = false;
         for (i, h) in p.retry_host_predicate.iter().enumerate() {
             // Extensions are found by their typed_config's type, as Envoy does.
@@ -222,8 +226,8 @@ impl TryFrom<&pb::RetryPolicy> for RetryPolicy {
             base_interval,
             max_interval,
             retriable_status_codes,
-            retriable_headers: matchers(&p.retriable_headers, "retriable_headers")?,
-            retriable_request_headers: matchers(
+            retriable_headers: header_matchers(&p.retriable_headers, "retriable_headers")?,
+            retriable_request_headers: header_matchers(
                 &p.retriable_request_headers,
                 "retriable_request_headers",
             )?,

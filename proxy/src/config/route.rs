@@ -1,8 +1,6 @@
 //! `RouteConfiguration` -> [`RouteTable`]: virtual hosts, routes and their actions, with
 //! every matcher compiled here so that request time only evaluates them.
 
-use std::sync::Arc;
-
 use envoy_types::pb::envoy::config::route::v3 as pb;
 use http::HeaderName;
 use regex::Regex;
@@ -132,12 +130,7 @@ impl TryFrom<&pb::VirtualHost> for VirtualHost {
                 "at least one domain is required",
             ));
         }
-        let retry = vh
-            .retry_policy
-            .as_ref()
-            .map(|p| RetryPolicy::try_from(p).map(Arc::new))
-            .transpose()
-            .within("retry_policy")?;
+        let retry = RetryPolicy::optional(vh.retry_policy.as_ref())?;
         let attempts = AttemptCount {
             request: vh.include_request_attempt_count,
             response: vh.include_attempt_count_in_response,
@@ -278,10 +271,7 @@ impl TryFrom<&pb::RouteMatch> for RouteMatch {
                 "runtime fractions on route matches",
             ));
         }
-        let mut headers = Vec::with_capacity(m.headers.len());
-        for (i, h) in m.headers.iter().enumerate() {
-            headers.push(HeaderMatcher::try_from(h).at_index("headers", i)?);
-        }
+        let headers = header_matchers(&m.headers, "headers")?;
         let mut query_parameters = Vec::with_capacity(m.query_parameters.len());
         for (i, q) in m.query_parameters.iter().enumerate() {
             query_parameters.push(QueryMatcher::try_from(q).at_index("query_parameters", i)?);
@@ -294,6 +284,14 @@ impl TryFrom<&pb::RouteMatch> for RouteMatch {
             grpc: m.grpc.is_some(),
         })
     }
+}
+
+/// A list of header matchers (`field` names the list in errors).
+pub fn header_matchers(list: &[pb::HeaderMatcher], field: &str) -> Result<Vec<HeaderMatcher>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| HeaderMatcher::try_from(m).at_index(field, i))
+        .collect()
 }
 
 impl TryFrom<&pb::HeaderMatcher> for HeaderMatcher {

@@ -170,24 +170,10 @@ impl TryFrom<&pb::RouteAction> for Forward {
         let regex_rewrite = a
             .regex_rewrite
             .as_ref()
-            .map(|r| {
-                let pattern = r
-                    .pattern
-                    .as_ref()
-                    .ok_or_else(|| ConfigError::new("pattern", "is required"))?;
-                Ok::<_, ConfigError>((
-                    common::regex_unanchored(pattern, "pattern")?,
-                    rewrite_substitution(&r.substitution),
-                ))
-            })
+            .map(regex_substitution)
             .transpose()
             .within("regex_rewrite")?;
-        let retry = a
-            .retry_policy
-            .as_ref()
-            .map(|p| RetryPolicy::try_from(p).map(Arc::new))
-            .transpose()
-            .within("retry_policy")?;
+        let retry = RetryPolicy::optional(a.retry_policy.as_ref())?;
         let hash_policy = super::hash_policy::HashPolicy::from_route(&a.hash_policy)?.map(Arc::new);
         let timeout =
             common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?;
@@ -260,8 +246,23 @@ fn reject_stream_duration(a: &pb::RouteAction) -> Result<()> {
     Ok(())
 }
 
+/// A `RegexMatchAndSubstitute`: the compiled pattern and the substitution in the regex
+/// crate's syntax.
+pub(super) fn regex_substitution(
+    r: &envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute,
+) -> Result<(Regex, String)> {
+    let pattern = r
+        .pattern
+        .as_ref()
+        .ok_or_else(|| ConfigError::new("pattern", "is required"))?;
+    Ok((
+        common::regex_unanchored(pattern, "pattern")?,
+        rewrite_substitution(&r.substitution),
+    ))
+}
+
 /// RE2 substitutions use `\1`; the regex crate uses `${1}`.
-pub(super) fn rewrite_substitution(s: &str) -> String {
+fn rewrite_substitution(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -389,14 +390,8 @@ impl TryFrom<&pb::RedirectAction> for Redirect {
                 ))
             }
             Some(P::RegexRewrite(rr)) => {
-                let pattern = rr
-                    .pattern
-                    .as_ref()
-                    .ok_or_else(|| ConfigError::new("regex_rewrite.pattern", "is required"))?;
-                RedirectPath::Regex(
-                    common::regex_unanchored(pattern, "regex_rewrite.pattern")?,
-                    rewrite_substitution(&rr.substitution),
-                )
+                let (re, with) = regex_substitution(rr).within("regex_rewrite")?;
+                RedirectPath::Regex(re, with)
             }
         };
         let port = match r.port_redirect {

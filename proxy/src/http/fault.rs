@@ -47,12 +47,9 @@ struct FaultStats {
 /// The route's levels of per-filter settings, most specific first.
 pub struct Levels<'a>(pub [&'a PerFilter; 3]);
 
-/// A request the filter let through, holding its place among the active faults.
-pub struct Passed<'a> {
-    _active: Option<ActiveFault<'a>>,
-}
-
-struct ActiveFault<'a>(&'a FaultFilter);
+/// A request the filter delayed, holding its place among the active faults until it
+/// is answered.
+pub struct ActiveFault<'a>(&'a FaultFilter);
 
 impl Drop for ActiveFault<'_> {
     fn drop(&mut self) {
@@ -86,26 +83,26 @@ impl FaultFilter {
             .collect()
     }
 
-    /// Runs the filter on a request routed to `cluster` (if named): waits out a delay,
-    /// and answers with the abort (`Err`) when one fires.
+    /// Runs the filter on a request routed to `cluster` (if named): waits out a delay
+    /// (returning the request's place among the active faults), and answers with the
+    /// abort (`Err`) when one fires.
     pub async fn run<'a>(
         &'a self,
         headers: &HeaderMap,
         cluster: Option<&str>,
         levels: &Levels<'_>,
         grpc: bool,
-    ) -> Result<Passed<'a>, Response<ProxyBody>> {
-        let passed = Passed { _active: None };
+    ) -> Result<Option<ActiveFault<'a>>, Response<ProxyBody>> {
         let over = levels.0.iter().find_map(|l| l.get(&self.name));
         let config = match over {
-            Some(Override::Disabled) => return Ok(passed),
+            Some(Override::Disabled) => return Ok(None),
             Some(Override::Fault(f)) => f,
             Some(Override::Enabled) => &self.config,
-            None if self.disabled => return Ok(passed),
+            None if self.disabled => return Ok(None),
             None => &self.config,
         };
         if !applies(config, headers, cluster) {
-            return Ok(passed);
+            return Ok(None);
         }
         let delay = config.delay.and_then(|d| {
             let wait = match d.kind {
@@ -125,7 +122,7 @@ impl FaultFilter {
             draw(share).then(|| (status, grpc_status, a.body.clone()))
         });
         if delay.is_none() && abort.is_none() {
-            return Ok(passed);
+            return Ok(None);
         }
         // max_active_faults: a fault that would exceed it is not injected.
         let limit = config.max_active_faults.map_or(u64::MAX, u64::from);
@@ -138,7 +135,7 @@ impl FaultFilter {
             Ok(n) => n + 1,
             Err(_) => {
                 self.stats.faults_overflow.inc();
-                return Ok(passed);
+                return Ok(None);
             }
         };
         self.stats.active_faults.set(n as i64);
@@ -152,9 +149,7 @@ impl FaultFilter {
             drop(active);
             return Err(abort_response(status, grpc_status, body, grpc));
         }
-        Ok(Passed {
-            _active: Some(active),
-        })
+        Ok(Some(active))
     }
 }
 

@@ -138,8 +138,9 @@ async fn process(
         vhost: &vhost.response_headers,
         table: &routes.response_headers,
     };
-    // HTTP filters before the router (each holds its place until the response is made).
-    let mut passed = Vec::new();
+    // HTTP filters before the router; a delayed request holds its place among the
+    // active faults until the response is made (nothing is allocated otherwise).
+    let mut active_faults = Vec::new();
     if !ctx.faults.is_empty() {
         let levels = fault::Levels([&route.per_filter, &vhost.per_filter, &routes.per_filter]);
         let cluster = match &route.action {
@@ -151,7 +152,7 @@ async fn process(
         };
         for f in &ctx.faults {
             match f.run(req.headers(), cluster, &levels, grpc).await {
-                Ok(p) => passed.push(p),
+                Ok(active) => active_faults.extend(active),
                 Err(mut resp) => {
                     mutations.apply(resp.headers_mut());
                     return resp;

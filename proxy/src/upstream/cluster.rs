@@ -109,8 +109,6 @@ pub struct ClusterState {
     view: ArcSwap<LbView>,
     /// Serializes view rebuilds (host updates and health changes).
     rebuild: std::sync::Mutex<()>,
-    /// The overprovisioning factor of the current assignment.
-    overprovisioning: std::sync::atomic::AtomicU32,
     pub stats: ClusterStats,
     pub breakers: Arc<Breakers>,
     pub outlier: Option<Detector>,
@@ -133,11 +131,11 @@ impl ClusterState {
             | Discovery::Eds
             | Discovery::OriginalDst => Vec::new(),
         };
+        let empty = LbView::build(Vec::new(), &config.lb, config.overprovisioning_factor);
         let state = ClusterState {
             name: config.name.as_str().into(),
-            overprovisioning: config.overprovisioning_factor.into(),
             config,
-            view: ArcSwap::from_pointee(LbView::default()),
+            view: ArcSwap::from_pointee(empty),
             rebuild: std::sync::Mutex::new(()),
             stats,
             breakers,
@@ -148,38 +146,37 @@ impl ClusterState {
         state
     }
 
-    /// Replaces the hosts (hosts that stay keep their health and counters).
-    pub fn set_hosts(&self, hosts: Vec<Host>) {
-        let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.view.load();
-        let changed = !current.hosts.iter().map(|e| &e.host).eq(hosts.iter());
-        let entries = carry_over(&current.hosts, hosts);
-        drop(current);
-        if changed {
-            self.stats.membership_change.inc();
-        }
-        self.install(entries);
+    /// Replaces the hosts (hosts that stay keep their health and counters); returns
+    /// whether anything changed (an unchanged set is not rebuilt).
+    pub fn set_hosts(&self, hosts: Vec<Host>) -> bool {
+        let factor = self.view.load().overprovisioning;
+        self.set_assignment(hosts, factor)
     }
 
     /// Replaces the hosts and the overprovisioning factor (an EDS assignment).
-    pub fn set_assignment(&self, hosts: Vec<Host>, overprovisioning: u32) {
-        self.overprovisioning
-            .store(overprovisioning, std::sync::atomic::Ordering::Relaxed);
-        self.set_hosts(hosts);
+    pub fn set_assignment(&self, hosts: Vec<Host>, overprovisioning: u32) -> bool {
+        let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.view.load_full();
+        let same_hosts = current.hosts.iter().map(|e| &e.host).eq(hosts.iter());
+        if same_hosts && current.overprovisioning == overprovisioning {
+            return false;
+        }
+        if !same_hosts {
+            self.stats.membership_change.inc();
+        }
+        self.install(carry_over(&current.hosts, hosts), overprovisioning);
+        true
     }
 
     /// Rebuilds the view after a host's health changed.
     pub fn health_changed(&self) {
         let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = self.view.load().hosts.clone();
-        self.install(entries);
+        let current = self.view.load_full();
+        self.install(current.hosts.clone(), current.overprovisioning);
     }
 
-    fn install(&self, entries: Vec<Arc<HostEntry>>) {
-        let factor = self
-            .overprovisioning
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let view = LbView::build(entries, &self.config.lb, factor);
+    fn install(&self, entries: Vec<Arc<HostEntry>>, overprovisioning: u32) {
+        let view = LbView::build(entries, &self.config.lb, overprovisioning);
         self.stats.membership_total.set(view.hosts.len() as i64);
         self.stats.membership_healthy.set(view.healthy as i64);
         self.stats.membership_degraded.set(view.degraded as i64);

@@ -66,10 +66,9 @@ pub async fn refresh_loop(cluster: Arc<ClusterState>, mut stop: DrainWatch) {
 pub async fn update(cluster: &ClusterState) {
     match resolve(cluster).await {
         Ok(hosts) => {
-            let current = cluster.hosts();
-            if !current.hosts.iter().map(|e| &e.host).eq(hosts.iter()) {
-                tracing::debug!(cluster = %cluster.name, hosts = hosts.len(), "DNS hosts changed");
-                cluster.set_hosts(hosts);
+            let n = hosts.len();
+            if cluster.set_hosts(hosts) {
+                tracing::debug!(cluster = %cluster.name, hosts = n, "DNS hosts changed");
             }
             cluster.stats.update_success.inc();
         }

@@ -27,13 +27,15 @@ pub struct Context {
 }
 
 /// The hosts of a cluster as load balancing sees them at one moment.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LbView {
     /// Every host, in configuration order.
     pub hosts: Vec<Arc<HostEntry>>,
     pub healthy: usize,
     pub degraded: usize,
-    policy: Option<Policy>,
+    /// The assignment's overprovisioning factor the loads were computed with.
+    pub overprovisioning: u32,
+    policy: Policy,
     loads: Loads,
     priorities: Vec<PriorityView>,
 }
@@ -60,13 +62,15 @@ struct LocalityPick {
 struct Source {
     hosts: Vec<Arc<HostEntry>>,
     picker: Picker,
-    next: AtomicUsize,
 }
 
 #[derive(Debug)]
 enum Picker {
-    RoundRobin(Vec<u32>),
-    LeastRequest { equal_weights: bool },
+    /// The weighted schedule and the position in it.
+    RoundRobin(Vec<u32>, AtomicUsize),
+    LeastRequest {
+        equal_weights: bool,
+    },
     Random,
     Ring(Ring),
     Maglev(Maglev),
@@ -115,7 +119,8 @@ impl LbView {
             loads: priority::compute(&counts, overprovisioning, cfg.panic_threshold),
             healthy: healthy_total,
             degraded: degraded_total,
-            policy: Some(cfg.policy),
+            policy: cfg.policy,
+            overprovisioning,
             hosts,
             priorities,
         }
@@ -126,7 +131,7 @@ impl LbView {
         if self.hosts.is_empty() {
             return None;
         }
-        let policy = self.policy?;
+        let policy = self.policy;
         // One priority taking all the load (the common case): no draw needed.
         let (p, chosen) = if self.loads.healthy.first() == Some(&100) {
             (0, Chosen::Healthy)
@@ -249,7 +254,7 @@ impl Source {
         let picker = match cfg.policy {
             Policy::RoundRobin | Policy::ClusterProvided => {
                 let weights: Vec<u32> = hosts.iter().map(|h| h.weight).collect();
-                Picker::RoundRobin(wrr_schedule(&weights))
+                Picker::RoundRobin(wrr_schedule(&weights), AtomicUsize::new(0))
             }
             Policy::LeastRequest { .. } => Picker::LeastRequest {
                 equal_weights: hosts.windows(2).all(|w| w[0].weight == w[1].weight),
@@ -260,11 +265,7 @@ impl Source {
             }
             Policy::Maglev { table_size } => Picker::Maglev(Maglev::new(&members(), table_size)),
         };
-        Source {
-            hosts,
-            picker,
-            next: AtomicUsize::new(0),
-        }
+        Source { hosts, picker }
     }
 
     fn pick(&self, ctx: Context, policy: Policy) -> Option<Arc<HostEntry>> {
@@ -273,8 +274,8 @@ impl Source {
             return None;
         }
         let index = match &self.picker {
-            Picker::RoundRobin(schedule) => {
-                let i = self.next.fetch_add(1, Ordering::Relaxed) % schedule.len();
+            Picker::RoundRobin(schedule, next) => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % schedule.len();
                 schedule[i] as usize
             }
             Picker::Random => fastrand::usize(..n),

@@ -271,7 +271,7 @@ impl Detector {
         let jitter_ms = self.cfg.max_ejection_time_jitter.as_millis() as u64;
         e.jitter = Duration::from_millis(fastrand::u64(0..=jitter_ms));
         let base = self.cfg.base_ejection_time;
-        if base * e.backoff < self.cfg.max_ejection_time + base {
+        if base.saturating_mul(e.backoff) < self.cfg.max_ejection_time.saturating_add(base) {
             e.backoff += 1;
         }
         drop(e);
@@ -306,8 +306,10 @@ impl Detector {
             let m = &h.state.outlier;
             if h.state.has(FAILED_OUTLIER_CHECK) {
                 let mut e = m.ejection();
-                let base = self.cfg.base_ejection_time * e.backoff;
-                let due = base.min(self.cfg.max_ejection_time) + e.jitter;
+                let base = self.cfg.base_ejection_time.saturating_mul(e.backoff);
+                let due = base
+                    .min(self.cfg.max_ejection_time)
+                    .saturating_add(e.jitter);
                 if e.last_ejected.is_some_and(|t| now.duration_since(t) >= due) {
                     h.state.clear(FAILED_OUTLIER_CHECK);
                     reset(&m.consecutive_5xx);
