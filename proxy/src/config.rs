@@ -24,6 +24,7 @@ pub mod fault;
 pub mod hash_policy;
 pub mod hcm;
 pub mod headers;
+pub mod health_check;
 pub mod lb;
 pub mod outlier;
 pub mod per_filter;

@@ -144,7 +144,8 @@ async fn main_loop(
 }
 
 /// Resolves DNS clusters before going live (each bounded by its connect timeout), then
-/// keeps them refreshed on this (main) runtime, where outlier detection sweeps run too.
+/// keeps them refreshed on this (main) runtime, where outlier detection sweeps and
+/// health checks run too; waits for the first round of health checks.
 async fn init_clusters(server: &Arc<Server>) {
     let dns_clusters: Vec<_> = server
         .clusters
@@ -165,14 +166,20 @@ async fn init_clusters(server: &Arc<Server>) {
     for c in dns_clusters {
         tokio::spawn(dns::refresh_loop(c, server.shutdown.watch()));
     }
-    for c in server.clusters.snapshot().values() {
-        if c.outlier.is_some() {
-            tokio::spawn(crate::upstream::cluster::outlier_loop(
-                c.clone(),
-                server.shutdown.watch(),
-            ));
-        }
+    let clusters = server.clusters.snapshot();
+    for c in clusters.values() {
+        crate::upstream::cluster::spawn_tasks(c, &server.shutdown);
     }
+    // As Envoy, go live once every host has had its first health check.
+    futures_util::future::join_all(clusters.values().filter_map(|c| {
+        let h = c.health.as_ref()?;
+        Some(async move {
+            if !h.initialized(h.first_round_limit()).await {
+                tracing::warn!(cluster = %c.name, "initial health checks did not finish");
+            }
+        })
+    }))
+    .await;
 }
 
 async fn wait_for_shutdown(server: &Arc<Server>) {

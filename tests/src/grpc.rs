@@ -103,3 +103,25 @@ pub async fn client(addr: SocketAddr) -> pb::echo_client::EchoClient<tonic::tran
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
 }
+
+/// Serves the standard gRPC health service (`grpc.health.v1.Health`, tonic-health) on
+/// `127.0.0.1:0`; the reporter sets what each service name answers.
+pub async fn serve_health() -> (
+    SocketAddr,
+    tonic_health::server::HealthReporter,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind grpc health");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (addr, reporter, task)
+}

@@ -287,3 +287,21 @@ pub fn stat_in(stats: &str, name: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Polls a stat until it reads `want` (true) or 5 s pass (false).
+pub async fn wait_for_stat(p: &ProxyProcess, name: &str, want: u64) -> bool {
+    for _ in 0..100 {
+        let admin = p.admin;
+        let name = name.to_owned();
+        let v = tokio::task::spawn_blocking(move || {
+            admin_get(admin, "/stats").map(|(_, body)| stat_in(&body, &name))
+        })
+        .await
+        .expect("stats");
+        if v == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

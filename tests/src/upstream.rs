@@ -8,12 +8,14 @@
 //! later ones answer 200 `ok after K` with the request body's length in
 //! `x-body-len` and the `x-envoy-attempt-count` / `x-envoy-expected-rq-timeout-ms` seen
 //! in `x-seen-attempt-count` / `x-seen-expected-timeout`);
+//! `/health` answers the status set with [`HttpUpstream::set_health`] (200 at first)
+//! and keeps the request's headers;
 //! anything else answers 200 with a JSON description of the request (method, path,
 //! version, headers, body length).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +32,17 @@ use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-/// Requests seen per `/flaky` key.
-type Flaky = Arc<Mutex<HashMap<String, usize>>>;
+/// What scripted answers share across connections: requests seen per `/flaky` key, and
+/// the `/health` answer with the requests it saw.
+#[derive(Default)]
+struct Script {
+    flaky: Mutex<HashMap<String, usize>>,
+    /// The `/health` status (0: 200).
+    health: AtomicU16,
+    health_seen: Mutex<Vec<HeaderMap>>,
+}
+
+type Flaky = Arc<Script>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("scripted reset")]
@@ -94,9 +105,24 @@ impl HttpUpstream {
     /// How many requests arrived for `/flaky/KEY/...`.
     pub fn flaky_count(&self, key: &str) -> usize {
         self.flaky
+            .flaky
             .lock()
             .map(|m| m.get(key).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// Sets the status `/health` answers (health checks).
+    pub fn set_health(&self, status: u16) {
+        self.flaky.health.store(status, Ordering::SeqCst);
+    }
+
+    /// The headers of every `/health` request so far.
+    pub fn health_requests(&self) -> Vec<HeaderMap> {
+        self.flaky
+            .health_seen
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Starts on a Unix socket path.
@@ -204,6 +230,18 @@ async fn respond(
             r
         }
         "reset" => return Err(ScriptedReset),
+        "health" => {
+            if let Ok(mut seen) = flaky.health_seen.lock() {
+                seen.push(req.headers().clone());
+            }
+            let code = match flaky.health.load(Ordering::SeqCst) {
+                0 => StatusCode::OK,
+                c => StatusCode::from_u16(c).unwrap_or(StatusCode::OK),
+            };
+            let mut r = Response::new(full(format!("health {code}")));
+            *r.status_mut() = code;
+            r
+        }
         "flaky" => flaky_response(req, arg, &flaky).await?,
         "reset-mid-body" => {
             // Headers and a first chunk go out; the failure comes a little later.
@@ -271,7 +309,7 @@ async fn flaky_response(
         words.next().unwrap_or("503").to_owned(),
     );
     let seen = {
-        let mut m = flaky.lock().map_err(|_| ScriptedReset)?;
+        let mut m = flaky.flaky.lock().map_err(|_| ScriptedReset)?;
         let c = m.entry(key).or_insert(0);
         *c += 1;
         *c

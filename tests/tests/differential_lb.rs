@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use tests::client::Conn;
-use tests::process::{start_envoy_and_remora, ProxyProcess};
+use tests::process::{start_envoy_and_remora, wait_for_stat, ProxyProcess};
 use tests::render;
 use tests::upstream::{closed_port, HttpUpstream};
 
@@ -280,23 +280,4 @@ async fn load_balancing_matches_envoy() {
     }
     assert_eq!(stats[1], [2, 2, 2, 1, 0, 1, 3, 4, 1], "remora {names:?}");
     assert_eq!(stats[0], stats[1], "envoy vs remora {names:?}");
-}
-
-/// Polls a stat until it reads `want` (true) or 5 s pass (false).
-async fn wait_for_stat(p: &ProxyProcess, name: &str, want: u64) -> bool {
-    for _ in 0..100 {
-        let admin = p.admin;
-        let name = name.to_owned();
-        let v = tokio::task::spawn_blocking(move || {
-            tests::process::admin_get(admin, "/stats")
-                .map(|(_, body)| tests::process::stat_in(&body, &name))
-        })
-        .await
-        .expect("stats");
-        if v == Some(want) {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    false
 }

@@ -85,7 +85,7 @@ fn shared_configs_validate_or_name_the_missing_feature() {
         ),
         (
             "envoy-configs/examples/locality-load-balancing_envoy.yaml",
-            Some("health_checks: active health checking"),
+            None,
         ),
         (
             "envoy-configs/examples/rbac_envoy.yaml",

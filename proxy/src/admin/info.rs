@@ -6,9 +6,11 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::{json, text, AdminResponse, Query};
+use crate::config::cluster::EdsHealth;
 use crate::config::common::BindAddress;
 use crate::server::{Server, VERSION};
-use crate::upstream::cluster::HostAddr;
+use crate::upstream::cluster::{HostAddr, HostEntry};
+use crate::upstream::host::flags;
 
 pub fn server_info(server: &Server) -> Value {
     let o = &server.options;
@@ -49,6 +51,52 @@ fn addr_json(a: &HostAddr) -> Value {
     }
 }
 
+/// Envoy's `health_flags` text: `healthy`, or each reason the host is out, like
+/// `/failed_active_hc/failed_outlier_check`.
+fn health_flags_text(h: &HostEntry) -> String {
+    let f = h.state.flags();
+    let mut out = String::new();
+    let reasons = [
+        (f & flags::FAILED_ACTIVE_HC != 0, "/failed_active_hc"),
+        (
+            f & flags::FAILED_OUTLIER_CHECK != 0,
+            "/failed_outlier_check",
+        ),
+        (h.eds_health == EdsHealth::Unhealthy, "/failed_eds_health"),
+        (f & flags::DEGRADED_ACTIVE_HC != 0, "/degraded_active_hc"),
+        (h.eds_health == EdsHealth::Degraded, "/degraded_eds_health"),
+    ];
+    for (on, text) in reasons {
+        if on {
+            out.push_str(text);
+        }
+    }
+    if out.is_empty() {
+        out.push_str("healthy");
+    }
+    out
+}
+
+fn health_status_json(h: &HostEntry) -> Value {
+    let f = h.state.flags();
+    let eds = match h.eds_health {
+        EdsHealth::Healthy => "HEALTHY",
+        EdsHealth::Degraded => "DEGRADED",
+        EdsHealth::Unhealthy => "UNHEALTHY",
+    };
+    let mut status = json!({ "eds_health_status": eds });
+    for (bit, key) in [
+        (flags::FAILED_ACTIVE_HC, "failed_active_health_check"),
+        (flags::FAILED_OUTLIER_CHECK, "failed_outlier_check"),
+        (flags::DEGRADED_ACTIVE_HC, "active_hc_degraded"),
+    ] {
+        if f & bit != 0 {
+            status[key] = Value::Bool(true);
+        }
+    }
+    status
+}
+
 pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
     let snapshot = server.clusters.snapshot();
     let mut clusters: Vec<_> = snapshot.values().collect();
@@ -65,7 +113,7 @@ pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
                         json!({
                             "address": addr_json(&h.addr),
                             "hostname": h.hostname.clone().unwrap_or_default(),
-                            "health_status": {"eds_health_status": "HEALTHY"},
+                            "health_status": health_status_json(h),
                             "weight": h.weight,
                         })
                     })
@@ -80,7 +128,13 @@ pub fn clusters(server: &Server, q: &Query) -> AdminResponse {
         let _ = writeln!(out, "{}::observability_name::{}", c.name, c.name);
         let _ = writeln!(out, "{}::added_via_api::false", c.name);
         for h in &c.hosts().hosts {
-            let _ = writeln!(out, "{}::{}::health_flags::healthy", c.name, h.addr);
+            let _ = writeln!(
+                out,
+                "{}::{}::health_flags::{}",
+                c.name,
+                h.addr,
+                health_flags_text(h)
+            );
             let _ = writeln!(out, "{}::{}::weight::{}", c.name, h.addr, h.weight);
             if let Some(name) = &h.hostname {
                 let _ = writeln!(out, "{}::{}::hostname::{}", c.name, h.addr, name);

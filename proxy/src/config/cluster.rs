@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use super::circuit_breakers::Thresholds;
 use super::common::{self, HostAddress};
 use super::error::{ConfigError, Result, Within};
+use super::health_check::HealthCheck;
 use super::lb::LbConfig;
 use super::outlier::Outlier;
 
@@ -25,6 +26,8 @@ pub struct Cluster {
     pub overprovisioning_factor: u32,
     pub lb: LbConfig,
     pub outlier: Option<Outlier>,
+    /// Active health checking (`health_checks`, at most one).
+    pub health_check: Option<Arc<HealthCheck>>,
     pub connect_timeout: Duration,
     pub protocol: UpstreamProtocol,
     /// 0: unlimited.
@@ -99,6 +102,19 @@ pub struct Endpoint {
     /// The priority of its `LocalityLbEndpoints` (0 is the highest).
     pub priority: u32,
     pub locality: Arc<Locality>,
+    /// The endpoint's `health_check_config`.
+    pub check: EndpointCheck,
+}
+
+/// How active health checks treat one endpoint (`health_check_config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EndpointCheck {
+    /// Checks go to this port instead of the endpoint's.
+    pub port: Option<u16>,
+    /// The `host` header (`:authority`) of checks when the checker names none.
+    pub hostname: Option<Arc<str>>,
+    /// `disable_active_health_check`: the endpoint is not checked (and counts healthy).
+    pub disabled: bool,
 }
 
 /// Where endpoints run, and the locality's `load_balancing_weight` (0: unset).
@@ -188,12 +204,18 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 ));
             }
         }
-        if !c.health_checks.is_empty() {
-            return Err(common::unsupported(
-                "health_checks",
-                "active health checking",
-            ));
-        }
+        let health_check = match c.health_checks.as_slice() {
+            [] => None,
+            [h] => Some(Arc::new(
+                HealthCheck::try_from(h).at_index("health_checks", 0)?,
+            )),
+            _ => {
+                return Err(ConfigError::new(
+                    "health_checks",
+                    "only one health checker per cluster is supported",
+                ))
+            }
+        };
         let outlier = c
             .outlier_detection
             .as_ref()
@@ -237,6 +259,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
             overprovisioning_factor: assignment.overprovisioning_factor,
             lb,
             outlier,
+            health_check,
             connect_timeout: common::duration_or(
                 c.connect_timeout.as_ref(),
                 "connect_timeout",
@@ -328,6 +351,34 @@ fn upstream_bind(c: &pb::Cluster) -> Result<Option<UpstreamBind>> {
         source,
         freebind: b.freebind.as_ref().is_some_and(|f| f.value),
     }))
+}
+
+fn endpoint_check(
+    c: Option<&envoy_types::pb::envoy::config::endpoint::v3::endpoint::HealthCheckConfig>,
+) -> Result<EndpointCheck> {
+    let Some(c) = c else {
+        return Ok(EndpointCheck::default());
+    };
+    if c.address.is_some() {
+        return Err(common::unsupported(
+            "address",
+            "a health-check address other than the endpoint's",
+        ));
+    }
+    let port = match c.port_value {
+        0 => None,
+        p => Some(
+            u16::try_from(p)
+                .map_err(|_| ConfigError::new("port_value", format!("{p} is not a valid port")))?,
+        ),
+    };
+    Ok(EndpointCheck {
+        port,
+        hostname: Some(c.hostname.as_str())
+            .filter(|h| !h.is_empty())
+            .map(Arc::from),
+        disabled: c.disable_active_health_check,
+    })
 }
 
 type Keepalive = Option<(Duration, Duration)>;
@@ -456,6 +507,8 @@ pub fn load_assignment(
                         health,
                         priority: group.priority,
                         locality: locality.clone(),
+                        check: endpoint_check(endpoint.health_check_config.as_ref())
+                            .within("endpoint.health_check_config")?,
                     })
                 })();
                 out.push(ep.at_index("lb_endpoints", j)?);

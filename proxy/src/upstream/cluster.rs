@@ -13,7 +13,8 @@ use crate::config::common::HostAddress;
 use crate::drain::Drain;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::breakers::Breakers;
-use crate::upstream::host::carry_over;
+use crate::upstream::health::HealthChecker;
+use crate::upstream::host::{carry_over, flags};
 pub use crate::upstream::host::{Host, HostAddr, HostEntry};
 use crate::upstream::lb::{self, LbView};
 use crate::upstream::outlier::{self, Detector};
@@ -112,6 +113,8 @@ pub struct ClusterState {
     pub stats: ClusterStats,
     pub breakers: Arc<Breakers>,
     pub outlier: Option<Detector>,
+    /// Active health checking (its task is [`crate::upstream::health::health_loop`]).
+    pub health: Option<Arc<HealthChecker>>,
     /// Fired when the cluster is removed or replaced (stops its DNS refresh).
     pub retired: Drain,
 }
@@ -124,6 +127,10 @@ impl ClusterState {
             .outlier
             .clone()
             .map(|o| Detector::new(o, store, &config.name));
+        let health = config
+            .health_check
+            .clone()
+            .map(|h| Arc::new(HealthChecker::new(h, store, &config.name)));
         let initial = match config.discovery {
             Discovery::Static => config.endpoints.iter().filter_map(static_host).collect(),
             Discovery::StrictDns
@@ -140,6 +147,7 @@ impl ClusterState {
             stats,
             breakers,
             outlier,
+            health,
             retired: Drain::default(),
         };
         state.set_hosts(initial);
@@ -161,10 +169,19 @@ impl ClusterState {
         if same_hosts && current.overprovisioning == overprovisioning {
             return false;
         }
+        // With a health checker, new hosts are unhealthy until their first check.
+        let initial = if self.health.is_some() {
+            flags::FAILED_ACTIVE_HC
+        } else {
+            0
+        };
+        self.install(carry_over(&current.hosts, hosts, initial), overprovisioning);
         if !same_hosts {
             self.stats.membership_change.inc();
+            if let Some(h) = &self.health {
+                h.hosts_changed();
+            }
         }
-        self.install(carry_over(&current.hosts, hosts), overprovisioning);
         true
     }
 
@@ -235,6 +252,20 @@ impl ClusterState {
     }
 }
 
+/// Starts the cluster's background tasks (outlier sweeps, health checks) until it is
+/// retired or `shutdown` fires.
+pub fn spawn_tasks(cluster: &Arc<ClusterState>, shutdown: &Drain) {
+    if cluster.outlier.is_some() {
+        tokio::spawn(outlier_loop(cluster.clone(), shutdown.watch()));
+    }
+    if cluster.health.is_some() {
+        tokio::spawn(crate::upstream::health::health_loop(
+            cluster.clone(),
+            shutdown.watch(),
+        ));
+    }
+}
+
 /// Runs the outlier sweep every `interval` until the cluster is retired or `stop` fires.
 pub async fn outlier_loop(cluster: Arc<ClusterState>, mut stop: crate::drain::DrainWatch) {
     let Some(interval) = cluster.outlier.as_ref().map(Detector::interval) else {
@@ -272,6 +303,7 @@ pub fn host_of(
         priority: e.priority,
         locality: e.locality.clone(),
         eds_health: e.health,
+        check: e.check.clone(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use crate::config::cluster::{EdsHealth, Locality};
+use crate::config::cluster::{EdsHealth, EndpointCheck, Locality};
 use crate::upstream::outlier::HostMonitor;
 
 /// A resolved upstream host.
@@ -21,6 +21,8 @@ pub struct Host {
     pub priority: u32,
     pub locality: Arc<Locality>,
     pub eds_health: EdsHealth,
+    /// How active health checks treat the host.
+    pub check: EndpointCheck,
 }
 
 impl Host {
@@ -33,6 +35,7 @@ impl Host {
             priority: 0,
             locality: no_locality(),
             eds_health: EdsHealth::Healthy,
+            check: EndpointCheck::default(),
         }
     }
 }
@@ -99,13 +102,15 @@ impl HostEntry {
 
     /// Where load balancing places the host now.
     pub fn availability(&self) -> Availability {
-        if self.state.flags.load(Ordering::Acquire) != 0 {
+        let f = self.state.flags.load(Ordering::Acquire);
+        if f & flags::FAILED != 0 {
             return Availability::Unhealthy;
         }
         match self.host.eds_health {
-            EdsHealth::Healthy => Availability::Healthy,
-            EdsHealth::Degraded => Availability::Degraded,
             EdsHealth::Unhealthy => Availability::Unhealthy,
+            EdsHealth::Degraded => Availability::Degraded,
+            EdsHealth::Healthy if f & flags::DEGRADED_ACTIVE_HC != 0 => Availability::Degraded,
+            EdsHealth::Healthy => Availability::Healthy,
         }
     }
 }
@@ -121,6 +126,12 @@ pub enum Availability {
 pub mod flags {
     /// Ejected by outlier detection.
     pub const FAILED_OUTLIER_CHECK: u8 = 1;
+    /// Failing active health checks (or not checked yet).
+    pub const FAILED_ACTIVE_HC: u8 = 2;
+    /// Active health checks answer "degraded" (`x-envoy-degraded`).
+    pub const DEGRADED_ACTIVE_HC: u8 = 4;
+    /// The flags that take a host out of the healthy set.
+    pub const FAILED: u8 = FAILED_OUTLIER_CHECK | FAILED_ACTIVE_HC;
 }
 
 /// What a host's serving has shown so far.
@@ -133,6 +144,11 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// All flags set now (bits of [`flags`]).
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Acquire)
+    }
+
     pub fn has(&self, flag: u8) -> bool {
         self.flags.load(Ordering::Acquire) & flag != 0
     }
@@ -162,15 +178,24 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// The hosts of `next`, reusing the state of hosts already in `current` (same address).
-pub fn carry_over(current: &[Arc<HostEntry>], next: Vec<Host>) -> Vec<Arc<HostEntry>> {
+/// The hosts of `next`, reusing the state of hosts already in `current` (same address);
+/// new hosts start with `initial` flags (failing active health checks until the first
+/// check passes, when the cluster has a health checker).
+pub fn carry_over(current: &[Arc<HostEntry>], next: Vec<Host>, initial: u8) -> Vec<Arc<HostEntry>> {
     let by_addr: std::collections::HashMap<&HostAddr, &Arc<HostEntry>> =
         current.iter().map(|e| (&e.host.addr, e)).collect();
     next.into_iter()
         .map(|host| match by_addr.get(&host.addr) {
             Some(e) if e.host == host => Arc::clone(e),
             Some(e) => HostEntry::with_state(host, e.state.clone()),
-            None => HostEntry::new(host),
+            None => {
+                let checked = !host.check.disabled;
+                let entry = HostEntry::new(host);
+                if checked {
+                    entry.state.set(initial);
+                }
+                entry
+            }
         })
         .collect()
 }

@@ -14,6 +14,7 @@ fn host(port: u16, weight: u32, priority: u32, locality: &Arc<Locality>) -> Arc<
         priority,
         locality: locality.clone(),
         eds_health: EdsHealth::Healthy,
+        check: Default::default(),
     })
 }
 

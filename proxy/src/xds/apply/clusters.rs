@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::{decode_named, rejection, removed_names, Applier, Batch};
 use crate::config::cluster::Cluster;
 use crate::server::Server;
-use crate::upstream::cluster::{outlier_loop, ClusterState};
+use crate::upstream::cluster::{spawn_tasks, ClusterState};
 use crate::upstream::dns;
 use crate::upstream::host::Assignment;
 use crate::xds::convert;
@@ -120,9 +120,7 @@ impl Applier {
                 dns::refresh_loop(c, stop).await;
             });
         }
-        if state.outlier.is_some() {
-            tokio::spawn(outlier_loop(state.clone(), self.server.shutdown.watch()));
-        }
+        spawn_tasks(&state, &self.server.shutdown);
         state
     }
 

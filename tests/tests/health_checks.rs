@@ -1,0 +1,216 @@
+//! Active health checking, differentially: Envoy 1.40 and Remora on the same config,
+//! checking the same upstreams, whose health the test flips.
+//!
+//! - HTTP: `b` answering 503 leaves rotation at once (an unexpected status is not
+//!   retried against the threshold), comes back after `healthy_threshold` passes; the
+//!   checks carry the configured `host`, the added header and `user-agent: Envoy/HC`, or
+//!   the cluster's name as host when none is configured.
+//! - TCP: a closed port is unhealthy and gets no traffic.
+//! - gRPC: `grpc.health.v1.Health/Check` against tonic-health, NOT_SERVING then SERVING.
+//! - `no_traffic_interval`: a cluster that never carried traffic is checked once in the
+//!   first 60 s, whatever its interval.
+//! - `/clusters` shows `/failed_active_hc` for the failing host in both proxies.
+
+use std::collections::BTreeMap;
+
+use tests::client::Conn;
+use tests::process::{start_envoy_and_remora, wait_for_stat, ProxyProcess};
+use tests::render;
+use tests::upstream::{closed_port, HttpUpstream};
+use tonic_health::ServingStatus;
+
+const CONFIG: &str = r#"
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+static_resources:
+  listeners:
+  - name: edge
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: edge
+          route_config:
+            virtual_hosts:
+            - name: main
+              domains: ["*"]
+              routes:
+              - match: {prefix: /http/}
+                route: {cluster: http_hc}
+              - match: {prefix: /tcp/}
+                route: {cluster: tcp_hc}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: http_hc
+    # Envoy otherwise merges health changes within a second before its workers see them.
+    common_lb_config: {update_merge_window: 0s}
+    health_checks:
+    - timeout: 1s
+      interval: 0.1s
+      no_traffic_interval: 0.1s
+      unhealthy_threshold: 2
+      healthy_threshold: 2
+      http_health_check:
+        path: /health
+        host: hc.example
+        request_headers_to_add: [{header: {key: x-hc, value: "yes"}}]
+    load_assignment: {cluster_name: http_hc, endpoints: [{lb_endpoints: [{{a}}, {{b}}]}]}
+  - name: tcp_hc
+    common_lb_config: {update_merge_window: 0s}
+    health_checks:
+    - {timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}}
+    load_assignment: {cluster_name: tcp_hc, endpoints: [{lb_endpoints: [{{a}}, {{closed}}]}]}
+  - name: grpc_hc
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    health_checks:
+    - {timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {service_name: svc}}
+    load_assignment: {cluster_name: grpc_hc, endpoints: [{lb_endpoints: [{{grpc}}]}]}
+  - name: quiet
+    health_checks:
+    - {timeout: 1s, interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /health}}
+    load_assignment: {cluster_name: quiet, endpoints: [{lb_endpoints: [{{a}}]}]}
+"#;
+
+fn endpoint(port: u16) -> String {
+    format!(
+        "{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}"
+    )
+}
+
+/// Which upstream answered each of `n` requests (or the status when none did).
+async fn spread(p: &ProxyProcess, path: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut c = Conn::h1(p.listener("edge")).await;
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        let r = c.get("h", path, &[]).await;
+        let who = match r.header("x-upstream") {
+            Some(u) => u.to_owned(),
+            None => r.status.as_u16().to_string(),
+        };
+        *out.entry(who).or_default() += 1;
+    }
+    out
+}
+
+/// Waits for a stat in both proxies.
+async fn both(envoy: &ProxyProcess, remora: &ProxyProcess, name: &str, want: u64) {
+    assert!(
+        wait_for_stat(envoy, name, want).await,
+        "envoy {name} != {want}"
+    );
+    assert!(
+        wait_for_stat(remora, name, want).await,
+        "remora {name} != {want}: {}",
+        remora.stderr()
+    );
+}
+
+/// The `/clusters` line of `addr`'s health flags.
+async fn health_flags(p: &ProxyProcess, cluster: &str, addr: std::net::SocketAddr) -> String {
+    let admin = p.admin;
+    let body = tokio::task::spawn_blocking(move || tests::process::admin_get(admin, "/clusters"))
+        .await
+        .expect("clusters")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let prefix = format!("{cluster}::{addr}::health_flags::");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or("<missing>")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_match_envoy() {
+    let a = HttpUpstream::start("a").await;
+    let b = HttpUpstream::start("b").await;
+    let (grpc, reporter, _grpc_task) = tests::grpc::serve_health().await;
+    reporter
+        .set_service_status("svc", ServingStatus::Serving)
+        .await;
+    let closed = closed_port();
+    let cfg = render(
+        CONFIG,
+        &[
+            ("a", endpoint(a.addr.port())),
+            ("b", endpoint(b.addr.port())),
+            ("closed", endpoint(closed.port())),
+            ("grpc", endpoint(grpc.port())),
+        ],
+    );
+    let (envoy, remora) = start_envoy_and_remora(&cfg).await;
+
+    // Everything healthy that can be; the closed port is not.
+    both(&envoy, &remora, "cluster.http_hc.health_check.healthy", 2).await;
+    both(&envoy, &remora, "cluster.tcp_hc.health_check.healthy", 1).await;
+    both(&envoy, &remora, "cluster.tcp_hc.membership_healthy", 1).await;
+    both(&envoy, &remora, "cluster.grpc_hc.health_check.healthy", 1).await;
+    let even = BTreeMap::from([("a".to_owned(), 10), ("b".to_owned(), 10)]);
+    for p in [&envoy, &remora] {
+        assert_eq!(spread(p, "/http/", 20).await, even);
+        assert_eq!(
+            spread(p, "/tcp/", 10).await,
+            BTreeMap::from([("a".to_owned(), 10)])
+        );
+        assert_eq!(health_flags(p, "tcp_hc", closed).await, "/failed_active_hc");
+        assert_eq!(health_flags(p, "http_hc", b.addr).await, "healthy");
+    }
+
+    // An unexpected status takes `b` out at once; two passes bring it back.
+    b.set_health(503);
+    both(&envoy, &remora, "cluster.http_hc.health_check.healthy", 1).await;
+    both(&envoy, &remora, "cluster.http_hc.membership_healthy", 1).await;
+    for p in [&envoy, &remora] {
+        assert_eq!(
+            spread(p, "/http/", 20).await,
+            BTreeMap::from([("a".to_owned(), 20)])
+        );
+        assert_eq!(
+            health_flags(p, "http_hc", b.addr).await,
+            "/failed_active_hc"
+        );
+    }
+    b.set_health(200);
+    both(&envoy, &remora, "cluster.http_hc.health_check.healthy", 2).await;
+    for p in [&envoy, &remora] {
+        assert_eq!(spread(p, "/http/", 20).await, even);
+    }
+
+    // gRPC: NOT_SERVING fails at once, SERVING passes.
+    reporter
+        .set_service_status("svc", ServingStatus::NotServing)
+        .await;
+    both(&envoy, &remora, "cluster.grpc_hc.health_check.healthy", 0).await;
+    reporter
+        .set_service_status("svc", ServingStatus::Serving)
+        .await;
+    both(&envoy, &remora, "cluster.grpc_hc.health_check.healthy", 1).await;
+
+    // The quiet cluster never carried traffic: one check, then the 60 s no-traffic wait.
+    for p in [&envoy, &remora] {
+        assert_eq!(p.stat("cluster.quiet.health_check.attempt"), 1);
+        assert_eq!(p.stat("cluster.quiet.health_check.success"), 1);
+        assert_eq!(p.stat("cluster.http_hc.health_check.network_failure"), 0);
+        assert!(p.stat("cluster.tcp_hc.health_check.network_failure") >= 2);
+    }
+
+    // What the checks sent (both proxies' checks reach the same upstreams).
+    let seen = a.health_requests();
+    assert!(seen.len() > 4, "{} checks", seen.len());
+    for h in seen {
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert_eq!(get("user-agent"), "Envoy/HC", "{h:?}");
+        let want_host = if get("x-hc") == "yes" {
+            "hc.example"
+        } else {
+            "quiet"
+        };
+        assert_eq!(get("host"), want_host, "{h:?}");
+    }
+}
