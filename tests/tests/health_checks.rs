@@ -5,7 +5,8 @@
 //!   retried against the threshold), comes back after `healthy_threshold` passes; the
 //!   checks carry the configured `host`, the added header and `user-agent: Envoy/HC`, or
 //!   the cluster's name as host when none is configured.
-//! - TCP: a closed port is unhealthy and gets no traffic.
+//! - TCP: a closed port is unhealthy and gets no traffic; sent and expected payloads
+//!   (blocks in order) against an echo server, matching and not.
 //! - gRPC: `grpc.health.v1.Health/Check` against tonic-health, NOT_SERVING then SERVING.
 //! - `no_traffic_interval`: a cluster that never carried traffic is checked once in the
 //!   first 60 s, whatever its interval.
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use tests::client::Conn;
 use tests::process::{start_envoy_and_remora, wait_for_stat, ProxyProcess};
 use tests::render;
-use tests::upstream::{closed_port, HttpUpstream};
+use tests::upstream::{closed_port, tcp_echo, HttpUpstream};
 use tonic_health::ServingStatus;
 
 const CONFIG: &str = r#"
@@ -71,6 +72,14 @@ static_resources:
     health_checks:
     - {timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {service_name: svc}}
     load_assignment: {cluster_name: grpc_hc, endpoints: [{lb_endpoints: [{{grpc}}]}]}
+  - name: tcp_payload
+    health_checks:
+    - {timeout: 0.3s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {send: {text: "50494e47"}, receive: [{text: "50"}, {text: "4e47"}]}}
+    load_assignment: {cluster_name: tcp_payload, endpoints: [{lb_endpoints: [{{echo}}]}]}
+  - name: tcp_mismatch
+    health_checks:
+    - {timeout: 0.3s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {send: {text: "50494e47"}, receive: [{text: "504f4e47"}]}}
+    load_assignment: {cluster_name: tcp_mismatch, endpoints: [{lb_endpoints: [{{echo}}]}]}
   - name: quiet
     health_checks:
     - {timeout: 1s, interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /health}}
@@ -135,6 +144,7 @@ async fn health_checks_match_envoy() {
         .set_service_status("svc", ServingStatus::Serving)
         .await;
     let closed = closed_port();
+    let (echo, _, _echo_task) = tcp_echo().await;
     let cfg = render(
         CONFIG,
         &[
@@ -142,6 +152,7 @@ async fn health_checks_match_envoy() {
             ("b", endpoint(b.addr.port())),
             ("closed", endpoint(closed.port())),
             ("grpc", endpoint(grpc.port())),
+            ("echo", endpoint(echo.port())),
         ],
     );
     let (envoy, remora) = start_envoy_and_remora(&cfg).await;
@@ -151,6 +162,20 @@ async fn health_checks_match_envoy() {
     both(&envoy, &remora, "cluster.tcp_hc.health_check.healthy", 1).await;
     both(&envoy, &remora, "cluster.tcp_hc.membership_healthy", 1).await;
     both(&envoy, &remora, "cluster.grpc_hc.health_check.healthy", 1).await;
+    both(
+        &envoy,
+        &remora,
+        "cluster.tcp_payload.health_check.healthy",
+        1,
+    )
+    .await;
+    both(
+        &envoy,
+        &remora,
+        "cluster.tcp_mismatch.health_check.healthy",
+        0,
+    )
+    .await;
     let even = BTreeMap::from([("a".to_owned(), 10), ("b".to_owned(), 10)]);
     for p in [&envoy, &remora] {
         assert_eq!(spread(p, "/http/", 20).await, even);
@@ -198,6 +223,9 @@ async fn health_checks_match_envoy() {
         assert_eq!(p.stat("cluster.quiet.health_check.success"), 1);
         assert_eq!(p.stat("cluster.http_hc.health_check.network_failure"), 0);
         assert!(p.stat("cluster.tcp_hc.health_check.network_failure") >= 2);
+        assert_eq!(p.stat("cluster.tcp_payload.health_check.failure"), 0);
+        // An answer that never matches fails by timeout, a network failure.
+        assert!(p.stat("cluster.tcp_mismatch.health_check.network_failure") >= 1);
     }
 
     // What the checks sent (both proxies' checks reach the same upstreams).

@@ -210,9 +210,9 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 HealthCheck::try_from(h).at_index("health_checks", 0)?,
             )),
             _ => {
-                return Err(ConfigError::new(
+                return Err(common::unsupported(
                     "health_checks",
-                    "only one health checker per cluster is supported",
+                    "more than one health checker per cluster",
                 ))
             }
         };
@@ -249,6 +249,15 @@ impl TryFrom<&pb::Cluster> for Cluster {
             ));
         }
         let (protocol, mut max_requests, h2_keepalive) = protocol_options(c)?;
+        if let Some(h) = &health_check {
+            let grpc = matches!(h.checker, super::health_check::Checker::Grpc(_));
+            if grpc && protocol == UpstreamProtocol::Http1 {
+                return Err(ConfigError::new(
+                    "health_checks[0].grpc_health_check",
+                    "gRPC health checking needs a cluster that speaks HTTP/2 (http2_protocol_options)",
+                ));
+            }
+        }
         if let Some(m) = &c.max_requests_per_connection {
             max_requests = m.value;
         }
@@ -622,6 +631,38 @@ mod tests {
     }
 
     const H2: &str = "typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {'@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: ";
+
+    #[test]
+    fn health_checks_are_checked_against_the_cluster() {
+        const HC: &str = "{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1";
+        let ep = "load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 80}}, health_check_config: {port_value: 8081, hostname: hc.local}}}]}]}";
+        let c = convert(&format!(
+            "name: c\nhealth_checks: [{HC}, tcp_health_check: {{}}}}]\n{ep}"
+        ))
+        .expect("valid");
+        assert!(c.health_check.is_some());
+        assert_eq!(c.endpoints[0].check.port, Some(8081));
+        assert_eq!(c.endpoints[0].check.hostname.as_deref(), Some("hc.local"));
+        let err = convert(&format!(
+            "name: c\nhealth_checks: [{HC}, grpc_health_check: {{}}}}]"
+        ))
+        .expect_err("gRPC checks need HTTP/2");
+        assert!(err.to_string().contains("grpc_health_check"), "{err}");
+        let ok = convert(&format!(
+            "name: c\nhealth_checks: [{HC}, grpc_health_check: {{}}}}]\n{H2}{{}}}}}}}}"
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = convert(&format!(
+            "name: c\nhealth_checks: [{HC}, tcp_health_check: {{}}}}, {HC}, tcp_health_check: {{}}}}]"
+        ))
+        .expect_err("two checkers");
+        assert!(err.to_string().contains("health_checks"), "{err}");
+        let err = convert(&format!("name: c\nhealth_checks: [{HC}}}]")).expect_err("no checker");
+        assert!(
+            err.to_string().contains("health_checks[0].health_checker"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn eds_clusters_name_their_service_and_fetch_timeout() {
