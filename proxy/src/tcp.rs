@@ -95,6 +95,12 @@ pub async fn proxy<I: Io>(
         let _ = downstream.shutdown().await;
         return;
     };
+    // max_connections: over the limit, the downstream connection is closed (UO).
+    let Some(_cx_slot) = cluster.breakers.try_connection() else {
+        cluster.stats.upstream_cx_overflow.inc();
+        let _ = downstream.shutdown().await;
+        return;
+    };
     let mut upstream = None;
     for _ in 0..ctx.config.max_connect_attempts {
         let Some(host) = cluster.pick_for(destination, lb::Context::default()) else {

@@ -1,9 +1,14 @@
 //! Circuit breakers against Envoy 1.40 on the same config: `max_requests` overflow while
 //! a request is outstanding (503 UO, `x-envoy-overloaded`, `upstream_rq_active_overflow`),
 //! `max_retries` overflow (no retry, `upstream_rq_retry_overflow`), the
-//! `circuit_breakers.default.*` gauges; and Istio's all-maximum thresholds loading.
+//! `circuit_breakers.default.*` gauges; `max_connections` with `max_pending_requests`
+//! under the same concurrent load (one connection busy, one request waiting for it, the
+//! rest 503 UO), the TCP proxy refusing a connection over `max_connections`; and
+//! Istio's all-maximum thresholds loading.
 
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tests::client::Conn;
 use tests::process::{start_envoy_and_remora, ProxyProcess};
@@ -31,6 +36,8 @@ static_resources:
                 route:
                   cluster: one
                   retry_policy: {retry_on: "5xx", num_retries: 2, retry_back_off: {base_interval: 0.001s}}
+              - match: {prefix: /pool/}
+                route: {cluster: pool, prefix_rewrite: /}
               - match: {prefix: /istio/}
                 route: {cluster: istio, prefix_rewrite: /}
               - match: {prefix: /}
@@ -38,6 +45,15 @@ static_resources:
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  - name: tcp
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: tcp
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: tcp_one
   clusters:
   - name: one
     circuit_breakers:
@@ -45,6 +61,16 @@ static_resources:
       - {priority: HIGH, max_requests: 100}
       - {max_requests: 1, max_retries: 0, track_remaining: true}
     load_assignment: {cluster_name: one, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+  - name: pool
+    circuit_breakers:
+      thresholds:
+      - {max_connections: 1, max_pending_requests: 1, track_remaining: true}
+    load_assignment: {cluster_name: pool, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+  - name: tcp_one
+    circuit_breakers:
+      thresholds:
+      - {max_connections: 1}
+    load_assignment: {cluster_name: tcp_one, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{echo}}}}}}]}]}
   - name: istio
     circuit_breakers:
       thresholds:
@@ -82,7 +108,14 @@ async fn overflow_case(p: &ProxyProcess, up: &HttpUpstream, key: &str) -> Vec<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overflow_behaves_as_envoy() {
     let up = HttpUpstream::start("a").await;
-    let cfg = render(CONFIG, &[("a", up.addr.port().to_string())]);
+    let (echo, _, _echo) = tests::upstream::tcp_echo().await;
+    let cfg = render(
+        CONFIG,
+        &[
+            ("a", up.addr.port().to_string()),
+            ("echo", echo.port().to_string()),
+        ],
+    );
     let (envoy, remora) = start_envoy_and_remora(&cfg).await;
     let e = overflow_case(&envoy, &up, "e").await;
     let r = overflow_case(&remora, &up, "r").await;
@@ -113,5 +146,100 @@ async fn overflow_behaves_as_envoy() {
     .await
     .expect("stats");
     assert_eq!(rs, [1, 2, 1, 0, 1, 0], "remora {names:?}");
+    assert_eq!(es, rs, "envoy vs remora {names:?}");
+}
+
+/// Five requests to a cluster allowing one connection and one pending request: the first
+/// is under way, then four at once: one waits for the connection, three overflow. And a
+/// second TCP proxy connection over `max_connections` is closed.
+async fn pool_case(p: &ProxyProcess) -> Vec<String> {
+    let addr = p.listener("edge");
+    let first = tokio::spawn(async move {
+        let mut c = Conn::h1(addr).await;
+        c.get("h", "/pool/delay/400", &[]).await.status.as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let rest: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = Conn::h1(addr).await;
+                let r = c.get("h", "/pool/delay/10", &[]).await;
+                format!("{} {:?}", r.status.as_u16(), r.header("x-envoy-overloaded"))
+            })
+        })
+        .collect();
+    let mut out = vec![format!("first {}", first.await.expect("first"))];
+    let mut answers = Vec::new();
+    for r in rest {
+        answers.push(r.await.expect("request"));
+    }
+    answers.sort();
+    out.extend(answers);
+    // TCP: the first connection holds the only slot; the second is closed at once.
+    let tcp = p.listener("tcp");
+    let mut held = tokio::net::TcpStream::connect(tcp).await.expect("tcp 1");
+    held.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 4];
+    held.read_exact(&mut buf).await.expect("echo");
+    let mut second = tokio::net::TcpStream::connect(tcp).await.expect("tcp 2");
+    let _ = second.write_all(b"ping").await;
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut rest))
+        .await
+        .map(|r| r.map(|_| rest.len()));
+    out.push(format!("tcp second closed after {n:?} bytes"));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_pending_limits_behave_as_envoy() {
+    let up = HttpUpstream::start("a").await;
+    let (echo, _, _echo) = tests::upstream::tcp_echo().await;
+    let cfg = render(
+        CONFIG,
+        &[
+            ("a", up.addr.port().to_string()),
+            ("echo", echo.port().to_string()),
+        ],
+    );
+    let (envoy, remora) = start_envoy_and_remora(&cfg).await;
+    let e = pool_case(&envoy).await;
+    let r = pool_case(&remora).await;
+    assert_eq!(
+        r,
+        [
+            "first 200",
+            "200 None",
+            "503 Some(\"true\")",
+            "503 Some(\"true\")",
+            "503 Some(\"true\")",
+            "tcp second closed after Ok(Ok(0)) bytes",
+        ]
+    );
+    assert_eq!(e, r, "envoy vs remora");
+    let names = [
+        "cluster.pool.upstream_cx_total",
+        "cluster.pool.upstream_cx_overflow",
+        "cluster.pool.upstream_rq_pending_total",
+        "cluster.pool.upstream_rq_pending_overflow",
+        "cluster.pool.upstream_rq_pending_active",
+        "cluster.pool.upstream_rq_5xx",
+        "cluster.pool.circuit_breakers.default.cx_open",
+        "cluster.pool.circuit_breakers.default.remaining_cx",
+        "cluster.pool.circuit_breakers.default.rq_pending_open",
+        "cluster.pool.circuit_breakers.default.remaining_pending",
+        "cluster.tcp_one.upstream_cx_overflow",
+    ];
+    let (es, rs): (Vec<u64>, Vec<u64>) = tokio::task::spawn_blocking(move || {
+        (
+            names.iter().map(|n| envoy.stat(n)).collect(),
+            names.iter().map(|n| remora.stat(n)).collect(),
+        )
+    })
+    .await
+    .expect("stats");
+    // One connection (kept open, so the breaker stays open), two requests pending in
+    // turn, three overflows; the TCP proxy's second connection overflowed.
+    assert_eq!(rs, [1, 1, 2, 3, 0, 3, 1, 0, 0, 1, 1], "remora {names:?}");
     assert_eq!(es, rs, "envoy vs remora {names:?}");
 }

@@ -8,10 +8,13 @@ use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use super::common;
 use super::error::{ConfigError, Result, Within};
 
-/// One priority's enforced limits. (`max_connections` and `max_pending_requests` are
-/// only accepted at their maximum, so there is nothing of them to keep.)
+/// One priority's enforced limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
+    /// Upstream connections, all hosts and workers together.
+    pub max_connections: u32,
+    /// Requests waiting for a connection (HTTP/1.1: one to come free or to be opened).
+    pub max_pending_requests: u32,
     pub max_requests: u32,
     pub max_retries: u32,
     pub retry_budget: Option<RetryBudget>,
@@ -31,6 +34,8 @@ pub struct RetryBudget {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
+            max_connections: 1024,
+            max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
             retry_budget: None,
@@ -67,19 +72,6 @@ fn convert(t: &pb::circuit_breakers::Thresholds) -> Result<Thresholds> {
     let value = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>, default| {
         v.as_ref().map_or(default, |v| v.value)
     };
-    // Connections and pending requests are not limited yet; Istio sends both at their
-    // maximum, which is the same as no limit. Anything lower is refused by name.
-    for (field, v) in [
-        ("max_connections", &t.max_connections),
-        ("max_pending_requests", &t.max_pending_requests),
-    ] {
-        if v.as_ref().is_some_and(|v| v.value != u32::MAX) {
-            return Err(common::unsupported(
-                field,
-                "a connection or pending-request limit below 4294967295",
-            ));
-        }
-    }
     if t.max_connection_pools.is_some() {
         return Err(common::unsupported(
             "max_connection_pools",
@@ -105,6 +97,8 @@ fn convert(t: &pb::circuit_breakers::Thresholds) -> Result<Thresholds> {
         .transpose()
         .within("retry_budget")?;
     Ok(Thresholds {
+        max_connections: value(&t.max_connections, d.max_connections),
+        max_pending_requests: value(&t.max_pending_requests, d.max_pending_requests),
         max_requests: value(&t.max_requests, d.max_requests),
         max_retries: value(&t.max_retries, d.max_retries),
         retry_budget,
@@ -137,6 +131,7 @@ mod tests {
         };
         let t = Thresholds::try_from(&istio).expect("istio thresholds");
         assert_eq!((t.max_requests, t.max_retries), (u32::MAX, u32::MAX));
+        assert_eq!(t.max_connections, u32::MAX);
         assert!(t.track_remaining);
         let empty = Thresholds::try_from(&pb::CircuitBreakers::default()).expect("empty");
         assert_eq!(empty, Thresholds::default());
@@ -147,14 +142,21 @@ mod tests {
         let cb = pb::CircuitBreakers {
             thresholds: vec![pb::circuit_breakers::Thresholds {
                 max_connections: u(10),
+                max_pending_requests: u(2),
+                max_connection_pools: u(1),
                 ..Default::default()
             }],
             ..Default::default()
         };
         let e = Thresholds::try_from(&cb).expect_err("refused");
         assert!(
-            e.to_string().starts_with("thresholds[0].max_connections:"),
+            e.to_string()
+                .starts_with("thresholds[0].max_connection_pools:"),
             "{e}"
         );
+        let mut ok = cb.clone();
+        ok.thresholds[0].max_connection_pools = None;
+        let t = Thresholds::try_from(&ok).expect("connection limits");
+        assert_eq!((t.max_connections, t.max_pending_requests), (10, 2));
     }
 }

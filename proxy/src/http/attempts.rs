@@ -233,6 +233,10 @@ fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
             stats.response(503);
             Err(LocalReply::ConnectFailure)
         }
+        Outcome::Failed(UpstreamError::PendingOverflow) => {
+            stats.response(503);
+            Err(LocalReply::Overflow)
+        }
         Outcome::Failed(UpstreamError::Handshake(_) | UpstreamError::Reset(_)) => {
             stats.response(503);
             Err(LocalReply::UpstreamReset)
@@ -248,13 +252,15 @@ fn outlier_outcome(e: &UpstreamError) -> Option<outlier::Outcome> {
         }
         UpstreamError::Reset(e) if e.is_user() => None,
         UpstreamError::Reset(_) => Some(outlier::Outcome::Reset),
+        UpstreamError::PendingOverflow => None,
     }
 }
 
 /// How a failed attempt failed, for the retry conditions (`None`: the downstream's
-/// fault, never retried).
+/// fault or an overflow, never retried).
 fn failure(e: &UpstreamError) -> Option<Failure> {
     match e {
+        UpstreamError::PendingOverflow => None,
         UpstreamError::Connect(_) | UpstreamError::Handshake(_) => Some(Failure::ConnectFailure),
         UpstreamError::Reset(e) if e.is_user() => None,
         UpstreamError::Reset(e) => {

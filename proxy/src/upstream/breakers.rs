@@ -1,7 +1,9 @@
-//! A cluster's circuit breakers, shared by every worker as Envoy's are: outstanding
-//! requests (`max_requests`) and concurrent retries (`max_retries`, or a `retry_budget`
-//! over the active requests). A slot is taken with `try_*` and given back when its guard
-//! drops; the `circuit_breakers.default.*` gauges follow.
+//! A cluster's circuit breakers, shared by every worker as Envoy's are: upstream
+//! connections (`max_connections`), requests waiting for a connection
+//! (`max_pending_requests`), outstanding requests (`max_requests`) and concurrent
+//! retries (`max_retries`, or a `retry_budget` over the active requests). A slot is
+//! taken with `try_*` and given back when its guard drops; the
+//! `circuit_breakers.default.*` gauges follow.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -12,6 +14,8 @@ use crate::stats::{Gauge, Store};
 #[derive(Debug)]
 pub struct Breakers {
     limits: Thresholds,
+    connections: AtomicU32,
+    pending: AtomicU32,
     requests: AtomicU32,
     retries: AtomicU32,
     stats: BreakerStats,
@@ -20,15 +24,27 @@ pub struct Breakers {
 /// `circuit_breakers.default.*`
 #[derive(Debug)]
 struct BreakerStats {
+    cx_open: Gauge,
+    rq_pending_open: Gauge,
     rq_open: Gauge,
     rq_retry_open: Gauge,
-    /// `remaining_rq` / `remaining_retries`, with `track_remaining`.
-    remaining: Option<(Gauge, Gauge)>,
+    /// The `remaining_*` gauges, with `track_remaining`.
+    remaining: Option<Remaining>,
+}
+
+#[derive(Debug)]
+struct Remaining {
+    cx: Gauge,
+    pending: Gauge,
+    rq: Gauge,
+    retries: Gauge,
 }
 
 /// What kind of slot.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
+    Connection,
+    Pending,
     Request,
     Retry,
 }
@@ -43,14 +59,7 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let b = &self.breakers;
-        match self.kind {
-            Kind::Request => {
-                b.requests.fetch_sub(1, Ordering::AcqRel);
-            }
-            Kind::Retry => {
-                b.retries.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
+        b.counter(self.kind).fetch_sub(1, Ordering::AcqRel);
         b.publish(self.kind);
     }
 }
@@ -60,38 +69,90 @@ impl Breakers {
         let g = |s: &str| store.gauge(&format!("cluster.{cluster}.circuit_breakers.default.{s}"));
         let b = Arc::new(Breakers {
             limits,
+            connections: AtomicU32::new(0),
+            pending: AtomicU32::new(0),
             requests: AtomicU32::new(0),
             retries: AtomicU32::new(0),
             stats: BreakerStats {
+                cx_open: g("cx_open"),
+                rq_pending_open: g("rq_pending_open"),
                 rq_open: g("rq_open"),
                 rq_retry_open: g("rq_retry_open"),
-                remaining: limits
-                    .track_remaining
-                    .then(|| (g("remaining_rq"), g("remaining_retries"))),
+                remaining: limits.track_remaining.then(|| Remaining {
+                    cx: g("remaining_cx"),
+                    pending: g("remaining_pending"),
+                    rq: g("remaining_rq"),
+                    retries: g("remaining_retries"),
+                }),
             },
         });
-        // The connection and pending-request breakers exist (at their maximum) but never
-        // open yet. Gauges change as slots are taken and given back, as Envoy's do: a
-        // limit of zero that nothing ever takes reads as closed.
-        g("cx_open").set(0);
-        g("rq_pending_open").set(0);
-        b.stats.rq_open.set(0);
-        b.stats.rq_retry_open.set(0);
-        if let Some((rq, retries)) = &b.stats.remaining {
-            rq.set(i64::from(limits.max_requests));
-            retries.set(i64::from(b.retry_limit()));
+        // Gauges change as slots are taken and given back, as Envoy's do: a limit of
+        // zero that nothing ever takes reads as closed.
+        for g in [
+            &b.stats.cx_open,
+            &b.stats.rq_pending_open,
+            &b.stats.rq_open,
+            &b.stats.rq_retry_open,
+        ] {
+            g.set(0);
+        }
+        if let Some(r) = &b.stats.remaining {
+            r.cx.set(i64::from(limits.max_connections));
+            r.pending.set(i64::from(limits.max_pending_requests));
+            r.rq.set(i64::from(limits.max_requests));
+            r.retries.set(i64::from(b.retry_limit()));
         }
         b
     }
 
+    /// A connection slot, or `None` at `max_connections` (overflow).
+    pub fn try_connection(self: &Arc<Self>) -> Option<Slot> {
+        self.take(Kind::Connection)
+    }
+
+    /// A connection slot past the limit (Envoy opens a pool's first connection even
+    /// when the cluster is at its limit, so that its waiting requests can proceed).
+    pub fn force_connection(self: &Arc<Self>) -> Slot {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        self.publish(Kind::Connection);
+        Slot {
+            breakers: self.clone(),
+            kind: Kind::Connection,
+        }
+    }
+
+    /// A slot for a request waiting for a connection, or `None` at
+    /// `max_pending_requests` (overflow).
+    pub fn try_pending(self: &Arc<Self>) -> Option<Slot> {
+        self.take(Kind::Pending)
+    }
+
     /// An outstanding-request slot, or `None` at `max_requests` (overflow).
     pub fn try_request(self: &Arc<Self>) -> Option<Slot> {
-        self.take(&self.requests, self.limits.max_requests, Kind::Request)
+        self.take(Kind::Request)
     }
 
     /// A retry slot, or `None` when the retry limit (or budget) is reached.
     pub fn try_retry(self: &Arc<Self>) -> Option<Slot> {
-        self.take(&self.retries, self.retry_limit(), Kind::Retry)
+        self.take(Kind::Retry)
+    }
+
+    fn counter(&self, kind: Kind) -> &AtomicU32 {
+        match kind {
+            Kind::Connection => &self.connections,
+            Kind::Pending => &self.pending,
+            Kind::Request => &self.requests,
+            Kind::Retry => &self.retries,
+        }
+    }
+
+    fn limit(&self, kind: Kind) -> u32 {
+        match kind {
+            Kind::Connection => self.limits.max_connections,
+            Kind::Pending => self.limits.max_pending_requests,
+            Kind::Request => self.limits.max_requests,
+            Kind::Retry => self.retry_limit(),
+        }
     }
 
     fn retry_limit(&self) -> u32 {
@@ -104,8 +165,10 @@ impl Breakers {
         }
     }
 
-    fn take(self: &Arc<Self>, counter: &AtomicU32, limit: u32, kind: Kind) -> Option<Slot> {
-        let taken = counter
+    fn take(self: &Arc<Self>, kind: Kind) -> Option<Slot> {
+        let limit = self.limit(kind);
+        let taken = self
+            .counter(kind)
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
             })
@@ -122,24 +185,23 @@ impl Breakers {
     /// Updates the gauges of one resource from its counter (each resource's only, as
     /// Envoy updates them when that resource is taken or given back).
     fn publish(&self, kind: Kind) {
-        let remaining = self.stats.remaining.as_ref();
-        match kind {
-            Kind::Request => {
-                let rq = self.requests.load(Ordering::Acquire);
-                let max = self.limits.max_requests;
-                self.stats.rq_open.set(i64::from(rq >= max));
-                if let Some((g, _)) = remaining {
-                    g.set(i64::from(max.saturating_sub(rq)));
-                }
-            }
-            Kind::Retry => {
-                let retries = self.retries.load(Ordering::Acquire);
-                let max = self.retry_limit();
-                self.stats.rq_retry_open.set(i64::from(retries >= max));
-                if let Some((_, g)) = remaining {
-                    g.set(i64::from(max.saturating_sub(retries)));
-                }
-            }
+        let n = self.counter(kind).load(Ordering::Acquire);
+        let max = self.limit(kind);
+        let open = match kind {
+            Kind::Connection => &self.stats.cx_open,
+            Kind::Pending => &self.stats.rq_pending_open,
+            Kind::Request => &self.stats.rq_open,
+            Kind::Retry => &self.stats.rq_retry_open,
+        };
+        open.set(i64::from(n >= max));
+        if let Some(r) = &self.stats.remaining {
+            let g = match kind {
+                Kind::Connection => &r.cx,
+                Kind::Pending => &r.pending,
+                Kind::Request => &r.rq,
+                Kind::Retry => &r.retries,
+            };
+            g.set(i64::from(max.saturating_sub(n)));
         }
     }
 }
@@ -189,6 +251,34 @@ mod tests {
                 .get(),
             1
         );
+    }
+
+    #[test]
+    fn connections_may_be_forced_past_the_limit_and_pending_is_limited() {
+        let store = Store::default();
+        let limits = Thresholds {
+            max_connections: 1,
+            max_pending_requests: 1,
+            track_remaining: true,
+            ..Thresholds::default()
+        };
+        let b = Breakers::new(limits, &store, "c");
+        let gauge = |n: &str| {
+            store
+                .gauge(&format!("cluster.c.circuit_breakers.default.{n}"))
+                .get()
+        };
+        let c1 = b.try_connection().expect("first connection");
+        assert!(b.try_connection().is_none());
+        let forced = b.force_connection();
+        assert_eq!((gauge("cx_open"), gauge("remaining_cx")), (1, 0));
+        drop((c1, forced));
+        assert_eq!((gauge("cx_open"), gauge("remaining_cx")), (0, 1));
+        let p = b.try_pending().expect("pending");
+        assert!(b.try_pending().is_none());
+        assert_eq!(gauge("rq_pending_open"), 1);
+        drop(p);
+        assert_eq!(gauge("remaining_pending"), 1);
     }
 
     #[test]

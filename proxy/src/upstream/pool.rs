@@ -3,20 +3,27 @@
 //! Each worker owns its pools (the mutex is never contended across threads). HTTP/1.1
 //! connections carry one request at a time and come back to the idle list when the
 //! response body ends; HTTP/2 connections are shared by all streams of the worker.
+//!
+//! Circuit breakers, as Envoy's pools apply them: a request that finds no idle
+//! connection waits as *pending* (`max_pending_requests`, else 503 overflow) while a
+//! connection opens, if `max_connections` allows one (or the worker has none to the
+//! host), or until a busy one comes free.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use super::breakers::Slot;
 use super::cluster::{ClusterState, Host, HostAddr};
 use super::connect::{self, ConnectError};
 use crate::stats::GaugeGuard;
+use tokio::sync::oneshot;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub use crate::http::body::ProxyBody;
@@ -44,9 +51,58 @@ struct Idle {
     uses: u32,
 }
 
+/// A worker's HTTP/1.1 connections to one host.
+#[derive(Default)]
+struct H1Host {
+    idle: Vec<Idle>,
+    /// Connections open or opening.
+    open: u32,
+    /// Pending requests, first come first served.
+    waiters: VecDeque<oneshot::Sender<Handoff>>,
+}
+
+/// What a pending request is woken with.
+enum Handoff {
+    /// A connection that came free.
+    Conn(Idle),
+    /// A connection closed: try to open one.
+    Retry,
+}
+
+/// What an HTTP/1.1 request does next.
+enum H1Next {
+    Idle(Idle),
+    Connect(Slot, OpenConn),
+    Wait(oneshot::Receiver<Handoff>),
+}
+
+/// Counts a connection in its host's `open` until dropped (when the connection closes
+/// or fails to open), then wakes a pending request to try again.
+struct OpenConn {
+    pools: Weak<Pools>,
+    key: Key,
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        let Some(pools) = self.pools.upgrade() else {
+            return;
+        };
+        let mut map = pools.h1.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = map.get_mut(&self.key) {
+            h.open = h.open.saturating_sub(1);
+            while let Some(w) = h.waiters.pop_front() {
+                if w.send(Handoff::Retry).is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Pools {
-    h1: Mutex<HashMap<Key, Vec<Idle>, RandomState>>,
+    h1: Mutex<HashMap<Key, H1Host, RandomState>>,
     h2: Mutex<HashMap<Key, (http2::SendRequest<ProxyBody>, u32), RandomState>>,
 }
 
@@ -65,6 +121,9 @@ pub enum UpstreamError {
     Handshake(hyper::Error),
     #[error("reset: {0}")]
     Reset(hyper::Error),
+    /// `max_pending_requests` reached: the request was not sent.
+    #[error("too many requests waiting for a connection")]
+    PendingOverflow,
 }
 
 /// A connection checked out for one request.
@@ -96,44 +155,92 @@ impl Pools {
             proto,
         };
         let max_uses = cluster.config.max_requests_per_connection;
-        match proto {
-            Proto::Http1 => {
-                if let Some(idle) = self.take_idle_h1(&key) {
-                    return Ok(Lease {
-                        sender: Sender::H1(idle.sender),
-                        key,
-                        uses: idle.uses,
-                        max_uses,
-                        pools: self.clone(),
-                    });
-                }
-            }
-            Proto::Http2 => {
-                if let Some((sender, uses)) = self.shared_h2(&key, max_uses) {
-                    return Ok(Lease {
-                        sender: Sender::H2(sender),
-                        key,
-                        uses,
-                        max_uses,
-                        pools: self.clone(),
-                    });
-                }
-            }
-        }
-        // Boxed: connecting is rare, and its (large) future would otherwise make every
-        // request's future larger.
-        let sender = Box::pin(connect_new(cluster, host, proto)).await?;
-        if let Sender::H2(s) = &sender {
-            let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            h2.insert(key.clone(), (s.clone(), 0));
-        }
-        Ok(Lease {
+        let lease = |sender, uses| Lease {
             sender,
-            key,
-            uses: 0,
+            key: key.clone(),
+            uses,
             max_uses,
             pools: self.clone(),
-        })
+        };
+        if proto == Proto::Http1 {
+            if let Some(idle) = self.take_idle_h1(&key) {
+                return Ok(lease(Sender::H1(idle.sender), idle.uses));
+            }
+        } else if let Some((sender, uses)) = self.shared_h2(&key, max_uses) {
+            return Ok(lease(Sender::H2(sender), uses));
+        }
+        // No connection to use: the request is pending until one opens or comes free.
+        let stats = &cluster.stats;
+        let Some(_pending) = cluster.breakers.try_pending() else {
+            stats.upstream_rq_pending_overflow.inc();
+            return Err(UpstreamError::PendingOverflow);
+        };
+        stats.upstream_rq_pending_total.inc();
+        let _waiting = GaugeGuard::new(&stats.upstream_rq_pending_active);
+        if proto == Proto::Http2 {
+            // HTTP/2 streams share the worker's connection: the first one is opened even
+            // at the connection limit.
+            let slot = cluster.breakers.try_connection().unwrap_or_else(|| {
+                stats.upstream_cx_overflow.inc();
+                cluster.breakers.force_connection()
+            });
+            // Boxed: connecting is rare, and its (large) future would otherwise make
+            // every request's future larger.
+            let sender = Box::pin(connect_new(cluster, host, proto, slot, None)).await?;
+            if let Sender::H2(s) = &sender {
+                let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+                h2.insert(key.clone(), (s.clone(), 0));
+            }
+            return Ok(lease(sender, 0));
+        }
+        loop {
+            match self.h1_next(cluster, &key) {
+                H1Next::Idle(idle) => return Ok(lease(Sender::H1(idle.sender), idle.uses)),
+                H1Next::Connect(slot, open) => {
+                    let sender =
+                        Box::pin(connect_new(cluster, host, proto, slot, Some(open))).await?;
+                    return Ok(lease(sender, 0));
+                }
+                H1Next::Wait(rx) => {
+                    if let Ok(Handoff::Conn(idle)) = rx.await {
+                        return Ok(lease(Sender::H1(idle.sender), idle.uses));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Under one lock: an idle connection, else a slot to open one (the limit allows it,
+    /// or the worker has none to the host), else a place in the host's queue.
+    fn h1_next(self: &Arc<Self>, cluster: &ClusterState, key: &Key) -> H1Next {
+        let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let h = map.entry(key.clone()).or_default();
+        while let Some(idle) = h.idle.pop() {
+            if !idle.sender.is_closed() && idle.sender.is_ready() {
+                return H1Next::Idle(idle);
+            }
+        }
+        let slot = cluster.breakers.try_connection().or_else(|| {
+            cluster.stats.upstream_cx_overflow.inc();
+            (h.open == 0).then(|| cluster.breakers.force_connection())
+        });
+        match slot {
+            Some(slot) => {
+                h.open += 1;
+                H1Next::Connect(
+                    slot,
+                    OpenConn {
+                        pools: Arc::downgrade(self),
+                        key: key.clone(),
+                    },
+                )
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                h.waiters.push_back(tx);
+                H1Next::Wait(rx)
+            }
+        }
     }
 
     /// Closes idle connections (and forgets shared HTTP/2 ones) to hosts that are no
@@ -159,7 +266,7 @@ impl Pools {
 
     fn take_idle_h1(&self, key: &Key) -> Option<Idle> {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.get_mut(key)?;
+        let list = &mut map.get_mut(key)?.idle;
         while let Some(idle) = list.pop() {
             if !idle.sender.is_closed() && idle.sender.is_ready() {
                 return Some(idle);
@@ -179,16 +286,30 @@ impl Pools {
         Some((entry.0.clone(), entry.1))
     }
 
+    /// A connection came free: to the first pending request, else to the idle list.
     fn put_idle_h1(&self, key: Key, idle: Idle) {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_default().push(idle);
+        let h = map.entry(key).or_default();
+        let mut idle = idle;
+        while let Some(w) = h.waiters.pop_front() {
+            match w.send(Handoff::Conn(idle)) {
+                Ok(()) => return,
+                Err(Handoff::Conn(back)) => idle = back,
+                Err(Handoff::Retry) => return,
+            }
+        }
+        h.idle.push(idle);
     }
 }
 
+/// Opens a connection holding its circuit-breaker `slot` (and, for HTTP/1.1, its
+/// count in the host's pool) until it closes.
 async fn connect_new(
     cluster: &ClusterState,
     host: &Host,
     proto: Proto,
+    slot: Slot,
+    open: Option<OpenConn>,
 ) -> Result<Sender, UpstreamError> {
     let stats = &cluster.stats;
     let io = match connect::connect(
@@ -217,7 +338,7 @@ async fn connect_new(
                 .await
                 .map_err(UpstreamError::Handshake)?;
             tokio::spawn(async move {
-                let _active = active;
+                let _held = (active, slot, open);
                 let _ = conn.with_upgrades().await;
             });
             Ok(Sender::H1(sender))
@@ -231,7 +352,7 @@ async fn connect_new(
                 .await
                 .map_err(UpstreamError::Handshake)?;
             tokio::spawn(async move {
-                let _active = active;
+                let _held = (active, slot, open);
                 let _ = conn.await;
             });
             Ok(Sender::H2(sender))
