@@ -254,9 +254,10 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
 /// and every figure a number.
 fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
     let mut problems = Vec::new();
-    let expect: [(Scenario, &str, &[Target]); 8] = [
+    let expect: [(Scenario, &str, &[Target]); 9] = [
         (Scenario::Latency, "completed", &Target::ALL),
         (Scenario::Peak, "completed", &Target::ALL),
+        (Scenario::Resilience, "completed", &Target::ALL),
         (Scenario::Interception, "completed", &Target::ALL),
         (Scenario::Grpc, "completed", &Target::ALL),
         (Scenario::TcpBulk, "bytes", &Target::ALL),
@@ -305,7 +306,12 @@ fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
         }
     }
     for proxy in [Target::Remora, Target::Envoy] {
-        for s in [Scenario::Peak, Scenario::Grpc, Scenario::Interception] {
+        for s in [
+            Scenario::Peak,
+            Scenario::Resilience,
+            Scenario::Grpc,
+            Scenario::Interception,
+        ] {
             if !plan.wants(s) {
                 continue;
             }

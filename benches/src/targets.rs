@@ -44,6 +44,8 @@ pub struct Addrs {
     pub http2: SocketAddr,
     /// TCP relayed by `tcp_proxy`.
     pub tcp: SocketAddr,
+    /// HTTP/1.1 to the HTTP/1.1 upstream through the resilience features.
+    pub resilient: SocketAddr,
 }
 
 impl Addrs {
@@ -52,12 +54,16 @@ impl Addrs {
             http1: up.http,
             http2: up.http,
             tcp: up.tcp,
+            resilient: up.http,
         }
     }
 }
 
-/// The bootstrap both proxies get, byte for byte: listeners `http1`, `http2` and `tcp`
-/// on ephemeral ports, each forwarding to its own cluster.
+/// The bootstrap both proxies get, byte for byte: listeners `http1`, `http2`, `tcp` and
+/// `resilient` on ephemeral ports, each forwarding to its own cluster. `resilient` is
+/// `http1` with what Istio's DestinationRule and VirtualService resilience settings turn
+/// into: a retry policy with a per-try timeout, circuit breakers, outlier detection and
+/// least-request balancing (nothing fails, so nothing fires).
 pub fn config(up: &Upstreams) -> String {
     let hcm = |cluster: &str| {
         format!(
@@ -91,19 +97,45 @@ pub fn config(up: &Upstreams) -> String {
             addr.port()
         )
     };
+    let resilient_hcm = r#"      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: resilient
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: /}
+                route:
+                  cluster: resilient
+                  timeout: 10s
+                  retry_policy: {retry_on: "5xx,reset,connect-failure,retriable-status-codes", retriable_status_codes: [503], num_retries: 2, per_try_timeout: 5s}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+"#;
+    let resilient = r#"    lb_policy: LEAST_REQUEST
+    circuit_breakers:
+      thresholds:
+      - {max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 100, track_remaining: true}
+    outlier_detection: {consecutive_5xx: 5, interval: 1s, base_ejection_time: 30s, max_ejection_percent: 50}
+"#;
     let h2 = r#"    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: {http2_protocol_options: {}}
 "#;
     format!(
-        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\nstatic_resources:\n  listeners:\n{}{}{}  clusters:\n{}{}{}",
+        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\nstatic_resources:\n  listeners:\n{}{}{}{}  clusters:\n{}{}{}{}",
         listener("http1", &hcm("http1")),
         listener("http2", &hcm("http2")),
         listener("tcp", tcp),
+        listener("resilient", resilient_hcm),
         cluster("http1", up.http, ""),
         cluster("http2", up.http, h2),
         cluster("tcp", up.tcp, ""),
+        cluster("resilient", up.http, resilient),
     )
 }
 
@@ -205,6 +237,7 @@ pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
         http1: find("http1")?,
         http2: find("http2")?,
         tcp: find("tcp")?,
+        resilient: find("resilient")?,
     };
     std::thread::sleep(Duration::from_millis(200));
     p.idle_rss_kib = crate::procstat::memory_kib(p.pid()).0;
@@ -305,6 +338,7 @@ pub fn spawn_in(
             http1: ([0, 0, 0, 0], 0).into(),
             http2: ([0, 0, 0, 0], 0).into(),
             tcp: ([0, 0, 0, 0], 0).into(),
+            resilient: ([0, 0, 0, 0], 0).into(),
         },
         admin: ([0, 0, 0, 0], 0).into(),
         ready_after: Duration::ZERO,

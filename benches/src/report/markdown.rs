@@ -138,9 +138,46 @@ pub(super) fn added_p99_goal(r: &Results, s: Scenario, point: &str, what: String
     }
 }
 
+const RESILIENCE_CPU: RatioGoal = RatioGoal {
+    scenario: Scenario::Resilience,
+    metric: "cpu_us_per_req",
+    over: Target::Envoy,
+    what: "CPU per request, Remora/Envoy",
+    name_point: true,
+    bound: "≤ 0.33",
+    met: |m| m <= 1.0 / 3.0,
+};
+
+/// The resilience features cost Remora at most 10% more CPU per request than a plain
+/// route (Envoy's own figure alongside, for reference).
+fn resilience_goal(r: &Results) -> Option<Goal> {
+    use crate::scenarios::traffic::{RESILIENCE_CONFIGURED, RESILIENCE_PLAIN};
+    let s = Scenario::Resilience;
+    let cpu = |p, t| r.stat(s, p, t, "cpu_us_per_req");
+    if r.points(s).is_empty() {
+        return None;
+    }
+    let remora = ratio(
+        cpu(RESILIENCE_CONFIGURED, Target::Remora),
+        cpu(RESILIENCE_PLAIN, Target::Remora),
+    );
+    let envoy = ratio(
+        cpu(RESILIENCE_CONFIGURED, Target::Envoy),
+        cpu(RESILIENCE_PLAIN, Target::Envoy),
+    );
+    Some(Goal {
+        what: "CPU per request with retries, circuit breakers, outlier detection and least request, over a plain route (Remora)".into(),
+        measured: format!("{} (Envoy: {})", fmt2(remora), fmt2(envoy)),
+        bound: "≤ 1.10",
+        met: remora.map(|m| m <= 1.10),
+    })
+}
+
 fn goals(r: &Results) -> Vec<Goal> {
     let mut g: Vec<Goal> = ratio_goals(r, &CPU)
         .chain(ratio_goals(r, &THROUGHPUT))
+        .chain(resilience_goal(r))
+        .chain(ratio_goals(r, &RESILIENCE_CPU))
         .collect();
     for p in r.points(Scenario::Latency) {
         let fraction = r
@@ -274,6 +311,12 @@ pub fn render(r: &Results, command: &str) -> String {
         r,
         Scenario::Peak,
         "Peak throughput on one core (closed loop)",
+    );
+    closed_loop(
+        &mut o,
+        r,
+        Scenario::Resilience,
+        "Resilience features configured (closed loop, HTTP/1.1)",
     );
     closed_loop(
         &mut o,

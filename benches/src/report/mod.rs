@@ -85,13 +85,17 @@ pub enum Scenario {
     Callgrind,
     /// HTTP/1.1 and TCP through iptables interception in a pod network namespace.
     Interception,
+    /// Closed-loop HTTP/1.1 on a plain route and on one with retries, circuit breakers,
+    /// outlier detection and least-request balancing configured (no faults firing).
+    Resilience,
 }
 
 impl Scenario {
     /// The scenarios `all` runs against the three targets.
-    pub const MEASURED: [Scenario; 8] = [
+    pub const MEASURED: [Scenario; 9] = [
         Scenario::Latency,
         Scenario::Peak,
+        Scenario::Resilience,
         Scenario::Grpc,
         Scenario::TcpBulk,
         Scenario::Interception,

@@ -4,7 +4,7 @@
 
 mod interception;
 mod memory;
-mod traffic;
+pub mod traffic;
 mod xds;
 
 use std::time::Duration;
@@ -113,6 +113,7 @@ pub fn run_all(ctx: &mut Ctx) -> Result<(), String> {
     let traffic = [
         Scenario::Latency,
         Scenario::Peak,
+        Scenario::Resilience,
         Scenario::Grpc,
         Scenario::TcpBulk,
     ];

@@ -15,6 +15,11 @@ const PEAK_H2: (usize, usize) = (4, 32);
 /// gRPC: 100 concurrent streams on two connections.
 const GRPC: (usize, usize) = (2, 50);
 
+/// The resilience scenario's points (the report's overhead goal compares them).
+pub const RESILIENCE_PLAIN: &str = "http1 64 conns, plain route";
+pub const RESILIENCE_CONFIGURED: &str =
+    "http1 64 conns, retries + circuit breakers + outlier detection + least request";
+
 /// Remora's single-core saturation: closed-loop HTTP/1.1 requests per second, the base of
 /// the latency scenario's rates.
 pub fn saturation(ctx: &mut Ctx) -> Result<f64, String> {
@@ -93,6 +98,20 @@ pub fn run(ctx: &mut Ctx, t: Target, rep: u32, saturation: f64) -> Result<(), St
             Probe::new(pid),
         )?;
         ctx.samples.push(load_sample(scenario, &point, t, rep, &o));
+    }
+    if ctx.plan.wants(Scenario::Resilience) {
+        // Back to back on the same process: the plain route, then the resilient one.
+        for (point, addr) in [
+            (RESILIENCE_PLAIN, addrs.http1),
+            (RESILIENCE_CONFIGURED, addrs.resilient),
+        ] {
+            ctx.log(&format!("rep {rep} {}: resilience, {point}", t.name()));
+            let mut l = load(ctx, addrs, Proto::Http1, PEAK_H1_CONNECTIONS, 1, None);
+            l.addr = addr;
+            let o = gen::run(ctx.load_cpu, l, Probe::new(pid))?;
+            ctx.samples
+                .push(load_sample(Scenario::Resilience, point, t, rep, &o));
+        }
     }
     if ctx.plan.wants(Scenario::TcpBulk) {
         bulk_transfer(ctx, t, rep, addrs, pid)?;
