@@ -21,6 +21,7 @@ use crate::upstream::host::HostAddr;
 const USER_AGENT_HC: HeaderValue = HeaderValue::from_static("Envoy/HC");
 
 /// A kept client connection.
+#[derive(Debug)]
 enum Conn {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
@@ -59,6 +60,7 @@ impl Conn {
 }
 
 /// The kept connection, reopened when it closed.
+#[derive(Debug)]
 struct Kept {
     target: Target,
     h2: bool,
@@ -76,6 +78,18 @@ impl Kept {
             self.conn = Conn::open(&self.target, self.h2).await;
         }
         self.conn.as_mut()
+    }
+
+    /// Sends `req` on the kept (or a new) connection; a failure to connect or send is a
+    /// network failure and drops the connection.
+    async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Check> {
+        let Some(conn) = self.get().await else {
+            return Err(Check::Failed(Failure::Network));
+        };
+        conn.send(req).await.map_err(|_| {
+            self.conn = None;
+            Check::Failed(Failure::Network)
+        })
     }
 
     /// After a check: keep the connection only when reuse is on and the peer did not
@@ -100,20 +114,12 @@ fn uri(authority: &str, path: &str, target: &Target) -> Uri {
         .unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+#[derive(Debug)]
 pub struct HttpProbe {
     check: Arc<HttpCheck>,
     authority: String,
     kept: Kept,
     verify_cluster: Counter,
-}
-
-impl std::fmt::Debug for HttpProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpProbe")
-            .field("authority", &self.authority)
-            .field("target", &self.kept.target)
-            .finish()
-    }
 }
 
 impl HttpProbe {
@@ -167,16 +173,9 @@ impl HttpProbe {
     }
 
     pub async fn check(&mut self) -> Check {
-        let req = self.request();
-        let Some(conn) = self.kept.get().await else {
-            return Check::Failed(Failure::Network);
-        };
-        let resp = match conn.send(req).await {
+        let resp = match self.kept.exchange(self.request()).await {
             Ok(r) => r,
-            Err(_) => {
-                self.kept.conn = None;
-                return Check::Failed(Failure::Network);
-            }
+            Err(c) => return c,
         };
         let (parts, mut body) = resp.into_parts();
         let c = &self.check;
@@ -254,21 +253,13 @@ struct HealthCheckResponse {
 /// `HealthCheckResponse.ServingStatus.SERVING`.
 const SERVING: i32 = 1;
 
+#[derive(Debug)]
 pub struct GrpcProbe {
     check: Arc<GrpcCheck>,
     authority: String,
     kept: Kept,
     /// The length-prefixed request message (the same for every check).
     message: Bytes,
-}
-
-impl std::fmt::Debug for GrpcProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcProbe")
-            .field("authority", &self.authority)
-            .field("target", &self.kept.target)
-            .finish()
-    }
 }
 
 impl GrpcProbe {
@@ -310,15 +301,9 @@ impl GrpcProbe {
         h.insert(http::header::TE, HeaderValue::from_static("trailers"));
         h.insert(USER_AGENT, USER_AGENT_HC);
         self.check.metadata.apply(h);
-        let Some(conn) = self.kept.get().await else {
-            return Check::Failed(Failure::Network);
-        };
-        let resp = match conn.send(req).await {
+        let resp = match self.kept.exchange(req).await {
             Ok(r) => r,
-            Err(_) => {
-                self.kept.conn = None;
-                return Check::Failed(Failure::Network);
-            }
+            Err(c) => return c,
         };
         let (parts, body) = resp.into_parts();
         let collected = match body.collect().await {

@@ -10,6 +10,7 @@ use super::probe::{payload_matches, Check, Failure, Target};
 use crate::config::health_check::TcpCheck;
 use crate::upstream::connect::{self, Stream};
 
+#[derive(Debug)]
 pub struct TcpProbe {
     check: Arc<TcpCheck>,
     target: Target,
@@ -17,14 +18,6 @@ pub struct TcpProbe {
     conn: Option<Stream>,
     /// What the kept connection has received and not yet matched.
     received: Vec<u8>,
-}
-
-impl std::fmt::Debug for TcpProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpProbe")
-            .field("target", &self.target)
-            .finish()
-    }
 }
 
 impl TcpProbe {
