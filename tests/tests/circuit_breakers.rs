@@ -105,6 +105,23 @@ async fn overflow_case(p: &ProxyProcess, up: &HttpUpstream, key: &str) -> Vec<St
     ]
 }
 
+/// The named stats of both proxies (Envoy's, Remora's).
+async fn stats_of(
+    envoy: ProxyProcess,
+    remora: ProxyProcess,
+    names: &[&'static str],
+) -> (Vec<u64>, Vec<u64>) {
+    let names = names.to_vec();
+    tokio::task::spawn_blocking(move || {
+        (
+            names.iter().map(|n| envoy.stat(n)).collect(),
+            names.iter().map(|n| remora.stat(n)).collect(),
+        )
+    })
+    .await
+    .expect("stats")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overflow_behaves_as_envoy() {
     let up = HttpUpstream::start("a").await;
@@ -137,14 +154,7 @@ async fn overflow_behaves_as_envoy() {
         "cluster.one.circuit_breakers.default.remaining_rq",
         "cluster.one.circuit_breakers.default.rq_retry_open",
     ];
-    let (es, rs): (Vec<u64>, Vec<u64>) = tokio::task::spawn_blocking(move || {
-        (
-            names.iter().map(|n| envoy.stat(n)).collect(),
-            names.iter().map(|n| remora.stat(n)).collect(),
-        )
-    })
-    .await
-    .expect("stats");
+    let (es, rs) = stats_of(envoy, remora, &names).await;
     assert_eq!(rs, [1, 2, 1, 0, 1, 0], "remora {names:?}");
     assert_eq!(es, rs, "envoy vs remora {names:?}");
 }
@@ -230,14 +240,7 @@ async fn connection_and_pending_limits_behave_as_envoy() {
         "cluster.pool.circuit_breakers.default.remaining_pending",
         "cluster.tcp_one.upstream_cx_overflow",
     ];
-    let (es, rs): (Vec<u64>, Vec<u64>) = tokio::task::spawn_blocking(move || {
-        (
-            names.iter().map(|n| envoy.stat(n)).collect(),
-            names.iter().map(|n| remora.stat(n)).collect(),
-        )
-    })
-    .await
-    .expect("stats");
+    let (es, rs) = stats_of(envoy, remora, &names).await;
     // One connection (kept open, so the breaker stays open), two requests pending in
     // turn, three overflows; the TCP proxy's second connection overflowed.
     assert_eq!(rs, [1, 1, 2, 3, 0, 3, 1, 0, 0, 1, 1], "remora {names:?}");

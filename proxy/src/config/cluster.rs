@@ -311,20 +311,10 @@ fn original_dst_port(c: &pb::Cluster) -> Result<Option<u16>> {
             "choosing the original destination by HTTP header",
         ));
     }
-    o.upstream_port_override
-        .as_ref()
-        .map(|p| {
-            u16::try_from(p.value)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "upstream_port_override",
-                        format!("{} is not a valid port", p.value),
-                    )
-                })
-        })
-        .transpose()
+    common::nonzero_port(
+        o.upstream_port_override.as_ref().map(|p| p.value),
+        "upstream_port_override",
+    )
 }
 
 fn upstream_bind(c: &pb::Cluster) -> Result<Option<UpstreamBind>> {
@@ -374,15 +364,9 @@ fn endpoint_check(
             "a health-check address other than the endpoint's",
         ));
     }
-    let port = match c.port_value {
-        0 => None,
-        p => Some(
-            u16::try_from(p)
-                .map_err(|_| ConfigError::new("port_value", format!("{p} is not a valid port")))?,
-        ),
-    };
     Ok(EndpointCheck {
-        port,
+        // 0: the endpoint's own port.
+        port: common::nonzero_port(Some(c.port_value).filter(|p| *p != 0), "port_value")?,
         hostname: Some(c.hostname.as_str())
             .filter(|h| !h.is_empty())
             .map(Arc::from),

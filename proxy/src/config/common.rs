@@ -54,6 +54,18 @@ pub fn port_of(sa: &core::SocketAddress) -> Result<u16> {
     }
 }
 
+/// A port that must be set when present (`UInt32Value` fields such as `alt_port`):
+/// `None` when absent, an error naming `field` when 0 or above 65535.
+pub fn nonzero_port(v: Option<u32>, field: &str) -> Result<Option<u16>> {
+    v.map(|p| {
+        u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ConfigError::new(field, format!("{p} is not a valid port")))
+    })
+    .transpose()
+}
+
 fn check_protocol(sa: &core::SocketAddress) -> Result<()> {
     if sa.protocol == core::socket_address::Protocol::Udp as i32 {
         return Err(ConfigError::new(

@@ -190,18 +190,7 @@ impl TryFrom<&core::HealthCheck> for HealthCheck {
             interval_jitter_percent: h.interval_jitter_percent,
             unhealthy_threshold: threshold(h.unhealthy_threshold.as_ref(), "unhealthy_threshold")?,
             healthy_threshold: threshold(h.healthy_threshold.as_ref(), "healthy_threshold")?,
-            alt_port: h
-                .alt_port
-                .as_ref()
-                .map(|p| {
-                    u16::try_from(p.value)
-                        .ok()
-                        .filter(|p| *p > 0)
-                        .ok_or_else(|| {
-                            ConfigError::new("alt_port", format!("{} is not a valid port", p.value))
-                        })
-                })
-                .transpose()?,
+            alt_port: common::nonzero_port(h.alt_port.as_ref().map(|p| p.value), "alt_port")?,
             reuse_connection: h.reuse_connection.as_ref().is_none_or(|b| b.value),
             no_traffic_interval,
             no_traffic_healthy_interval: optional(

@@ -84,18 +84,10 @@ impl TryFrom<&pb::FilterChainMatch> for ChainMatch {
     type Error = ConfigError;
     fn try_from(m: &pb::FilterChainMatch) -> Result<Self> {
         use pb::filter_chain_match::ConnectionSourceType as S;
-        let destination_port =
-            match &m.destination_port {
-                None => None,
-                Some(p) => Some(u16::try_from(p.value).ok().filter(|p| *p > 0).ok_or_else(
-                    || {
-                        ConfigError::new(
-                            "destination_port",
-                            format!("{} is not a valid port", p.value),
-                        )
-                    },
-                )?),
-            };
+        let destination_port = super::common::nonzero_port(
+            m.destination_port.as_ref().map(|p| p.value),
+            "destination_port",
+        )?;
         let source_ports = m
             .source_ports
             .iter()

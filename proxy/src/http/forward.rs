@@ -101,10 +101,14 @@ pub async fn forward<'r>(
         req.headers_mut().insert(header::HOST, v);
     }
     let policy_per_try = fwd.retry.as_ref().and_then(|p| p.per_try_timeout);
-    let (route_timeout, per_try) = timeouts::settle(fwd.timeout, policy_per_try, req.headers_mut());
-    // Upgrades are not retried; the retry headers are consumed either way. (Both read the
-    // request-control headers before x-envoy-expected-rq-timeout-ms is added.)
-    let retry = RetryState::new(fwd.retry.as_ref(), req.headers_mut()).filter(|_| !is_upgrade);
+    // One look for request-control headers serves both (before
+    // x-envoy-expected-rq-timeout-ms is added).
+    let control = headers::has_envoy_headers(req.headers());
+    let (route_timeout, per_try) =
+        timeouts::settle(fwd.timeout, policy_per_try, req.headers_mut(), control);
+    // Upgrades are not retried; the retry headers are consumed either way.
+    let retry =
+        RetryState::new(fwd.retry.as_ref(), req.headers_mut(), control).filter(|_| !is_upgrade);
     // What the upstream may expect (the route's own value is made once at config time).
     let expected = match (per_try, route_timeout) {
         (None, Some(t)) if Some(t) == fwd.timeout => fwd.timeout_header.clone(),

@@ -53,22 +53,34 @@ pub struct RetryState {
 
 impl RetryState {
     /// The state for a request routed with `policy`; consumes the retry headers from
-    /// `headers`. `None`: nothing would ever be retried.
-    pub fn new(policy: Option<&Arc<RetryPolicy>>, headers: &mut HeaderMap) -> Option<RetryState> {
-        if policy.is_none() && !super::headers::has_envoy_headers(headers) {
+    /// `headers`, which the caller found to hold some `x-envoy-*` header (`control`).
+    /// `None`: nothing would ever be retried.
+    pub fn new(
+        policy: Option<&Arc<RetryPolicy>>,
+        headers: &mut HeaderMap,
+        control: bool,
+    ) -> Option<RetryState> {
+        if policy.is_none() && !control {
             return None;
         }
-        let header_on = headers
-            .remove(names::X_ENVOY_RETRY_ON)
-            .and_then(|v| v.to_str().ok().map(|s| RetryOn::parse_lenient(s, false)));
-        let header_grpc_on = headers
-            .remove(names::X_ENVOY_RETRY_GRPC_ON)
-            .and_then(|v| v.to_str().ok().map(|s| RetryOn::parse_lenient(s, true)));
-        let max_retries = headers
-            .remove(names::X_ENVOY_MAX_RETRIES)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok());
-        let status_codes = headers.remove(names::X_ENVOY_RETRIABLE_STATUS_CODES);
-        let header_names = headers.remove(names::X_ENVOY_RETRIABLE_HEADER_NAMES);
+        // Without any x-envoy-* header there is nothing to look up.
+        let (header_on, header_grpc_on, max_retries, status_codes, header_names) = if control {
+            (
+                headers
+                    .remove(names::X_ENVOY_RETRY_ON)
+                    .and_then(|v| v.to_str().ok().map(|s| RetryOn::parse_lenient(s, false))),
+                headers
+                    .remove(names::X_ENVOY_RETRY_GRPC_ON)
+                    .and_then(|v| v.to_str().ok().map(|s| RetryOn::parse_lenient(s, true))),
+                headers
+                    .remove(names::X_ENVOY_MAX_RETRIES)
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok()),
+                headers.remove(names::X_ENVOY_RETRIABLE_STATUS_CODES),
+                headers.remove(names::X_ENVOY_RETRIABLE_HEADER_NAMES),
+            )
+        } else {
+            Default::default()
+        };
         let policy = match policy {
             Some(p) => p.clone(),
             None if header_on.is_some() || header_grpc_on.is_some() => HEADERS_ONLY.clone(),
@@ -210,6 +222,11 @@ fn grpc_retriable(on: RetryOn, headers: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The state as `forward` makes it (with the caller's look for x-envoy-* headers).
+    fn state(p: Option<&Arc<RetryPolicy>>, h: &mut HeaderMap) -> Option<RetryState> {
+        let control = crate::http::headers::has_envoy_headers(h);
+        RetryState::new(p, h, control)
+    }
     use super::*;
     use envoy_types::pb::envoy::config::route::v3 as pb;
 
@@ -238,7 +255,7 @@ mod tests {
             ("x-envoy-max-retries", "3"),
             ("x-envoy-retriable-status-codes", "418"),
         ]);
-        let mut s = RetryState::new(Some(&p), &mut h).expect("state");
+        let mut s = state(Some(&p), &mut h).expect("state");
         assert!(h.is_empty(), "retry headers are not forwarded: {h:?}");
         assert!(s.retriable_response(StatusCode::BAD_GATEWAY, &HeaderMap::new()));
         assert!(s.retriable_failure(Failure::ConnectFailure));
@@ -251,11 +268,11 @@ mod tests {
 
     #[test]
     fn no_policy_and_no_headers_means_no_state() {
-        assert!(RetryState::new(None, &mut HeaderMap::new()).is_none());
+        assert!(state(None, &mut HeaderMap::new()).is_none());
         let mut h = headers(&[("x-envoy-max-retries", "5")]);
-        assert!(RetryState::new(None, &mut h).is_none());
+        assert!(state(None, &mut h).is_none());
         let mut h = headers(&[("x-envoy-retry-grpc-on", "unavailable")]);
-        let s = RetryState::new(None, &mut h).expect("header-only policy");
+        let s = state(None, &mut h).expect("header-only policy");
         let grpc = headers(&[("grpc-status", "14")]);
         assert!(s.retriable_response(StatusCode::OK, &grpc));
         assert!(!s.retriable_response(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new()));
@@ -264,7 +281,7 @@ mod tests {
     #[test]
     fn conditions_follow_envoy() {
         let s = |on: &str| {
-            RetryState::new(
+            state(
                 Some(&policy(on, |p| p.retriable_status_codes = vec![418])),
                 &mut HeaderMap::new(),
             )
@@ -300,9 +317,9 @@ mod tests {
                 ..Default::default()
             }];
         });
-        assert!(RetryState::new(Some(&p), &mut HeaderMap::new()).is_none());
+        assert!(state(Some(&p), &mut HeaderMap::new()).is_none());
         let mut h = headers(&[("x-retry-me", "1")]);
-        assert!(RetryState::new(Some(&p), &mut h).is_some());
+        assert!(state(Some(&p), &mut h).is_some());
     }
 
     #[test]
@@ -321,7 +338,7 @@ mod tests {
             });
         });
         fastrand::seed(7);
-        let mut s = RetryState::new(Some(&p), &mut HeaderMap::new()).expect("state");
+        let mut s = state(Some(&p), &mut HeaderMap::new()).expect("state");
         let bounds = [10, 20, 40, 50, 50, 50];
         for bound in bounds {
             let Next::Retry(d) = s.advance() else {

@@ -58,14 +58,15 @@ impl Activity {
 /// them: the route's `timeout` and its retry policy's `per_try_timeout`, overridden by
 /// `x-envoy-upstream-rq-timeout-ms` (0: none) and `x-envoy-upstream-rq-per-try-timeout-ms`
 /// (both consumed; the connection manager has already removed them from requests that
-/// are not internal). A per-try timeout not below the route timeout is dropped.
+/// are not internal; `control`: the caller found some `x-envoy-*` header). A per-try
+/// timeout not below the route timeout is dropped.
 pub fn settle(
     route: Option<Duration>,
     per_try: Option<Duration>,
     headers: &mut http::HeaderMap,
+    control: bool,
 ) -> (Option<Duration>, Option<Duration>) {
     use super::headers::names;
-    let control = super::headers::has_envoy_headers(headers);
     let mut ms = |name: http::HeaderName| {
         if !control {
             return None;
@@ -350,13 +351,13 @@ mod tests {
         );
         // The per-try timeout is not below the route timeout: dropped.
         assert_eq!(
-            super::settle(Some(ms(15_000)), None, &mut h),
+            super::settle(Some(ms(15_000)), None, &mut h, true),
             (Some(ms(250)), None)
         );
         assert!(h.is_empty(), "consumed");
         h.insert("x-envoy-upstream-rq-timeout-ms", "0".parse().unwrap());
         assert_eq!(
-            super::settle(Some(ms(15_000)), Some(ms(50)), &mut h),
+            super::settle(Some(ms(15_000)), Some(ms(50)), &mut h, true),
             (None, Some(ms(50)))
         );
 

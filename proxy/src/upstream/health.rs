@@ -211,7 +211,7 @@ impl Session {
         self.unhealthy_run = 0;
         let mut t = Transition::Unchanged;
         if host.has(flags::FAILED_ACTIVE_HC) {
-            self.healthy_run += 1;
+            self.healthy_run = self.healthy_run.saturating_add(1);
             if self.first_check || self.healthy_run == config.healthy_threshold {
                 host.clear(flags::FAILED_ACTIVE_HC);
                 stats.healthy.inc();
@@ -246,7 +246,7 @@ impl Session {
         self.healthy_run = 0;
         let mut t = Transition::Unchanged;
         if !host.has(flags::FAILED_ACTIVE_HC) {
-            self.unhealthy_run += 1;
+            self.unhealthy_run = self.unhealthy_run.saturating_add(1);
             if failure == Failure::Active || self.unhealthy_run == config.unhealthy_threshold {
                 host.set(flags::FAILED_ACTIVE_HC);
                 stats.healthy.dec();
@@ -378,14 +378,13 @@ async fn run_session(
     let mut session = Session::default();
     loop {
         checker.stats.attempt.inc();
-        let check = match tokio::time::timeout(config.timeout, probe.check()).await {
+        let mut check = match tokio::time::timeout(config.timeout, probe.check()).await {
             Ok(c) => c,
             Err(_) => {
                 probe.close();
                 Check::Failed(Failure::Timeout)
             }
         };
-        let mut check = check;
         // Results that arrive while waiting (a reused TCP connection closing) count too.
         loop {
             let first = session.is_first();

@@ -61,6 +61,29 @@ struct H1Host {
     waiters: VecDeque<oneshot::Sender<Handoff>>,
 }
 
+impl H1Host {
+    /// An idle connection that can take a request (closed ones are dropped).
+    fn usable(&mut self) -> Option<Idle> {
+        while let Some(idle) = self.idle.pop() {
+            if !idle.sender.is_closed() && idle.sender.is_ready() {
+                return Some(idle);
+            }
+        }
+        None
+    }
+
+    /// Gives `h` to the first pending request still waiting; returns it when none is.
+    fn hand(&mut self, mut h: Handoff) -> Option<Handoff> {
+        while let Some(w) = self.waiters.pop_front() {
+            match w.send(h) {
+                Ok(()) => return None,
+                Err(back) => h = back,
+            }
+        }
+        Some(h)
+    }
+}
+
 /// What a pending request is woken with.
 enum Handoff {
     /// A connection that came free.
@@ -91,11 +114,7 @@ impl Drop for OpenConn {
         let mut map = pools.h1.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = map.get_mut(&self.key) {
             h.open = h.open.saturating_sub(1);
-            while let Some(w) = h.waiters.pop_front() {
-                if w.send(Handoff::Retry).is_ok() {
-                    break;
-                }
-            }
+            h.hand(Handoff::Retry);
         }
     }
 }
@@ -155,19 +174,19 @@ impl Pools {
             proto,
         };
         let max_uses = cluster.config.max_requests_per_connection;
-        let lease = |sender, uses| Lease {
+        let lease = |key, sender, uses| Lease {
             sender,
-            key: key.clone(),
+            key,
             uses,
             max_uses,
             pools: self.clone(),
         };
         if proto == Proto::Http1 {
             if let Some(idle) = self.take_idle_h1(&key) {
-                return Ok(lease(Sender::H1(idle.sender), idle.uses));
+                return Ok(lease(key, Sender::H1(idle.sender), idle.uses));
             }
         } else if let Some((sender, uses)) = self.shared_h2(&key, max_uses) {
-            return Ok(lease(Sender::H2(sender), uses));
+            return Ok(lease(key, Sender::H2(sender), uses));
         }
         // No connection to use: the request is pending until one opens or comes free.
         let stats = &cluster.stats;
@@ -191,19 +210,19 @@ impl Pools {
                 let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
                 h2.insert(key.clone(), (s.clone(), 0));
             }
-            return Ok(lease(sender, 0));
+            return Ok(lease(key, sender, 0));
         }
         loop {
             match self.h1_next(cluster, &key) {
-                H1Next::Idle(idle) => return Ok(lease(Sender::H1(idle.sender), idle.uses)),
+                H1Next::Idle(idle) => return Ok(lease(key, Sender::H1(idle.sender), idle.uses)),
                 H1Next::Connect(slot, open) => {
                     let sender =
                         Box::pin(connect_new(cluster, host, proto, slot, Some(open))).await?;
-                    return Ok(lease(sender, 0));
+                    return Ok(lease(key, sender, 0));
                 }
                 H1Next::Wait(rx) => {
                     if let Ok(Handoff::Conn(idle)) = rx.await {
-                        return Ok(lease(Sender::H1(idle.sender), idle.uses));
+                        return Ok(lease(key, Sender::H1(idle.sender), idle.uses));
                     }
                 }
             }
@@ -215,10 +234,8 @@ impl Pools {
     fn h1_next(self: &Arc<Self>, cluster: &ClusterState, key: &Key) -> H1Next {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let h = map.entry(key.clone()).or_default();
-        while let Some(idle) = h.idle.pop() {
-            if !idle.sender.is_closed() && idle.sender.is_ready() {
-                return H1Next::Idle(idle);
-            }
+        if let Some(idle) = h.usable() {
+            return H1Next::Idle(idle);
         }
         let slot = cluster.breakers.try_connection().or_else(|| {
             cluster.stats.upstream_cx_overflow.inc();
@@ -266,13 +283,7 @@ impl Pools {
 
     fn take_idle_h1(&self, key: &Key) -> Option<Idle> {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        let list = &mut map.get_mut(key)?.idle;
-        while let Some(idle) = list.pop() {
-            if !idle.sender.is_closed() && idle.sender.is_ready() {
-                return Some(idle);
-            }
-        }
-        None
+        map.get_mut(key)?.usable()
     }
 
     fn shared_h2(&self, key: &Key, max_uses: u32) -> Option<(http2::SendRequest<ProxyBody>, u32)> {
@@ -290,15 +301,9 @@ impl Pools {
     fn put_idle_h1(&self, key: Key, idle: Idle) {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let h = map.entry(key).or_default();
-        let mut idle = idle;
-        while let Some(w) = h.waiters.pop_front() {
-            match w.send(Handoff::Conn(idle)) {
-                Ok(()) => return,
-                Err(Handoff::Conn(back)) => idle = back,
-                Err(Handoff::Retry) => return,
-            }
+        if let Some(Handoff::Conn(idle)) = h.hand(Handoff::Conn(idle)) {
+            h.idle.push(idle);
         }
-        h.idle.push(idle);
     }
 }
 

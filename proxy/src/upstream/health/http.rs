@@ -117,7 +117,9 @@ fn uri(authority: &str, path: &str, target: &Target) -> Uri {
 #[derive(Debug)]
 pub struct HttpProbe {
     check: Arc<HttpCheck>,
-    authority: String,
+    /// Built once: the request target (absolute for HTTP/2) and the HTTP/1.1 `host`.
+    uri: Uri,
+    host: Option<HeaderValue>,
     kept: Kept,
     verify_cluster: Counter,
 }
@@ -130,6 +132,14 @@ impl HttpProbe {
         reuse: bool,
         verify_cluster: Counter,
     ) -> Self {
+        let (uri, host) = if check.http2 {
+            (uri(&authority, &check.path, &target), None)
+        } else {
+            (
+                check.path.parse().unwrap_or_else(|_| Uri::from_static("/")),
+                HeaderValue::from_str(&authority).ok(),
+            )
+        };
         HttpProbe {
             kept: Kept {
                 target,
@@ -138,7 +148,8 @@ impl HttpProbe {
                 conn: None,
             },
             check,
-            authority,
+            uri,
+            host,
             verify_cluster,
         }
     }
@@ -149,20 +160,13 @@ impl HttpProbe {
 
     fn request(&self) -> Request<Full<Bytes>> {
         let c = &self.check;
-        let uri = if c.http2 {
-            uri(&self.authority, &c.path, &self.kept.target)
-        } else {
-            c.path.parse().unwrap_or_else(|_| Uri::from_static("/"))
-        };
         let body = c.send.clone().unwrap_or_default();
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = c.method.clone();
-        *req.uri_mut() = uri;
+        *req.uri_mut() = self.uri.clone();
         let h = req.headers_mut();
-        if !c.http2 {
-            if let Ok(v) = HeaderValue::from_str(&self.authority) {
-                h.insert(HOST, v);
-            }
+        if let Some(host) = &self.host {
+            h.insert(HOST, host.clone());
         }
         h.insert(USER_AGENT, USER_AGENT_HC);
         if let Some(b) = &c.send {
@@ -256,7 +260,8 @@ const SERVING: i32 = 1;
 #[derive(Debug)]
 pub struct GrpcProbe {
     check: Arc<GrpcCheck>,
-    authority: String,
+    /// `/grpc.health.v1.Health/Check` at the check's authority (built once).
+    uri: Uri,
     kept: Kept,
     /// The length-prefixed request message (the same for every check).
     message: Bytes,
@@ -273,7 +278,7 @@ impl GrpcProbe {
         message.put_slice(&msg);
         GrpcProbe {
             check,
-            authority,
+            uri: uri(&authority, "/grpc.health.v1.Health/Check", &target),
             kept: Kept {
                 target,
                 h2: true,
@@ -291,11 +296,7 @@ impl GrpcProbe {
     pub async fn check(&mut self) -> Check {
         let mut req = Request::new(Full::new(self.message.clone()));
         *req.method_mut() = http::Method::POST;
-        *req.uri_mut() = uri(
-            &self.authority,
-            "/grpc.health.v1.Health/Check",
-            &self.kept.target,
-        );
+        *req.uri_mut() = self.uri.clone();
         let h = req.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         h.insert(http::header::TE, HeaderValue::from_static("trailers"));
