@@ -221,6 +221,14 @@ mod tests {
         addr
     }
 
+    /// The load tests pin their generator to the same CPU and measure rates: they take
+    /// turns, or they slow one another down (the test harness runs tests in parallel).
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        TURN.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn load(addr: SocketAddr, rate: Option<f64>, measure: Duration) -> Load {
         Load {
             addr,
@@ -236,6 +244,7 @@ mod tests {
 
     #[test]
     fn open_loop_keeps_the_rate_when_the_target_keeps_up() {
+        let _turn = one_at_a_time();
         let addr = slow_server(Duration::ZERO);
         let o = gen::run(
             0,
@@ -257,6 +266,7 @@ mod tests {
     /// harness's own upstream.
     #[test]
     fn open_loop_over_http2_and_grpc() {
+        let _turn = one_at_a_time();
         let up = crate::upstream::start(0, 1024).expect("upstream");
         for proto in [Proto::Http2, Proto::Grpc] {
             let l = Load {
@@ -278,6 +288,7 @@ mod tests {
     /// A connection per call against the harness's echo upstream, open and closed loop.
     #[test]
     fn tcp_connect_echo_close() {
+        let _turn = one_at_a_time();
         let up = crate::upstream::start(0, 1024).expect("upstream");
         for rate in [Some(300.0), None] {
             let l = Load {
@@ -299,6 +310,7 @@ mod tests {
     /// loop must show it (a closed loop would report about 20 ms for every request).
     #[test]
     fn open_loop_shows_the_queue_of_a_slow_target() {
+        let _turn = one_at_a_time();
         let addr = slow_server(Duration::from_millis(20));
         let window = Duration::from_millis(800);
         let open = gen::run(0, load(addr, Some(200.0), window), Probe::new(None)).expect("open");
