@@ -31,4 +31,5 @@ pub mod per_filter;
 pub mod retry;
 pub mod route;
 pub mod route_action;
+pub mod stream_duration;
 pub mod tcp_proxy;

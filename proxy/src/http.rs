@@ -10,6 +10,7 @@ mod attempts;
 pub mod body;
 pub mod fault;
 pub mod forward;
+pub mod grpc_timeout;
 pub mod handler;
 pub mod hash_policy;
 pub mod headers;
@@ -133,6 +134,7 @@ pub struct HcmStats {
     pub rq_redirect: Counter,
     pub downstream_rq_timeout: Counter,
     pub downstream_rq_idle_timeout: Counter,
+    pub downstream_rq_max_duration_reached: Counter,
 }
 
 impl HcmStats {
@@ -160,6 +162,7 @@ impl HcmStats {
             rq_redirect: c("rq_redirect"),
             downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
         }
     }
 

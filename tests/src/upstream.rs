@@ -3,7 +3,8 @@
 //!
 //! HTTP paths: `/status/N`, `/delay/MS`, `/bytes/N` (streamed, no content-length),
 //! `/echo-body` (streams the request body back), `/trailers`, `/reset` (closes without a
-//! response), `/reset-mid-body`, `/never`, `/flaky/KEY/N/HOW` (the first N requests for
+//! response), `/reset-mid-body`, `/slow-body/MS` (`first` at once, `second` MS later),
+//! `/never`, `/flaky/KEY/N/HOW` (the first N requests for
 //! KEY answer status HOW, or are reset when HOW is `reset`, or hang when it is `hang`;
 //! later ones answer 200 `ok after K` with the request body's length in
 //! `x-body-len` and the `x-envoy-attempt-count` / `x-envoy-expected-rq-timeout-ms` seen
@@ -258,6 +259,27 @@ async fn respond(
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
             r.headers_mut()
                 .insert("content-length", "1000".parse().expect("value"));
+            r
+        }
+        "slow-body" => {
+            let wait = Duration::from_millis(arg.parse().unwrap_or(0));
+            let frames = futures_util::stream::unfold(0, move |step| async move {
+                let chunk = match step {
+                    0 => "first",
+                    1 => {
+                        tokio::time::sleep(wait).await;
+                        "second"
+                    }
+                    _ => return None,
+                };
+                Some((
+                    Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))),
+                    step + 1,
+                ))
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+            r.headers_mut()
+                .insert("content-length", "11".parse().expect("value"));
             r
         }
         "never" => {

@@ -31,6 +31,8 @@ pub struct HttpManager {
     pub always_set_request_id_in_response: bool,
     pub stream_idle_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_stream_duration` (`None`: none, or 0).
+    pub max_stream_duration: Option<Duration>,
     pub request_headers_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub max_headers_count: usize,
@@ -191,6 +193,11 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
             request_timeout: common::timeout_or(
                 h.request_timeout.as_ref(),
                 "request_timeout",
+                None,
+            )?,
+            max_stream_duration: common::timeout_or(
+                common_opts.and_then(|o| o.max_stream_duration.as_ref()),
+                "common_http_protocol_options.max_stream_duration",
                 None,
             )?,
             request_headers_timeout: common::timeout_or(

@@ -12,6 +12,7 @@ use regex::Regex;
 use super::common::{self, header_name, HeaderMutations};
 use super::error::{ConfigError, Result, Within};
 use super::retry::RetryPolicy;
+use super::stream_duration::StreamDuration;
 
 /// Envoy's default route timeout.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,7 +30,8 @@ pub struct Forward {
     pub prefix_rewrite: Option<String>,
     pub regex_rewrite: Option<(Regex, String)>,
     pub host_rewrite: HostRewrite,
-    /// `None`: no route timeout (configured as 0).
+    /// `None`: no route timeout (configured as 0, or not used because the route has a
+    /// `max_stream_duration` message).
     pub timeout: Option<Duration>,
     /// `x-envoy-expected-rq-timeout-ms` for `timeout`, made once.
     pub timeout_header: Option<http::HeaderValue>,
@@ -50,6 +52,8 @@ pub struct Forward {
     pub idle_timeout: Option<Option<Duration>>,
     /// `hash_policy` (used by RING_HASH and MAGLEV clusters).
     pub hash_policy: Option<Arc<super::hash_policy::HashPolicy>>,
+    /// `max_stream_duration`, or `max_grpc_timeout` and `grpc_timeout_offset`.
+    pub stream: StreamDuration,
 }
 
 /// Where `x-envoy-attempt-count` is set.
@@ -175,14 +179,16 @@ impl TryFrom<&pb::RouteAction> for Forward {
             .within("regex_rewrite")?;
         let retry = RetryPolicy::optional(a.retry_policy.as_ref())?;
         let hash_policy = super::hash_policy::HashPolicy::from_route(&a.hash_policy)?.map(Arc::new);
+        let stream = StreamDuration::from_route(a)?;
+        // With a max_stream_duration message the route timeout is not used (as in Envoy).
         let timeout =
-            common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?;
+            common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?
+                .filter(|_| stream.uses_route_timeout());
         let idle_timeout = a
             .idle_timeout
             .as_ref()
             .map(|d| common::duration(d, "idle_timeout").map(|d| (!d.is_zero()).then_some(d)))
             .transpose()?;
-        reject_stream_duration(a)?;
         let mut mirrors = Vec::new();
         for (i, m) in a.request_mirror_policies.iter().enumerate() {
             mirrors.push(mirror(m).at_index("request_mirror_policies", i)?);
@@ -211,39 +217,9 @@ impl TryFrom<&pb::RouteAction> for Forward {
             buffer_limit: None,
             idle_timeout,
             hash_policy,
+            stream,
         })
     }
-}
-
-/// `max_stream_duration`, `max_grpc_timeout` and `grpc_timeout_offset` are not enforced
-/// yet: zero values (what Istio sends when a VirtualService sets no timeout) have no
-/// effect and load; anything else is refused by name.
-fn reject_stream_duration(a: &pb::RouteAction) -> Result<()> {
-    let set = |d: &Option<envoy_types::pb::google::protobuf::Duration>| {
-        d.as_ref().is_some_and(|d| d.seconds != 0 || d.nanos != 0)
-    };
-    if let Some(m) = &a.max_stream_duration {
-        for (field, d) in [
-            ("max_stream_duration", &m.max_stream_duration),
-            ("grpc_timeout_header_max", &m.grpc_timeout_header_max),
-            ("grpc_timeout_header_offset", &m.grpc_timeout_header_offset),
-        ] {
-            if set(d) {
-                return Err(common::unsupported(field, "stream duration limits"))
-                    .within("max_stream_duration");
-            }
-        }
-    }
-    #[allow(deprecated)]
-    for (field, d) in [
-        ("max_grpc_timeout", &a.max_grpc_timeout),
-        ("grpc_timeout_offset", &a.grpc_timeout_offset),
-    ] {
-        if set(d) {
-            return Err(common::unsupported(field, "gRPC timeout limits"));
-        }
-    }
-    Ok(())
 }
 
 /// A `RegexMatchAndSubstitute`: the compiled pattern and the substitution in the regex

@@ -16,7 +16,7 @@ use super::headers::names::{self, X_ENVOY_EXPECTED_RQ_TIMEOUT_MS};
 use super::local_reply::LocalReply;
 use super::replay::Replay;
 use super::retry::{Failure, Next, RetryState};
-use super::{forward, timeouts, Downstream, HcmStats};
+use super::{forward, grpc_timeout, timeouts, Downstream, HcmStats};
 use crate::upstream::breakers::Slot;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::host::{ActiveRequest, HostEntry};
@@ -45,6 +45,9 @@ pub struct Exchange<'a> {
     pub attempts: std::sync::atomic::AtomicU32,
     /// Count requests in flight per host (least-request balancing needs them).
     pub track_active: bool,
+    /// Each attempt's `grpc-timeout` says what it may expect (gRPC requests on routes
+    /// with `max_grpc_timeout`).
+    pub grpc_timeout_header: bool,
 }
 
 /// The response that ends the attempts, its connection and its circuit-breaker slot.
@@ -96,6 +99,9 @@ pub async fn run(
             if let Some(ms) = left {
                 p.headers
                     .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, http::HeaderValue::from(ms));
+                if x.grpc_timeout_header {
+                    grpc_timeout::write(&mut p.headers, Duration::from_millis(ms));
+                }
             }
         }
         let req = Request::from_parts(p, ProxyBody::boxed(replay.body()));
@@ -194,22 +200,28 @@ async fn send(
             }
         }
     };
-    match timeouts::run(exchange, x.started, x.limits, x.activity).await {
-        Ok(outcome) => Ok(outcome),
-        Err(expired) => {
-            let stats = &x.cluster.stats;
-            match expired {
-                timeouts::Expired::Route => {
-                    x.cluster.report(host, outlier::Outcome::Timeout);
-                    stats.upstream_rq_timeout.inc();
-                    stats.response(504);
-                }
-                timeouts::Expired::Request => x.hcm_stats.downstream_rq_timeout.inc(),
-                timeouts::Expired::StreamIdle => x.hcm_stats.downstream_rq_idle_timeout.inc(),
+    timeouts::run(exchange, x.started, x.limits, x.activity)
+        .await
+        .map_err(|expired| expire(expired, Some(host), x))
+}
+
+/// Counts a timer that ended the request (`host`: the attempt it cut short) and makes
+/// its reply.
+fn expire(expired: timeouts::Expired, host: Option<&HostEntry>, x: &Exchange<'_>) -> LocalReply {
+    let stats = &x.cluster.stats;
+    match expired {
+        timeouts::Expired::Route => {
+            if let Some(host) = host {
+                x.cluster.report(host, outlier::Outcome::Timeout);
             }
-            Err(expired.reply(x.activity))
+            stats.upstream_rq_timeout.inc();
+            stats.response(504);
         }
+        timeouts::Expired::Request => x.hcm_stats.downstream_rq_timeout.inc(),
+        timeouts::Expired::StreamIdle => x.hcm_stats.downstream_rq_idle_timeout.inc(),
+        timeouts::Expired::StreamDuration => x.hcm_stats.downstream_rq_max_duration_reached.inc(),
     }
+    expired.reply(x.activity)
 }
 
 /// The final outcome as the answer or its local reply.
@@ -279,15 +291,22 @@ fn failure(e: &UpstreamError) -> Option<Failure> {
     }
 }
 
-/// Waits `wait`, or until the route timeout, which then ends the request (504 UT).
+/// Waits `wait`, or until the route timeout (504 UT) or the stream's duration limit
+/// (DT), which then end the request.
 async fn backoff(wait: Duration, x: &Exchange<'_>) -> Result<(), LocalReply> {
     let until = Instant::now() + wait;
-    match x.limits.route.map(|t| x.started + t) {
-        Some(deadline) if deadline <= until => {
+    let route = x
+        .limits
+        .route
+        .map(|t| (x.started + t, timeouts::Expired::Route));
+    let end = x
+        .limits
+        .stream_end
+        .map(|at| (at, timeouts::Expired::StreamDuration));
+    match [route, end].into_iter().flatten().min_by_key(|(at, _)| *at) {
+        Some((deadline, which)) if deadline <= until => {
             tokio::time::sleep_until(deadline).await;
-            x.cluster.stats.upstream_rq_timeout.inc();
-            x.cluster.stats.response(504);
-            Err(LocalReply::UpstreamTimeout)
+            Err(expire(which, None, x))
         }
         _ => {
             tokio::time::sleep_until(until).await;

@@ -9,7 +9,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::timeouts::{IdleTimeout, IdleTimer};
+use super::timeouts::{DurationTimeout, IdleTimeout, IdleTimer, StreamEnd};
 use crate::stats::GaugeGuard;
 use crate::upstream::pool::{BoxError, Lease};
 
@@ -104,12 +104,14 @@ pub fn full(b: impl Into<Bytes>) -> ProxyBody {
 /// `active` (the cluster's `upstream_rq_active`) is released when the body ends.
 /// Dropped early, the connection is dropped with it (it may hold unread bytes).
 /// With an idle timer, a body that waits longer than `stream_idle_timeout` for the next
-/// frame fails (the downstream stream is reset, as Envoy does once a response started).
+/// frame fails (the downstream stream is reset, as Envoy does once a response started);
+/// so does one still streaming when the stream's duration limit (`end`) is reached.
 pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
     active: Option<InFlight>,
     idle: Option<IdleTimer>,
+    end: Option<StreamEnd>,
 }
 
 /// What an upstream request holds until its response ends: its place in
@@ -127,12 +129,14 @@ impl PooledBody {
         lease: Lease,
         active: Option<InFlight>,
         idle: Option<IdleTimer>,
+        end: Option<StreamEnd>,
     ) -> Self {
         let mut b = PooledBody {
             inner,
             lease: Some(lease),
             active,
             idle,
+            end,
         };
         if b.inner.is_end_stream() {
             b.finish();
@@ -146,6 +150,13 @@ impl PooledBody {
         }
         self.active = None;
     }
+
+    /// Ends the body early with `e`: the connection is not reused.
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.lease = None;
+        self.active = None;
+        Poll::Ready(Some(Err(e)))
+    }
 }
 
 impl Body for PooledBody {
@@ -157,6 +168,13 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        // (A body that has ended, its connection given back, is past the limit's reach.)
+        if let Some(end) = this.end.as_mut().filter(|_| this.lease.is_some()) {
+            if end.poll_reached(cx).is_ready() {
+                this.end = None;
+                return this.fail(Box::new(DurationTimeout));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.finish();
@@ -170,17 +188,9 @@ impl Body for PooledBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => {
-                this.lease = None;
-                this.active = None;
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
+            Poll::Ready(Some(Err(e))) => this.fail(Box::new(e)),
             Poll::Pending => match this.idle.as_mut().map(|t| t.poll_expired(cx)) {
-                Some(Poll::Ready(())) => {
-                    this.lease = None;
-                    this.active = None;
-                    Poll::Ready(Some(Err(Box::new(IdleTimeout))))
-                }
+                Some(Poll::Ready(())) => this.fail(Box::new(IdleTimeout)),
                 _ => Poll::Pending,
             },
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use super::local_reply::Reply;
 use crate::config::fault::{AbortKind, DelayKind, Fault};
@@ -205,18 +205,14 @@ fn abort_response(
     body: String,
     grpc: bool,
 ) -> Response<ProxyBody> {
-    let mut resp = Reply {
+    // A gRPC abort answers gRPC callers with that status; others get a plain reply
+    // (status 200), as Envoy does.
+    Reply {
         status,
         body: Some(Bytes::from(body)),
         close: false,
         flag: "FI",
+        grpc_status,
     }
-    .into_response(grpc);
-    // A gRPC abort answers gRPC callers with that status; others get a plain reply
-    // (status 200), as Envoy does.
-    if let (Some(g), true) = (grpc_status, grpc) {
-        resp.headers_mut()
-            .insert("grpc-status", HeaderValue::from(g));
-    }
-    resp
+    .into_response(grpc)
 }

@@ -15,9 +15,14 @@ use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
 use super::retry::RetryState;
-use super::{attempts, hash_policy, headers, mirror, timeouts, upgrade, Downstream, HttpContext};
+use super::{
+    attempts, grpc_timeout, hash_policy, headers, mirror, timeouts, upgrade, Downstream,
+    HttpContext,
+};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterTarget, Forward, HostRewrite, PathMatch, Route};
+use crate::config::stream_duration::StreamDuration;
+use crate::routing::is_grpc;
 use crate::stats::GaugeGuard;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::lb;
@@ -34,6 +39,7 @@ pub async fn forward<'r>(
     down: &Downstream,
     is_upgrade: bool,
     mutations: &mut ResponseMutations<'r>,
+    stream_end: Option<Instant>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
     let cluster_name: &str = match &fwd.target {
         ClusterTarget::Named(n) => n,
@@ -101,11 +107,18 @@ pub async fn forward<'r>(
         req.headers_mut().insert(header::HOST, v);
     }
     let policy_per_try = fwd.retry.as_ref().and_then(|p| p.per_try_timeout);
+    // gRPC requests on routes with max_grpc_timeout time out by their grpc-timeout.
+    let (configured, grpc_deadline) = match &fwd.stream {
+        StreamDuration::Router { grpc: Some(g) } if is_grpc(req.headers()) => {
+            (g.router_timeout(grpc_timeout::parse(req.headers())), true)
+        }
+        _ => (fwd.timeout, false),
+    };
     // One look for request-control headers serves both (before
     // x-envoy-expected-rq-timeout-ms is added).
     let control = headers::has_envoy_headers(req.headers());
     let (route_timeout, per_try) =
-        timeouts::settle(fwd.timeout, policy_per_try, req.headers_mut(), control);
+        timeouts::settle(configured, policy_per_try, req.headers_mut(), control);
     // Upgrades are not retried; the retry headers are consumed either way.
     let retry =
         RetryState::new(fwd.retry.as_ref(), req.headers_mut(), control).filter(|_| !is_upgrade);
@@ -117,6 +130,12 @@ pub async fn forward<'r>(
     if let Some(v) = expected {
         req.headers_mut()
             .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v);
+    }
+    // ... and tell the upstream the same in grpc-timeout.
+    if grpc_deadline {
+        if let Some(ms) = timeouts::expected_ms(route_timeout, per_try, Duration::ZERO) {
+            grpc_timeout::write(req.headers_mut(), Duration::from_millis(ms));
+        }
     }
 
     let proto = match (cluster.config.protocol, req.version()) {
@@ -162,10 +181,11 @@ pub async fn forward<'r>(
         route: route_timeout,
         request: cfg.request_timeout,
         stream_idle,
+        stream_end,
     };
     // Body activity matters only for a body still to come.
     let (body, activity) = if !hyper::body::Body::is_end_stream(&body)
-        && (limits.request.is_some() || limits.stream_idle.is_some())
+        && (limits.request.is_some() || limits.stream_idle.is_some() || stream_end.is_some())
     {
         let a = timeouts::Activity::new();
         (
@@ -194,6 +214,7 @@ pub async fn forward<'r>(
             cluster.config.lb.policy,
             crate::config::lb::Policy::LeastRequest { .. }
         ),
+        grpc_timeout_header: grpc_deadline,
     };
     let answer = attempts::run(parts, body, upstream_host, lb_ctx, retry, &exchange).await;
     let attempted = exchange.attempts.load(std::sync::atomic::Ordering::Relaxed);
@@ -230,7 +251,11 @@ pub async fn forward<'r>(
         slot: Some(slot),
         host: host_request,
     };
-    let body = PooledBody::new(body, lease, Some(in_flight), idle);
+    let end = stream_end.map(|at| {
+        let reached = ctx.stats.downstream_rq_max_duration_reached.clone();
+        timeouts::StreamEnd::new(at, reached)
+    });
+    let body = PooledBody::new(body, lease, Some(in_flight), idle, end);
     Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
 }
 

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
 
 use super::headers::names;
 use super::local_reply::{LocalReply, Reply};
-use super::{fault, forward, headers, redirect, Downstream, HttpContext};
+use super::{fault, forward, headers, redirect, timeouts, Downstream, HttpContext};
 use crate::config::common::HeaderMutations;
 use crate::config::hcm::ServerHeader;
 use crate::config::route::{Action, Route, RouteTable, VirtualHost};
@@ -87,6 +88,7 @@ async fn process(
     down: &Downstream,
     routes: &RouteTable,
 ) -> Response<ProxyBody> {
+    let started = Instant::now();
     let grpc = is_grpc(req.headers());
     let reply = |r: LocalReply| r.into_response(grpc);
     let cfg = &ctx.config;
@@ -138,6 +140,14 @@ async fn process(
         vhost: &vhost.response_headers,
         table: &routes.response_headers,
     };
+    // The stream's duration limit runs from its start, once the route is known.
+    let stream_end = match &route.action {
+        Action::Forward(f) => {
+            timeouts::stream_limit(&f.stream, cfg.max_stream_duration, req.headers_mut(), grpc)
+                .map(|limit| started + limit)
+        }
+        _ => None,
+    };
     // HTTP filters before the router; a delayed request holds its place among the
     // active faults until the response is made (nothing is allocated otherwise).
     let mut active_faults = Vec::new();
@@ -150,14 +160,30 @@ async fn process(
             },
             _ => None,
         };
-        for f in &ctx.faults {
-            match f.run(req.headers(), cluster, &levels, grpc).await {
-                Ok(active) => active_faults.extend(active),
-                Err(mut resp) => {
-                    mutations.apply(resp.headers_mut());
-                    return resp;
+        let faults = async {
+            for f in &ctx.faults {
+                match f.run(req.headers(), cluster, &levels, grpc).await {
+                    Ok(active) => active_faults.extend(active),
+                    Err(resp) => return Some(resp),
                 }
             }
+            None
+        };
+        let aborted = match stream_end {
+            None => faults.await,
+            // A fault delay counts toward the stream's duration.
+            Some(at) => tokio::time::timeout_at(at, faults)
+                .await
+                .unwrap_or_else(|_| {
+                    ctx.stats.downstream_rq_max_duration_reached.inc();
+                    Some(reply(LocalReply::StreamDuration {
+                        request_complete: req.body().is_end_stream(),
+                    }))
+                }),
+        };
+        if let Some(mut resp) = aborted {
+            mutations.apply(resp.headers_mut());
+            return resp;
         }
     }
     let result = match &route.action {
@@ -188,6 +214,7 @@ async fn process(
                 down,
                 upgrade.is_some(),
                 &mut mutations,
+                stream_end,
             )
             .await
         }

@@ -31,6 +31,12 @@ pub enum LocalReply {
         /// The whole request had arrived (then 504, else 408, as Envoy answers).
         request_complete: bool,
     },
+    /// The stream's duration limit (`max_stream_duration`, `grpc-timeout`) ended it
+    /// before the response started (DT).
+    StreamDuration {
+        /// The whole request had arrived (then 504, else 408 and the connection closes).
+        request_complete: bool,
+    },
     /// HTTP/1.0 without `accept_http_10`.
     Http10NotAllowed,
     /// HTTP/1.1 request without a Host header.
@@ -55,10 +61,13 @@ impl LocalReply {
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::StreamIdleTimeout {
                 request_complete: true,
-            } => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::RequestTimeout | LocalReply::StreamIdleTimeout { .. } => {
-                StatusCode::REQUEST_TIMEOUT
             }
+            | LocalReply::StreamDuration {
+                request_complete: true,
+            } => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::RequestTimeout
+            | LocalReply::StreamIdleTimeout { .. }
+            | LocalReply::StreamDuration { .. } => StatusCode::REQUEST_TIMEOUT,
             LocalReply::Http10NotAllowed => StatusCode::UPGRADE_REQUIRED,
             LocalReply::MissingHost | LocalReply::BadPath | LocalReply::MalformedBody => {
                 StatusCode::BAD_REQUEST
@@ -79,6 +88,7 @@ impl LocalReply {
             LocalReply::UpstreamTimeout => "UT",
             LocalReply::RequestTimeout => "-",
             LocalReply::StreamIdleTimeout { .. } => "SI",
+            LocalReply::StreamDuration { .. } => "DT",
             LocalReply::Http10NotAllowed
             | LocalReply::MissingHost
             | LocalReply::BadPath
@@ -107,6 +117,7 @@ impl LocalReply {
             LocalReply::UpstreamTimeout => "upstream request timeout",
             LocalReply::RequestTimeout => "request timeout",
             LocalReply::StreamIdleTimeout { .. } => "stream timeout",
+            LocalReply::StreamDuration { .. } => "downstream duration timeout",
             LocalReply::Http10NotAllowed => "Upgrade Required",
             LocalReply::BadPath | LocalReply::MalformedBody => "Bad Request",
         }
@@ -121,7 +132,19 @@ impl LocalReply {
                 | LocalReply::UpgradeNotAllowed
                 | LocalReply::BadPath
                 | LocalReply::MalformedBody
+                | LocalReply::StreamDuration {
+                    request_complete: false
+                }
         )
+    }
+
+    /// The `grpc-status` when it is not the one mapped from the HTTP status.
+    fn grpc_status(&self) -> Option<u32> {
+        match self {
+            // DEADLINE_EXCEEDED
+            LocalReply::StreamDuration { .. } => Some(4),
+            _ => None,
+        }
     }
 
     /// The response; for gRPC requests, in gRPC form (see [`Reply::into_response`]).
@@ -131,6 +154,7 @@ impl LocalReply {
             body: (!self.body().is_empty()).then(|| Bytes::from_static(self.body().as_bytes())),
             close: self.closes_connection(),
             flag: self.flag(),
+            grpc_status: self.grpc_status(),
         };
         let mut resp = reply.into_response(grpc);
         if self == LocalReply::Overflow {
@@ -150,6 +174,8 @@ pub struct Reply {
     pub body: Option<Bytes>,
     pub close: bool,
     pub flag: &'static str,
+    /// For gRPC callers, instead of the status mapped from `status`.
+    pub grpc_status: Option<u32>,
 }
 
 impl Reply {
@@ -159,12 +185,13 @@ impl Reply {
             body: body.filter(|b| !b.is_empty()),
             close: false,
             flag: "-",
+            grpc_status: None,
         }
     }
 
     /// Plain replies carry a `text/plain` body. gRPC callers get what Envoy sends them:
-    /// HTTP 200, `content-type: application/grpc`, `grpc-status` mapped from the HTTP
-    /// status and the body as `grpc-message`, with no body.
+    /// HTTP 200, `content-type: application/grpc`, `grpc-status` (mapped from the HTTP
+    /// status unless given) and the body as `grpc-message`, with no body.
     pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
         let mut resp = if grpc {
             let mut r = Response::new(empty());
@@ -173,7 +200,10 @@ impl Reply {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
-            h.insert("grpc-status", HeaderValue::from(grpc_status(self.status)));
+            let code = self
+                .grpc_status
+                .unwrap_or_else(|| grpc_status(self.status).into());
+            h.insert("grpc-status", HeaderValue::from(code));
             if let Some(msg) = self
                 .body
                 .as_ref()

@@ -272,3 +272,109 @@ async fn a_connection_accepted_during_a_drain_is_served_once() {
     assert_eq!(resp.headers()["connection"], "close");
     let _ = drain;
 }
+
+const HCM_DURATION: &str = r#"
+stat_prefix: t
+common_http_protocol_options: {max_stream_duration: 2s}
+route_config:
+  virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+    - match: {prefix: /grpc}
+      route: {cluster: c, max_stream_duration: {grpc_timeout_header_max: 5s}}
+    - match: {prefix: /retry}
+      route:
+        cluster: c
+        timeout: 0s
+        retry_policy: {retry_on: 5xx, num_retries: 50, retry_back_off: {base_interval: 10s}}
+    - {match: {prefix: /}, route: {cluster: c, timeout: 0s}}
+http_filters:
+- name: envoy.filters.http.fault
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+    delay: {fixed_delay: 60s, percentage: {numerator: 100}}
+    headers: [{name: x-delay, present_match: true}]
+- {name: envoy.filters.http.router}
+"#;
+
+/// An upstream that answers every request with a 503 (so every attempt is retried; with
+/// 50 retries, jittered waits of up to 10 s, 20 s, ... cannot all fit in 2 s).
+async fn failing_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    let reply = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                    if s.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The connection manager's `max_stream_duration` ends a stream wherever it is: waiting
+/// on the upstream, in a fault delay, between retries (all 504 `downstream duration
+/// timeout` at 2 s), or with its response under way (a reset).
+#[tokio::test(start_paused = true)]
+async fn max_stream_duration_ends_the_stream_at_every_stage() {
+    for (path, header, upstream) in [
+        ("/", None, silent_upstream().await),
+        ("/", Some("x-delay"), silent_upstream().await),
+        ("/retry", None, failing_upstream().await),
+    ] {
+        let (mut send, ctx, _drain) =
+            start_with::<Empty<bytes::Bytes>>(HCM_DURATION, upstream).await;
+        let mut req = get(path);
+        if let Some(h) = header {
+            req.headers_mut().insert(h, "1".parse().unwrap());
+        }
+        let t = Instant::now();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 504, "{path} {header:?}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"downstream duration timeout");
+        assert_eq!(t.elapsed().as_secs(), 2, "{path} {header:?}");
+        assert_eq!(ctx.stats.downstream_rq_max_duration_reached.get(), 1);
+    }
+
+    let up = stalling_upstream().await;
+    let (mut send, ctx, _drain) = start_with::<Empty<bytes::Bytes>>(HCM_DURATION, up).await;
+    let t = Instant::now();
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.into_body().collect().await.is_err(), "reset");
+    assert_eq!(t.elapsed().as_secs(), 2);
+    assert_eq!(ctx.stats.downstream_rq_max_duration_reached.get(), 1);
+}
+
+/// A route that reads `grpc-timeout` uses it over the connection manager's limit, capped
+/// by `grpc_timeout_header_max`; gRPC callers get status 4.
+#[tokio::test(start_paused = true)]
+async fn grpc_timeout_bounds_the_stream() {
+    for (timeout, secs) in [("3S", 3), ("1M", 5)] {
+        let up = silent_upstream().await;
+        let (mut send, _ctx, _drain) = start_with::<Empty<bytes::Bytes>>(HCM_DURATION, up).await;
+        let mut req = get("/grpc");
+        req.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        req.headers_mut()
+            .insert("grpc-timeout", timeout.parse().unwrap());
+        let t = Instant::now();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "4");
+        assert_eq!(
+            resp.headers()["grpc-message"],
+            "downstream duration timeout"
+        );
+        assert_eq!(t.elapsed().as_secs(), secs, "{timeout}");
+    }
+}

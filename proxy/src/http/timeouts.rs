@@ -5,7 +5,11 @@
 //! - `request_timeout`: the whole downstream request must have arrived by then, unless the
 //!   response has started (408 `request timeout`);
 //! - `stream_idle_timeout`: no activity on the stream in either direction for that long
-//!   (408 `stream timeout` before the response starts; a reset after).
+//!   (408 `stream timeout` before the response starts; a reset after);
+//! - the stream's duration limit (`max_stream_duration`, or the request's `grpc-timeout`
+//!   where the route reads it): from the start of the stream to the end of the response
+//!   (504 `downstream duration timeout`, 408 while the request is still arriving, gRPC
+//!   status 4; a reset once the response has started).
 //!
 //! While waiting for response headers they are folded into one timer for the earliest
 //! deadline; request-body activity is tracked only when the request has a body.
@@ -21,7 +25,10 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use super::grpc_timeout;
 use super::local_reply::LocalReply;
+use crate::config::stream_duration::StreamDuration;
+use crate::stats::Counter;
 use crate::upstream::pool::BoxError;
 
 /// Activity of a request body, shared between the body (on its way upstream) and the
@@ -51,6 +58,10 @@ impl Activity {
     fn finish(&self) {
         self.touch();
         self.done.store(true, Ordering::Relaxed);
+    }
+    /// The whole body has been read.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
     }
 }
 
@@ -114,12 +125,49 @@ pub fn expected_ms(
     })
 }
 
+/// The connection manager's limit on the whole stream once its route is known (Envoy's
+/// `refreshDurationTimeout`): the request's `grpc-timeout` where the route reads it, else
+/// the route's `max_stream_duration` (zero: none), else the connection manager's.
+/// On routes with a `max_stream_duration` message, gRPC requests carry the limit upstream
+/// in `grpc-timeout`, and lose that header when the route disables the connection
+/// manager's limit.
+pub fn stream_limit(
+    route: &StreamDuration,
+    hcm: Option<Duration>,
+    headers: &mut http::HeaderMap,
+    grpc: bool,
+) -> Option<Duration> {
+    let StreamDuration::Stream { max, grpc: header } = route else {
+        return hcm;
+    };
+    let from_header = header
+        .as_ref()
+        .and_then(|h| Some(h.stream_limit(grpc_timeout::parse(headers)?)));
+    let limit = match (from_header, max) {
+        (Some(t), _) => Some(t),
+        (None, Some(max)) => (!max.is_zero()).then_some(*max),
+        (None, None) => hcm,
+    };
+    if grpc {
+        match limit {
+            Some(t) => grpc_timeout::write(headers, t),
+            None if hcm.is_some() => {
+                headers.remove(grpc_timeout::GRPC_TIMEOUT);
+            }
+            None => {}
+        }
+    }
+    limit
+}
+
 /// The configured limits for one stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub route: Option<Duration>,
     pub request: Option<Duration>,
     pub stream_idle: Option<Duration>,
+    /// When the stream's duration limit ends it.
+    pub stream_end: Option<Instant>,
 }
 
 /// Which timer fired.
@@ -128,6 +176,7 @@ pub enum Expired {
     Route,
     Request,
     StreamIdle,
+    StreamDuration,
 }
 
 impl Expired {
@@ -138,7 +187,10 @@ impl Expired {
             Expired::Route => LocalReply::UpstreamTimeout,
             Expired::Request => LocalReply::RequestTimeout,
             Expired::StreamIdle => LocalReply::StreamIdleTimeout {
-                request_complete: body.is_none_or(|a| a.done.load(Ordering::Relaxed)),
+                request_complete: body.is_none_or(Activity::is_done),
+            },
+            Expired::StreamDuration => LocalReply::StreamDuration {
+                request_complete: body.is_none_or(Activity::is_done),
             },
         }
     }
@@ -166,7 +218,8 @@ pub async fn run<F: Future>(
                 Expired::StreamIdle,
             )
         });
-        let next = [route, request, idle]
+        let end = limits.stream_end.map(|at| (at, Expired::StreamDuration));
+        let next = [route, request, idle, end]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at);
@@ -179,7 +232,7 @@ pub async fn run<F: Future>(
                 // The body may have moved or finished meanwhile: only a deadline that is
                 // still due counts.
                 let still_due = match which {
-                    Expired::Route => true,
+                    Expired::Route | Expired::StreamDuration => true,
                     Expired::Request => body.is_some_and(|a| !a.done.load(Ordering::Relaxed)),
                     Expired::StreamIdle => {
                         body.map_or(start, Activity::last) + limits.stream_idle.unwrap_or_default()
@@ -267,6 +320,37 @@ impl IdleTimer {
     }
 }
 
+/// The stream's duration limit while its response body streams: once due, the body fails
+/// (the downstream stream is reset, as Envoy does once a response started) and
+/// `downstream_rq_max_duration_reached` counts it.
+#[derive(Debug)]
+pub struct StreamEnd {
+    sleep: Pin<Box<Sleep>>,
+    reached: Counter,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("downstream duration timeout")]
+pub struct DurationTimeout;
+
+impl StreamEnd {
+    pub fn new(at: Instant, reached: Counter) -> Self {
+        StreamEnd {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            reached,
+        }
+    }
+
+    /// `Ready` once the limit is reached.
+    pub fn poll_reached(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let r = self.sleep.as_mut().poll(cx);
+        if r.is_ready() {
+            self.reached.inc();
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +363,7 @@ mod tests {
             route: Some(Duration::from_secs(15)),
             request: None,
             stream_idle: Some(Duration::from_secs(5)),
+            stream_end: None,
         };
         assert_eq!(
             run(never, start, limits, None).await,
@@ -292,6 +377,7 @@ mod tests {
             route: None,
             request: Some(Duration::from_secs(3)),
             stream_idle: Some(Duration::from_secs(10)),
+            stream_end: None,
         };
         assert_eq!(
             run(std::future::pending::<()>(), start, limits, Some(&body)).await,
@@ -327,6 +413,7 @@ mod tests {
             route: None,
             request: None,
             stream_idle: Some(Duration::from_secs(5)),
+            stream_end: None,
         };
         assert_eq!(
             run(std::future::pending::<()>(), start, limits, Some(&body)).await,
