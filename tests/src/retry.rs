@@ -45,6 +45,16 @@ static_resources:
                   cluster: a
                   timeout: 5s
                   retry_policy: {retry_on: "5xx", num_retries: 2, per_try_timeout: 0.1s, retry_back_off: {base_interval: 0.001s}}
+              - match: {prefix: /flaky/idle}
+                route:
+                  cluster: a
+                  timeout: 5s
+                  retry_policy: {retry_on: "reset", num_retries: 2, per_try_idle_timeout: 0.1s, retry_back_off: {base_interval: 0.001s}}
+              - match: {prefix: /flaky/bothidle}
+                route:
+                  cluster: a
+                  timeout: 5s
+                  retry_policy: {retry_on: "5xx", num_retries: 1, per_try_timeout: 0.1s, per_try_idle_timeout: 0.3s, retry_back_off: {base_interval: 0.001s}}
               - match: {prefix: /flaky/none}
                 route: {cluster: a}
               - match: {prefix: /two}

@@ -55,6 +55,9 @@ const CASES: &[Case] = &[
     ),
     get("/flaky/pertry-{k}/1/hang", &[]),
     get("/flaky/pertry-{k}/9/hang", &[]),
+    get("/flaky/idle-{k}/1/hang", &[]),
+    get("/flaky/idle-{k}/9/hang", &[]),
+    get("/flaky/bothidle-{k}/9/hang", &[]),
     Case {
         method: "POST",
         path: "/flaky/five-{k}/1/503",
@@ -205,6 +208,7 @@ async fn retries_behave_as_envoy() {
         "cluster.a.upstream_rq_retry_success",
         "cluster.a.upstream_rq_retry_limit_exceeded",
         "cluster.a.upstream_rq_per_try_timeout",
+        "cluster.a.upstream_rq_per_try_idle_timeout",
         "cluster.a.upstream_rq_total",
     ];
     let (es, rs): (Vec<u64>, Vec<u64>) = tokio::task::spawn_blocking(move || {

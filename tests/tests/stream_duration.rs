@@ -10,7 +10,9 @@
 //!   requests carry the limit upstream in `grpc-timeout`;
 //! - `max_grpc_timeout` (Istio's outbound routes) makes `grpc-timeout` the router's
 //!   timeout instead (504 `upstream request timeout`, gRPC status 14), with the expected
-//!   timeout written back into `grpc-timeout` and `x-envoy-expected-rq-timeout-ms`.
+//!   timeout written back into `grpc-timeout` and `x-envoy-expected-rq-timeout-ms`;
+//! - a retry policy's `per_try_idle_timeout` goes on while the response streams (a
+//!   reset when it fires there).
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,8 @@ static_resources:
                 route: {cluster: a, prefix_rewrite: /, timeout: 0s, max_stream_duration: {max_stream_duration: 0s, grpc_timeout_header_max: 0s}}
               - match: {prefix: /newcap/}
                 route: {cluster: a, prefix_rewrite: /, max_stream_duration: {grpc_timeout_header_max: 0.3s, grpc_timeout_header_offset: 0.1s}}
+              - match: {prefix: /tryidle/}
+                route: {cluster: a, prefix_rewrite: /, retry_policy: {retry_on: 5xx, num_retries: 1, per_try_idle_timeout: 0.2s}}
               - match: {prefix: /oldgrpc/}
                 route: {cluster: a, prefix_rewrite: /, timeout: 0s, max_grpc_timeout: 0s}
               - match: {prefix: /oldcap/}
@@ -202,6 +206,9 @@ const CASES: &[Case] = &[
         h2: true,
         ..case("edge", "/msd/slow-body/1000", &[], (250, 900))
     },
+    // per_try_idle_timeout goes on once the response has started.
+    case("edge", "/tryidle/slow-body/1000", &[], (150, 1500)),
+    case("edge", "/tryidle/slow-body/100", &[], (50, 400)),
 ];
 
 /// What a case came to: status, gRPC status and message, the body (or, for echoed
@@ -280,11 +287,14 @@ async fn run_all(p: &ProxyProcess) -> (Vec<String>, Vec<u128>) {
         took.push(ms);
     }
     out.push(incomplete_request(p).await);
-    for prefix in ["edge", "limited"] {
-        let name = format!("http.{prefix}.downstream_rq_max_duration_reached");
-        // A reset body is counted when the proxy notices; give it a moment.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        out.push(format!("{name} = {}", p.stat(&name)));
+    // A reset body is counted when the proxy notices; give it a moment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for name in [
+        "http.edge.downstream_rq_max_duration_reached",
+        "http.limited.downstream_rq_max_duration_reached",
+        "cluster.a.upstream_rq_per_try_idle_timeout",
+    ] {
+        out.push(format!("{name} = {}", p.stat(name)));
     }
     (out, took)
 }

@@ -109,6 +109,9 @@ pub struct RetryPolicy {
     /// Retries after the first attempt (default 1).
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
+    /// `per_try_idle_timeout`: an attempt with nothing from the upstream for this long
+    /// ends (before its response: like `per_try_timeout`; after: the stream is reset).
+    pub per_try_idle_timeout: Option<Duration>,
     pub base_interval: Duration,
     /// Default: ten times the base interval.
     pub max_interval: Duration,
@@ -132,6 +135,7 @@ impl RetryPolicy {
             retry_on: RetryOn::default(),
             num_retries: 1,
             per_try_timeout: None,
+            per_try_idle_timeout: None,
             base_interval: DEFAULT_BASE_INTERVAL,
             max_interval: DEFAULT_BASE_INTERVAL * 10,
             retriable_status_codes: Vec::new(),
@@ -167,15 +171,11 @@ impl TryFrom<&pb::RetryPolicy> for RetryPolicy {
             .map(|d| common::duration(d, "per_try_timeout"))
             .transpose()?
             .filter(|d| !d.is_zero());
-        if p.per_try_idle_timeout
-            .as_ref()
-            .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
-        {
-            return Err(common::unsupported(
-                "per_try_idle_timeout",
-                "per-try idle timeouts",
-            ));
-        }
+        let per_try_idle_timeout = common::timeout_or(
+            p.per_try_idle_timeout.as_ref(),
+            "per_try_idle_timeout",
+            None,
+        )?;
         let (base_interval, max_interval) =
             back_off(p.retry_back_off.as_ref()).within("retry_back_off")?;
         let mut retriable_status_codes = Vec::with_capacity(p.retriable_status_codes.len());
@@ -223,6 +223,7 @@ impl TryFrom<&pb::RetryPolicy> for RetryPolicy {
             retry_on,
             num_retries,
             per_try_timeout,
+            per_try_idle_timeout,
             base_interval,
             max_interval,
             retriable_status_codes,

@@ -41,6 +41,8 @@ pub struct Exchange<'a> {
     pub buffer_limit: usize,
     /// Each attempt's limit (`per_try_timeout`, or its header).
     pub per_try: Option<Duration>,
+    /// `per_try_idle_timeout`.
+    pub per_try_idle: Option<Duration>,
     /// Attempts made so far (read by the caller afterwards, failed or not).
     pub attempts: std::sync::atomic::AtomicU32,
     /// Count requests in flight per host (least-request balancing needs them).
@@ -175,11 +177,23 @@ async fn send(
     let host_request = x.track_active.then(|| host.state.request());
     let exchange = async {
         let sent = forward::send(req, x.cluster, host, x.proto, x.down);
-        let result = match per_try {
-            Some(t) => match tokio::time::timeout(t, sent).await {
+        // Until the response headers, the per-try idle timeout runs like another per-try
+        // timeout (nothing comes from the upstream before them).
+        let limit = match (per_try, x.per_try_idle) {
+            (Some(t), Some(idle)) if idle < t => Some((idle, true)),
+            (Some(t), _) => Some((t, false)),
+            (None, idle) => idle.map(|idle| (idle, true)),
+        };
+        let result = match limit {
+            Some((t, idle)) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,
                 Err(_) => {
-                    x.cluster.stats.upstream_rq_per_try_timeout.inc();
+                    let stats = &x.cluster.stats;
+                    if idle {
+                        stats.upstream_rq_per_try_idle_timeout.inc();
+                    } else {
+                        stats.upstream_rq_per_try_timeout.inc();
+                    }
                     x.cluster.report(host, outlier::Outcome::Timeout);
                     return Outcome::PerTryTimeout;
                 }

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::timeouts::{DurationTimeout, IdleTimeout, IdleTimer, StreamEnd};
-use crate::stats::GaugeGuard;
+use crate::stats::{Counter, GaugeGuard};
 use crate::upstream::pool::{BoxError, Lease};
 
 /// The body type of every request and response the proxy sends. The common cases are
@@ -110,8 +110,63 @@ pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
     active: Option<InFlight>,
-    idle: Option<IdleTimer>,
-    end: Option<StreamEnd>,
+    timers: BodyTimers,
+}
+
+/// The timers still running while a response body streams: the stream idle timeout,
+/// and the rarely configured others, boxed so the common body stays small.
+#[derive(Default)]
+pub struct BodyTimers {
+    pub stream_idle: Option<IdleTimer>,
+    pub more: Option<Box<MoreTimers>>,
+}
+
+/// The attempt's `per_try_idle_timeout` (counted in
+/// `upstream_rq_per_try_idle_timeout` when it fires) and the stream's duration limit.
+pub struct MoreTimers {
+    pub try_idle: Option<(IdleTimer, Counter)>,
+    pub end: Option<StreamEnd>,
+}
+
+impl BodyTimers {
+    /// Data arrived: the idle timers start over.
+    fn reset(&mut self) {
+        if let Some(t) = self.stream_idle.as_mut() {
+            t.reset();
+        }
+        if let Some((t, _)) = self.more.as_mut().and_then(|m| m.try_idle.as_mut()) {
+            t.reset();
+        }
+    }
+
+    /// Whether the duration limit has been reached (checked on every poll).
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(more) = self.more.as_mut() else {
+            return false;
+        };
+        match more.end.as_mut().map(|e| e.poll_reached(cx)) {
+            Some(Poll::Ready(())) => {
+                more.end = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether an idle timer fired (polled while the body waits).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(Poll::Ready(())) = self.stream_idle.as_mut().map(|t| t.poll_expired(cx)) {
+            return true;
+        }
+        let Some((t, expired)) = self.more.as_mut().and_then(|m| m.try_idle.as_mut()) else {
+            return false;
+        };
+        let fired = t.poll_expired(cx).is_ready();
+        if fired {
+            expired.inc();
+        }
+        fired
+    }
 }
 
 /// What an upstream request holds until its response ends: its place in
@@ -128,15 +183,13 @@ impl PooledBody {
         inner: Incoming,
         lease: Lease,
         active: Option<InFlight>,
-        idle: Option<IdleTimer>,
-        end: Option<StreamEnd>,
+        timers: BodyTimers,
     ) -> Self {
         let mut b = PooledBody {
             inner,
             lease: Some(lease),
             active,
-            idle,
-            end,
+            timers,
         };
         if b.inner.is_end_stream() {
             b.finish();
@@ -169,11 +222,8 @@ impl Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         // (A body that has ended, its connection given back, is past the limit's reach.)
-        if let Some(end) = this.end.as_mut().filter(|_| this.lease.is_some()) {
-            if end.poll_reached(cx).is_ready() {
-                this.end = None;
-                return this.fail(Box::new(DurationTimeout));
-            }
+        if this.lease.is_some() && this.timers.poll_end(cx) {
+            return this.fail(Box::new(DurationTimeout));
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
@@ -183,16 +233,14 @@ impl Body for PooledBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if this.inner.is_end_stream() {
                     this.finish();
-                } else if let Some(t) = this.idle.as_mut() {
-                    t.reset();
+                } else {
+                    this.timers.reset();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.fail(Box::new(e)),
-            Poll::Pending => match this.idle.as_mut().map(|t| t.poll_expired(cx)) {
-                Some(Poll::Ready(())) => this.fail(Box::new(IdleTimeout)),
-                _ => Poll::Pending,
-            },
+            Poll::Pending if this.timers.poll_idle(cx) => this.fail(Box::new(IdleTimeout)),
+            Poll::Pending => Poll::Pending,
         }
     }
 

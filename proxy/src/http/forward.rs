@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{InFlight, PooledBody};
+use super::body::{BodyTimers, InFlight, MoreTimers, PooledBody};
 use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
@@ -209,6 +209,7 @@ pub async fn forward<'r>(
         count_in_request: fwd.attempt_count.request,
         buffer_limit: fwd.buffer_limit.unwrap_or(ctx.buffer_limit) as usize,
         per_try,
+        per_try_idle: fwd.retry.as_ref().and_then(|p| p.per_try_idle_timeout),
         attempts: Default::default(),
         track_active: matches!(
             cluster.config.lb.policy,
@@ -245,17 +246,24 @@ pub async fn forward<'r>(
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let idle = stream_idle.map(timeouts::IdleTimer::new);
     let in_flight = InFlight {
         active: rq_active,
         slot: Some(slot),
         host: host_request,
     };
+    let try_idle = exchange.per_try_idle.map(|t| {
+        let expired = cluster.stats.upstream_rq_per_try_idle_timeout.clone();
+        (timeouts::IdleTimer::new(t), expired)
+    });
     let end = stream_end.map(|at| {
         let reached = ctx.stats.downstream_rq_max_duration_reached.clone();
         timeouts::StreamEnd::new(at, reached)
     });
-    let body = PooledBody::new(body, lease, Some(in_flight), idle, end);
+    let timers = BodyTimers {
+        stream_idle: stream_idle.map(timeouts::IdleTimer::new),
+        more: (try_idle.is_some() || end.is_some()).then(|| Box::new(MoreTimers { try_idle, end })),
+    };
+    let body = PooledBody::new(body, lease, Some(in_flight), timers);
     Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
 }
 

@@ -378,3 +378,42 @@ async fn grpc_timeout_bounds_the_stream() {
         assert_eq!(t.elapsed().as_secs(), secs, "{timeout}");
     }
 }
+
+const HCM_TRY_IDLE: &str = r#"
+stat_prefix: t
+route_config:
+  virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+    - match: {prefix: /}
+      route:
+        cluster: c
+        timeout: 0s
+        retry_policy: {retry_on: reset, num_retries: 1, per_try_idle_timeout: 3s, retry_back_off: {base_interval: 0.001s}}
+http_filters: [{name: envoy.filters.http.router}]
+"#;
+
+/// `per_try_idle_timeout`: before the response, each attempt that hears nothing for 3 s
+/// ends (and is retried); after it, a body that stalls for 3 s is reset.
+#[tokio::test(start_paused = true)]
+async fn per_try_idle_timeout_before_and_after_the_response() {
+    let (mut send, ctx, _drain) = start(HCM_TRY_IDLE).await;
+    let t = Instant::now();
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 504);
+    // Two attempts of 3 s and a back-off of at most 2 ms.
+    assert_eq!(t.elapsed().as_secs(), 6);
+    let stats = &ctx.clusters.get("c").unwrap().stats;
+    assert_eq!(stats.upstream_rq_per_try_idle_timeout.get(), 2);
+
+    let up = stalling_upstream().await;
+    let (mut send, ctx, _drain) = start_with::<Empty<bytes::Bytes>>(HCM_TRY_IDLE, up).await;
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let t = Instant::now();
+    assert!(resp.into_body().collect().await.is_err(), "reset");
+    assert_eq!(t.elapsed().as_secs(), 3);
+    let stats = &ctx.clusters.get("c").unwrap().stats;
+    assert_eq!(stats.upstream_rq_per_try_idle_timeout.get(), 1);
+}
