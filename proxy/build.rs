@@ -152,6 +152,8 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
     "envoy/extensions/filters/http/fault/v3/fault.proto",
+    "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",
     "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",

@@ -141,10 +141,6 @@ impl Options {
             self.parent_shutdown_time_s != 900,
             "--parent-shutdown-time-s",
         );
-        note(
-            self.file_flush_interval_msec.is_some(),
-            "--file-flush-interval-msec",
-        );
         note(self.log_format_escaped, "--log-format-escaped");
         note(
             self.enable_fine_grain_logging,

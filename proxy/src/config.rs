@@ -7,6 +7,7 @@
 // Envoy keeps deprecated fields working, and so must we: configs in the wild use them.
 #![allow(deprecated)]
 
+pub mod access_log;
 pub mod bootstrap;
 pub mod common;
 pub mod dump;

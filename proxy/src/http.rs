@@ -9,6 +9,7 @@
 mod attempts;
 pub mod body;
 pub mod fault;
+pub mod flags;
 pub mod forward;
 pub mod grpc_timeout;
 pub mod handler;
@@ -20,6 +21,7 @@ pub mod redirect;
 pub mod replay;
 pub mod retry;
 pub mod server;
+pub mod stream_info;
 #[cfg(test)]
 mod tests;
 pub mod timeouts;
@@ -28,6 +30,7 @@ pub mod upgrade;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::access_log::{AccessLogger, Sink};
 use crate::config::hcm::HttpManager;
 use crate::drain::DrainWatch;
 use crate::routing::Routes;
@@ -50,6 +53,8 @@ pub struct HttpContext {
     pub buffer_limit: u32,
     /// The connection manager's fault filters (shared by its workers).
     pub faults: Vec<fault::FaultFilter>,
+    /// Its access logs (shared by its workers).
+    pub access_logs: Arc<[AccessLogger]>,
 }
 
 impl HttpContext {
@@ -67,8 +72,23 @@ impl HttpContext {
     ) -> Self {
         let stats = HcmStats::new(store, &config.stat_prefix);
         let faults = fault::FaultFilter::from_chain(&config.filters, store, &config.stat_prefix);
+        let access_logs = config
+            .access_logs
+            .iter()
+            .filter_map(|l| match Sink::open(&l.path) {
+                Ok(sink) => Some(AccessLogger {
+                    format: l.format.clone(),
+                    sink,
+                }),
+                Err(e) => {
+                    tracing::error!(path = %l.path.display(), "cannot open the access log: {e}");
+                    None
+                }
+            })
+            .collect();
         HttpContext {
             faults,
+            access_logs,
             config,
             routes,
             clusters,

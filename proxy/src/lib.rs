@@ -1,5 +1,6 @@
 //! Remora: a sidecar data-plane proxy, a drop-in for Envoy in Istio-style meshes.
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;

@@ -67,9 +67,14 @@ fn main() -> ExitCode {
         Mode::InitOnly => return ExitCode::SUCCESS,
         Mode::Serve => {}
     }
+    if let Some(ms) = options.file_flush_interval_msec {
+        remora::access_log::sink::set_flush_interval(ms);
+    }
     let server = remora::server::Server::new(options, loaded, log);
     remora::server::release_config_memory();
-    match remora::runtime::run(server) {
+    let result = remora::runtime::run(server);
+    remora::access_log::sink::flush_all();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

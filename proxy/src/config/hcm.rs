@@ -31,6 +31,8 @@ pub struct HttpManager {
     pub always_set_request_id_in_response: bool,
     pub stream_idle_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
+    /// `access_log`.
+    pub access_logs: Vec<super::access_log::AccessLogConfig>,
     /// `common_http_protocol_options.max_stream_duration` (`None`: none, or 0).
     pub max_stream_duration: Option<Duration>,
     pub request_headers_timeout: Option<Duration>,
@@ -195,6 +197,7 @@ impl TryFrom<&pb::HttpConnectionManager> for HttpManager {
                 "request_timeout",
                 None,
             )?,
+            access_logs: super::access_log::access_logs(&h.access_log).within("access_log")?,
             max_stream_duration: common::timeout_or(
                 common_opts.and_then(|o| o.max_stream_duration.as_ref()),
                 "common_http_protocol_options.max_stream_duration",

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::ProxyBody;
+use super::flags::Flag;
 use super::headers::names::{self, X_ENVOY_EXPECTED_RQ_TIMEOUT_MS};
 use super::local_reply::LocalReply;
 use super::replay::Replay;
@@ -19,7 +20,7 @@ use super::retry::{Failure, Next, RetryState};
 use super::{forward, grpc_timeout, timeouts, Downstream, HcmStats};
 use crate::upstream::breakers::Slot;
 use crate::upstream::cluster::ClusterState;
-use crate::upstream::host::{ActiveRequest, HostEntry};
+use crate::upstream::host::{ActiveRequest, HostAddr, HostEntry};
 use crate::upstream::lb;
 use crate::upstream::outlier;
 use crate::upstream::pool::{Lease, Proto, UpstreamError};
@@ -47,6 +48,12 @@ pub struct Exchange<'a> {
     pub attempts: std::sync::atomic::AtomicU32,
     /// Count requests in flight per host (least-request balancing needs them).
     pub track_active: bool,
+    /// Why the retries stopped, if a flag says so (URX, or UO for a retry overflow).
+    pub stopped: std::sync::Mutex<Option<Flag>>,
+    /// The host of the latest attempt (the access log's `%UPSTREAM_HOST%`).
+    pub last_host: std::sync::Mutex<Option<HostAddr>>,
+    /// Whether to record `last_host` (an access log wants it).
+    pub record_host: bool,
     /// Each attempt's `grpc-timeout` says what it may expect (gRPC requests on routes
     /// with `max_grpc_timeout`).
     pub grpc_timeout_header: bool,
@@ -125,12 +132,14 @@ pub async fn run(
             Next::Retry(wait) => wait,
             Next::LimitExceeded => {
                 stats.upstream_rq_retry_limit_exceeded.inc();
+                x.stop(Flag::URX);
                 return finish(outcome, x);
             }
         };
         // max_retries / retry_budget: held until this retry's outcome is decided.
         let Some(slot) = x.cluster.breakers.try_retry() else {
             stats.upstream_rq_retry_overflow.inc();
+            x.stop(Flag::UO);
             return finish(outcome, x);
         };
         retry_slot = Some(slot);
@@ -146,6 +155,14 @@ pub async fn run(
             stats.upstream_cx_none_healthy.inc();
             LocalReply::NoHealthyUpstream
         })?;
+    }
+}
+
+impl Exchange<'_> {
+    fn stop(&self, flag: Flag) {
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = Some(flag);
+        }
     }
 }
 
@@ -169,11 +186,16 @@ async fn send(
     let Some(slot) = x.cluster.breakers.try_request() else {
         x.cluster.stats.upstream_rq_active_overflow.inc();
         x.cluster.stats.response(503);
-        return Err(LocalReply::Overflow);
+        return Err(LocalReply::Overflow { retried: false });
     };
     x.cluster.stats.upstream_rq_total.inc();
     x.attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if x.record_host {
+        if let Ok(mut h) = x.last_host.lock() {
+            *h = Some(host.addr.clone());
+        }
+    }
     let host_request = x.track_active.then(|| host.state.request());
     let exchange = async {
         let sent = forward::send(req, x.cluster, host, x.proto, x.down);
@@ -241,6 +263,7 @@ fn expire(expired: timeouts::Expired, host: Option<&HostEntry>, x: &Exchange<'_>
 /// The final outcome as the answer or its local reply.
 fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
     let stats = &x.cluster.stats;
+    let retried = x.attempts.load(std::sync::atomic::Ordering::Relaxed) > 1;
     match outcome {
         Outcome::Response(response, lease, slot, host_request) => Ok(Answer {
             response,
@@ -250,22 +273,22 @@ fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
         }),
         Outcome::PerTryTimeout => {
             stats.response(504);
-            Err(LocalReply::UpstreamTimeout)
+            Err(LocalReply::PerTryTimeout)
         }
         // The downstream request body failed (malformed chunking, client gone): a bad
         // request, not an upstream failure.
         Outcome::Failed(UpstreamError::Reset(e)) if e.is_user() => Err(LocalReply::MalformedBody),
         Outcome::Failed(UpstreamError::Connect(_)) => {
             stats.response(503);
-            Err(LocalReply::ConnectFailure)
+            Err(LocalReply::ConnectFailure { retried })
         }
         Outcome::Failed(UpstreamError::PendingOverflow) => {
             stats.response(503);
-            Err(LocalReply::Overflow)
+            Err(LocalReply::Overflow { retried })
         }
         Outcome::Failed(UpstreamError::Handshake(_) | UpstreamError::Reset(_)) => {
             stats.response(503);
-            Err(LocalReply::UpstreamReset)
+            Err(LocalReply::UpstreamReset { retried })
         }
     }
 }

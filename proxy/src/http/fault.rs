@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 
+use super::flags::{Flag, ResponseFlags};
 use super::local_reply::Reply;
 use crate::config::fault::{AbortKind, DelayKind, Fault};
 use crate::config::hcm::{FilterKind, HttpFilter};
@@ -92,6 +93,7 @@ impl FaultFilter {
         cluster: Option<&str>,
         levels: &Levels<'_>,
         grpc: bool,
+        flags: &mut ResponseFlags,
     ) -> Result<Option<ActiveFault<'a>>, Response<ProxyBody>> {
         let over = levels.0.iter().find_map(|l| l.get(&self.name));
         let config = match over {
@@ -142,6 +144,7 @@ impl FaultFilter {
         let active = ActiveFault(self);
         if let Some(wait) = delay {
             self.stats.delays_injected.inc();
+            flags.push(Flag::DI);
             tokio::time::sleep(wait).await;
         }
         if let Some((status, grpc_status, body)) = abort {
@@ -211,7 +214,8 @@ fn abort_response(
         status,
         body: Some(Bytes::from(body)),
         close: false,
-        flag: "FI",
+        flag: Some(Flag::FI),
+        details: "fault_filter_abort",
         grpc_status,
     }
     .into_response(grpc)

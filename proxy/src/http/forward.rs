@@ -15,6 +15,7 @@ use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
 use super::retry::RetryState;
+use super::stream_info::{Forwarded, StreamInfo};
 use super::{
     attempts, grpc_timeout, hash_policy, headers, mirror, timeouts, upgrade, Downstream,
     HttpContext,
@@ -40,6 +41,7 @@ pub async fn forward<'r>(
     is_upgrade: bool,
     mutations: &mut ResponseMutations<'r>,
     stream_end: Option<Instant>,
+    info: &mut StreamInfo,
 ) -> Result<Response<ProxyBody>, LocalReply> {
     let cluster_name: &str = match &fwd.target {
         ClusterTarget::Named(n) => n,
@@ -68,6 +70,9 @@ pub async fn forward<'r>(
         ctx.stats.no_cluster.inc();
         return Err(LocalReply::ClusterNotFound);
     };
+    if info.logging {
+        info.upstream_cluster = Some(cluster.name.clone());
+    }
     let lb_ctx = match (&fwd.hash_policy, cluster.config.lb.policy.is_hashing()) {
         (Some(policy), true) => {
             let head = hash_policy::RequestHead {
@@ -143,6 +148,17 @@ pub async fn forward<'r>(
         (UpstreamProtocol::Downstream, Version::HTTP_2) => Proto::Http2,
         _ => Proto::Http1,
     };
+    if info.logging {
+        let authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        info.forwarded = Some(Box::new(Forwarded {
+            headers: req.headers().clone(),
+            path: new_path.to_string(),
+            authority: authority.unwrap_or(host).to_string(),
+        }));
+    }
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let wants_trailers = headers::te_trailers(&parts.headers);
@@ -185,7 +201,10 @@ pub async fn forward<'r>(
     };
     // Body activity matters only for a body still to come.
     let (body, activity) = if !hyper::body::Body::is_end_stream(&body)
-        && (limits.request.is_some() || limits.stream_idle.is_some() || stream_end.is_some())
+        && (limits.request.is_some()
+            || limits.stream_idle.is_some()
+            || stream_end.is_some()
+            || info.logging)
     {
         let a = timeouts::Activity::new();
         (
@@ -216,9 +235,20 @@ pub async fn forward<'r>(
             crate::config::lb::Policy::LeastRequest { .. }
         ),
         grpc_timeout_header: grpc_deadline,
+        stopped: Default::default(),
+        last_host: Default::default(),
+        record_host: info.logging,
     };
     let answer = attempts::run(parts, body, upstream_host, lb_ctx, retry, &exchange).await;
     let attempted = exchange.attempts.load(std::sync::atomic::Ordering::Relaxed);
+    if info.logging {
+        info.upstream_host = exchange.last_host.lock().ok().and_then(|mut h| h.take());
+        info.request_body = activity.clone();
+        info.details = "via_upstream";
+    }
+    if let Some(f) = exchange.stopped.lock().ok().and_then(|mut f| f.take()) {
+        info.flags.push(f);
+    }
     if fwd.attempt_count.response && attempted > 0 {
         mutations.attempt_count = Some(attempted);
     }

@@ -10,8 +10,10 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::headers::names;
-use super::local_reply::{LocalReply, Reply};
+use super::local_reply::{LocalReply, Marked, Reply};
+use super::stream_info::StreamInfo;
 use super::{fault, forward, headers, redirect, timeouts, Downstream, HttpContext};
+use crate::access_log;
 use crate::config::common::HeaderMutations;
 use crate::config::hcm::ServerHeader;
 use crate::config::route::{Action, Route, RouteTable, VirtualHost};
@@ -43,9 +45,25 @@ pub async fn handle(
             &rds
         }
     };
-    let mut resp = process(req, &ctx, &down, routes).await;
+    let log =
+        (!ctx.access_logs.is_empty()).then(|| access_log::Start::new(&req, down.local, down.peer));
+    let mut info = StreamInfo {
+        logging: log.is_some(),
+        ..StreamInfo::default()
+    };
+    let mut resp = process(req, &ctx, &down, routes, &mut info).await;
     finish(&mut resp, &ctx, close);
     stats.response(resp.status().as_u16());
+    if let Some(start) = log {
+        // A local reply's own flag comes after those set on the way (URX,UF).
+        if let Some(m) = resp.extensions_mut().remove::<Marked>() {
+            if let Some(f) = m.flag {
+                info.flags.push(f);
+            }
+            info.details = m.details;
+        }
+        resp = access_log::attach(resp, start, info, ctx.access_logs.clone());
+    }
     Ok(resp)
 }
 
@@ -87,6 +105,7 @@ async fn process(
     ctx: &HttpContext,
     down: &Downstream,
     routes: &RouteTable,
+    info: &mut StreamInfo,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
@@ -132,6 +151,15 @@ async fn process(
         ctx.stats.no_route.inc();
         return reply(LocalReply::NoRoute);
     };
+    if info.logging {
+        info.route_name = Some(route.name.clone());
+        // Envoy knows the cluster once the route is chosen (local replies show it too).
+        if let Action::Forward(f) = &route.action {
+            if let crate::config::route::ClusterTarget::Named(n) = &f.target {
+                info.upstream_cluster = Some(n.clone());
+            }
+        }
+    }
     let mut mutations = ResponseMutations {
         weighted: None,
         attempt_count: None,
@@ -162,7 +190,10 @@ async fn process(
         };
         let faults = async {
             for f in &ctx.faults {
-                match f.run(req.headers(), cluster, &levels, grpc).await {
+                match f
+                    .run(req.headers(), cluster, &levels, grpc, &mut info.flags)
+                    .await
+                {
                     Ok(active) => active_faults.extend(active),
                     Err(resp) => return Some(resp),
                 }
@@ -215,6 +246,7 @@ async fn process(
                 upgrade.is_some(),
                 &mut mutations,
                 stream_end,
+                info,
             )
             .await
         }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{empty, full};
+use super::flags::Flag;
 use crate::upstream::pool::ProxyBody;
 
 /// Every locally generated error reply.
@@ -17,13 +18,18 @@ pub enum LocalReply {
     /// The cluster has no hosts (UH).
     NoHealthyUpstream,
     /// Connecting to the upstream failed (UF).
-    ConnectFailure,
+    ConnectFailure {
+        /// After retries (Envoy then words the body differently).
+        retried: bool,
+    },
     /// The upstream reset or closed before sending response headers (UR).
-    UpstreamReset,
+    UpstreamReset { retried: bool },
     /// A circuit breaker is open (UO).
-    Overflow,
+    Overflow { retried: bool },
     /// The route timeout fired before response headers (UT).
     UpstreamTimeout,
+    /// The last attempt's `per_try_timeout` fired, with no retry left (UT).
+    PerTryTimeout,
     /// The downstream request did not arrive in time (`request_timeout`).
     RequestTimeout,
     /// No activity on the stream for `stream_idle_timeout` (SI).
@@ -55,10 +61,10 @@ impl LocalReply {
             LocalReply::NoRoute => StatusCode::NOT_FOUND,
             LocalReply::ClusterNotFound
             | LocalReply::NoHealthyUpstream
-            | LocalReply::ConnectFailure
-            | LocalReply::UpstreamReset
-            | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            | LocalReply::ConnectFailure { .. }
+            | LocalReply::UpstreamReset { .. }
+            | LocalReply::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::UpstreamTimeout | LocalReply::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::StreamIdleTimeout {
                 request_complete: true,
             }
@@ -76,24 +82,25 @@ impl LocalReply {
         }
     }
 
-    /// Envoy's response flag for access logs.
-    pub fn flag(&self) -> &'static str {
+    /// Envoy's response flag for access logs (`None`: `-`).
+    pub fn flag(&self) -> Option<Flag> {
         match self {
-            LocalReply::NoRoute => "NR",
-            LocalReply::ClusterNotFound => "NC",
-            LocalReply::NoHealthyUpstream => "UH",
-            LocalReply::ConnectFailure => "UF",
-            LocalReply::UpstreamReset => "UR",
-            LocalReply::Overflow => "UO",
-            LocalReply::UpstreamTimeout => "UT",
-            LocalReply::RequestTimeout => "-",
-            LocalReply::StreamIdleTimeout { .. } => "SI",
-            LocalReply::StreamDuration { .. } => "DT",
+            LocalReply::NoRoute => Some(Flag::NR),
+            LocalReply::ClusterNotFound => Some(Flag::NC),
+            LocalReply::NoHealthyUpstream => Some(Flag::UH),
+            LocalReply::ConnectFailure { .. } => Some(Flag::UF),
+            LocalReply::UpstreamReset { .. } => Some(Flag::UR),
+            LocalReply::Overflow { .. } => Some(Flag::UO),
+            LocalReply::UpstreamTimeout | LocalReply::PerTryTimeout => Some(Flag::UT),
+            LocalReply::StreamIdleTimeout { .. } => Some(Flag::SI),
             LocalReply::Http10NotAllowed
             | LocalReply::MissingHost
             | LocalReply::BadPath
-            | LocalReply::MalformedBody => "DPE",
-            LocalReply::UpgradeNotAllowed => "-",
+            | LocalReply::MalformedBody => Some(Flag::DPE),
+            // Envoy 1.40 sets no flag for these.
+            LocalReply::RequestTimeout
+            | LocalReply::StreamDuration { .. }
+            | LocalReply::UpgradeNotAllowed => None,
         }
     }
 
@@ -105,21 +112,57 @@ impl LocalReply {
             | LocalReply::MissingHost
             | LocalReply::UpgradeNotAllowed => "",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
-            LocalReply::ConnectFailure => {
+            LocalReply::ConnectFailure { retried: false } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
             }
-            LocalReply::UpstreamReset => {
+            LocalReply::ConnectFailure { retried: true } => {
+                "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure"
+            }
+            LocalReply::UpstreamReset { retried: false } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
-            LocalReply::Overflow => {
+            LocalReply::UpstreamReset { retried: true } => {
+                "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection termination"
+            }
+            LocalReply::Overflow { retried: false } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
-            LocalReply::UpstreamTimeout => "upstream request timeout",
+            LocalReply::Overflow { retried: true } => {
+                "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: overflow"
+            }
+            LocalReply::UpstreamTimeout | LocalReply::PerTryTimeout => "upstream request timeout",
             LocalReply::RequestTimeout => "request timeout",
             LocalReply::StreamIdleTimeout { .. } => "stream timeout",
             LocalReply::StreamDuration { .. } => "downstream duration timeout",
             LocalReply::Http10NotAllowed => "Upgrade Required",
             LocalReply::BadPath | LocalReply::MalformedBody => "Bad Request",
+        }
+    }
+
+    /// `%RESPONSE_CODE_DETAILS%`, as Envoy words them (connection failures without the
+    /// transport's own reason).
+    pub fn details(&self) -> &'static str {
+        match self {
+            LocalReply::NoRoute => "route_not_found",
+            LocalReply::ClusterNotFound => "cluster_not_found",
+            LocalReply::NoHealthyUpstream => "no_healthy_upstream",
+            LocalReply::ConnectFailure { .. } => {
+                "upstream_reset_before_response_started{remote_connection_failure}"
+            }
+            LocalReply::UpstreamReset { .. } => {
+                "upstream_reset_before_response_started{connection_termination}"
+            }
+            LocalReply::Overflow { .. } => "upstream_reset_before_response_started{overflow}",
+            LocalReply::UpstreamTimeout => "response_timeout",
+            LocalReply::PerTryTimeout => "upstream_per_try_timeout",
+            LocalReply::RequestTimeout => "request_overall_timeout",
+            LocalReply::StreamIdleTimeout { .. } => "stream_idle_timeout",
+            LocalReply::StreamDuration { .. } => "max_duration_timeout",
+            LocalReply::Http10NotAllowed => "low_version",
+            LocalReply::MissingHost => "missing_host_header",
+            LocalReply::UpgradeNotAllowed => "upgrade_failed",
+            LocalReply::BadPath => "path_normalization_failed",
+            LocalReply::MalformedBody => "http1.codec_error",
         }
     }
 
@@ -154,10 +197,11 @@ impl LocalReply {
             body: (!self.body().is_empty()).then(|| Bytes::from_static(self.body().as_bytes())),
             close: self.closes_connection(),
             flag: self.flag(),
+            details: self.details(),
             grpc_status: self.grpc_status(),
         };
         let mut resp = reply.into_response(grpc);
-        if self == LocalReply::Overflow {
+        if matches!(self, LocalReply::Overflow { .. }) {
             resp.headers_mut().insert(
                 super::headers::names::X_ENVOY_OVERLOADED,
                 HeaderValue::from_static("true"),
@@ -173,7 +217,9 @@ pub struct Reply {
     pub status: StatusCode,
     pub body: Option<Bytes>,
     pub close: bool,
-    pub flag: &'static str,
+    pub flag: Option<Flag>,
+    /// `%RESPONSE_CODE_DETAILS%`.
+    pub details: &'static str,
     /// For gRPC callers, instead of the status mapped from `status`.
     pub grpc_status: Option<u32>,
 }
@@ -184,7 +230,8 @@ impl Reply {
             status,
             body: body.filter(|b| !b.is_empty()),
             close: false,
-            flag: "-",
+            flag: None,
+            details: "direct_response",
             grpc_status: None,
         }
     }
@@ -230,7 +277,10 @@ impl Reply {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        resp.extensions_mut().insert(ResponseFlag(self.flag));
+        resp.extensions_mut().insert(Marked {
+            flag: self.flag,
+            details: self.details,
+        });
         resp
     }
 }
@@ -260,9 +310,12 @@ fn percent_encode(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Attached to locally generated responses so that stats and logs can see the flag.
+/// Marks a locally made response with its flag and details, for the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponseFlag(pub &'static str);
+pub struct Marked {
+    pub flag: Option<Flag>,
+    pub details: &'static str,
+}
 
 #[cfg(test)]
 mod tests {
@@ -274,8 +327,11 @@ mod tests {
         assert_eq!(r.status(), 504);
         assert_eq!(r.headers()["content-type"], "text/plain");
         assert_eq!(
-            r.extensions().get::<ResponseFlag>(),
-            Some(&ResponseFlag("UT"))
+            r.extensions().get::<Marked>(),
+            Some(&Marked {
+                flag: Some(Flag::UT),
+                details: "response_timeout"
+            })
         );
         let r = LocalReply::NoRoute.into_response(false);
         assert_eq!(r.status(), 404);

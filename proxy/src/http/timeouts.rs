@@ -38,6 +38,7 @@ pub struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     done: AtomicBool,
+    bytes: AtomicU64,
 }
 
 impl Activity {
@@ -46,6 +47,7 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             done: AtomicBool::new(false),
+            bytes: AtomicU64::new(0),
         })
     }
     fn touch(&self) {
@@ -58,6 +60,10 @@ impl Activity {
     fn finish(&self) {
         self.touch();
         self.done.store(true, Ordering::Relaxed);
+    }
+    /// The body bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
     /// The whole body has been read.
     pub fn is_done(&self) -> bool {
@@ -271,6 +277,13 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.activity
+                    .bytes
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
         match &r {
             Poll::Ready(None) => self.activity.finish(),
             Poll::Ready(Some(_)) if self.inner.is_end_stream() => self.activity.finish(),

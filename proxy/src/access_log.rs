@@ -1,0 +1,249 @@
+//! HTTP access logs (`access_log` on the connection manager): a line per stream, written
+//! when the stream ends (its response body sent, or the stream reset), in Envoy's format
+//! language (`format.rs`) to a shared buffered file (`sink.rs`).
+
+pub mod format;
+pub mod sink;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use crate::http::flags::ResponseFlags;
+use crate::http::stream_info::StreamInfo;
+use crate::upstream::pool::{BoxError, ProxyBody};
+pub use format::Format;
+pub use sink::Sink;
+
+/// One configured logger.
+#[derive(Debug)]
+pub struct AccessLogger {
+    pub format: Format,
+    pub sink: Arc<Sink>,
+}
+
+impl AccessLogger {
+    fn log(&self, e: &Entry) {
+        let mut line = String::with_capacity(256);
+        self.format.render(e, &mut line);
+        self.sink.write(&line);
+    }
+}
+
+/// What a log line is made from.
+#[derive(Debug)]
+pub struct Entry {
+    pub start_time: SystemTime,
+    pub protocol: &'static str,
+    pub method: http::Method,
+    pub path: String,
+    pub authority: String,
+    pub request: HeaderMap,
+    pub status: u16,
+    pub response: HeaderMap,
+    pub flags: ResponseFlags,
+    pub details: &'static str,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    pub upstream_host: Option<crate::upstream::host::HostAddr>,
+    pub upstream_cluster: Option<Arc<str>>,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: Option<SocketAddr>,
+    pub route_name: Option<String>,
+}
+
+impl Entry {
+    fn request_header(&self, name: &str) -> Option<&str> {
+        match name {
+            ":method" => Some(self.method.as_str()),
+            ":path" => Some(&self.path),
+            ":authority" => Some(&self.authority),
+            ":scheme" => Some("http"),
+            _ => self.request.get(name).and_then(|v| v.to_str().ok()),
+        }
+    }
+
+    fn response_header(&self, name: &str) -> Option<&str> {
+        self.response.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The request as it arrived, kept for the log (replaced by the forwarded request when
+/// there is one).
+pub struct Start {
+    time: SystemTime,
+    at: Instant,
+    protocol: &'static str,
+    method: http::Method,
+    path: String,
+    authority: String,
+    headers: HeaderMap,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+}
+
+impl Start {
+    pub fn new<B>(
+        req: &http::Request<B>,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    ) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("")
+            .to_string();
+        Start {
+            time: SystemTime::now(),
+            at: Instant::now(),
+            protocol: match req.version() {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            authority,
+            headers: req.headers().clone(),
+            local,
+            remote,
+        }
+    }
+}
+
+/// Wraps `resp`'s body so that the stream is logged by `loggers` when it ends.
+pub fn attach(
+    resp: Response<ProxyBody>,
+    start: Start,
+    info: StreamInfo,
+    loggers: Arc<[AccessLogger]>,
+) -> Response<ProxyBody> {
+    let (parts, body) = resp.into_parts();
+    let pending = Pending {
+        start,
+        info,
+        status: parts.status.as_u16(),
+        response: parts.headers.clone(),
+        loggers,
+    };
+    let body = LoggedBody {
+        inner: body,
+        sent: 0,
+        pending: Some(Box::new(pending)),
+    };
+    Response::from_parts(parts, ProxyBody::boxed(body))
+}
+
+struct Pending {
+    start: Start,
+    info: StreamInfo,
+    status: u16,
+    response: HeaderMap,
+    loggers: Arc<[AccessLogger]>,
+}
+
+impl Pending {
+    fn log(self, sent: u64) {
+        let (s, i) = (self.start, self.info);
+        let (path, authority, request) = match i.forwarded {
+            Some(f) => (f.path, f.authority, f.headers),
+            None => (s.path, s.authority, s.headers),
+        };
+        let e = Entry {
+            start_time: s.time,
+            protocol: s.protocol,
+            method: s.method,
+            path,
+            authority,
+            request,
+            status: self.status,
+            response: self.response,
+            flags: i.flags,
+            details: i.details,
+            bytes_received: i.request_body.map_or(0, |a| a.bytes()),
+            bytes_sent: sent,
+            duration: s.at.elapsed(),
+            upstream_host: i.upstream_host,
+            upstream_cluster: i.upstream_cluster,
+            downstream_local: s.local,
+            downstream_remote: s.remote,
+            route_name: i.route_name,
+        };
+        for l in self.loggers.iter() {
+            l.log(&e);
+        }
+    }
+}
+
+/// A response body that counts what it sends and logs the stream when it ends (or is
+/// dropped unfinished: a reset stream is logged too).
+struct LoggedBody {
+    inner: ProxyBody,
+    sent: u64,
+    pending: Option<Box<Pending>>,
+}
+
+impl LoggedBody {
+    fn done(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.log(self.sent);
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.sent += d.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.done();
+                }
+            }
+            Poll::Ready(_) => self.done(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}

@@ -1,0 +1,32 @@
+//! What the stages learn about a stream that the access log reports at its end: response
+//! flags in the order they were set, the route, the upstream cluster and host, the
+//! request as it was forwarded, and how many request-body bytes arrived.
+
+use std::sync::Arc;
+
+use super::flags::ResponseFlags;
+use super::timeouts::Activity;
+use crate::upstream::host::HostAddr;
+
+#[derive(Debug, Default)]
+pub struct StreamInfo {
+    pub flags: ResponseFlags,
+    /// Whether an access log wants the details below (they cost copies).
+    pub logging: bool,
+    pub route_name: Option<String>,
+    pub upstream_cluster: Option<Arc<str>>,
+    pub upstream_host: Option<HostAddr>,
+    /// The request as forwarded upstream: its headers, `:path` and `:authority`.
+    pub forwarded: Option<Box<Forwarded>>,
+    /// The request body's progress (its byte count).
+    pub request_body: Option<Arc<Activity>>,
+    /// `%RESPONSE_CODE_DETAILS%`.
+    pub details: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Forwarded {
+    pub headers: http::HeaderMap,
+    pub path: String,
+    pub authority: String,
+}
