@@ -96,15 +96,7 @@ impl Start {
         local: Option<SocketAddr>,
         remote: Option<SocketAddr>,
     ) -> Self {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
+        let authority = crate::http::handler::request_host(req)
             .unwrap_or("")
             .to_string();
         Start {

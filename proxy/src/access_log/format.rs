@@ -191,7 +191,9 @@ fn split_command(cmd: &str) -> Result<(&str, Option<&str>, Option<usize>), Forma
 fn render_op(op: &Op, e: &Entry, out: &mut String) {
     let dash = |v: Option<&str>, out: &mut String| out.push_str(v.unwrap_or("-"));
     match op {
-        Op::StartTime => out.push_str(&humantime::format_rfc3339_millis(e.start_time).to_string()),
+        Op::StartTime => {
+            let _ = write!(out, "{}", humantime::format_rfc3339_millis(e.start_time));
+        }
         Op::Req(h) => header(h, |n| e.request_header(n), out),
         Op::Resp(h) => header(h, |n| e.response_header(n), out),
         Op::Protocol => out.push_str(e.protocol),

@@ -56,27 +56,19 @@ fn one(l: &pb::AccessLog) -> Result<AccessLogConfig> {
             }
             (PathBuf::from(&f.path), format)
         }
-        STDOUT | STDERR => {
-            let format = if r.name == STDOUT {
-                let f: stream::StdoutAccessLog = r.decode().within("typed_config")?;
-                f.access_log_format
-                    .map(|stream::stdout_access_log::AccessLogFormat::LogFormat(s)| s)
-            } else {
-                let f: stream::StderrAccessLog = r.decode().within("typed_config")?;
-                f.access_log_format
-                    .map(|stream::stderr_access_log::AccessLogFormat::LogFormat(s)| s)
-            };
-            let path = if r.name == STDOUT {
-                "/dev/stdout"
-            } else {
-                "/dev/stderr"
-            };
-            let format = format
-                .as_ref()
-                .map(substitution)
-                .transpose()
-                .within("typed_config.log_format")?;
-            (PathBuf::from(path), format)
+        STDOUT => {
+            let f: stream::StdoutAccessLog = r.decode().within("typed_config")?;
+            let format = f
+                .access_log_format
+                .map(|stream::stdout_access_log::AccessLogFormat::LogFormat(s)| s);
+            ("/dev/stdout".into(), stream_format(format)?)
+        }
+        STDERR => {
+            let f: stream::StderrAccessLog = r.decode().within("typed_config")?;
+            let format = f
+                .access_log_format
+                .map(|stream::stderr_access_log::AccessLogFormat::LogFormat(s)| s);
+            ("/dev/stderr".into(), stream_format(format)?)
         }
         other => {
             return Err(common::unsupported(
@@ -89,6 +81,14 @@ fn one(l: &pb::AccessLog) -> Result<AccessLogConfig> {
     let format = Format::parse(text)
         .map_err(|e| ConfigError::new("typed_config.log_format", e.to_string()))?;
     Ok(AccessLogConfig { path, format })
+}
+
+/// A stream logger's `log_format` (unset: the default format).
+fn stream_format(s: Option<core::SubstitutionFormatString>) -> Result<Option<String>> {
+    s.as_ref()
+        .map(substitution)
+        .transpose()
+        .within("typed_config.log_format")
 }
 
 /// A `SubstitutionFormatString` with a text format (inline).

@@ -13,11 +13,11 @@ use tokio::time::Instant;
 
 use super::body::ProxyBody;
 use super::flags::Flag;
-use super::headers::names::{self, X_ENVOY_EXPECTED_RQ_TIMEOUT_MS};
+use super::headers::names;
 use super::local_reply::LocalReply;
 use super::replay::Replay;
 use super::retry::{Failure, Next, RetryState};
-use super::{forward, grpc_timeout, timeouts, Downstream, HcmStats};
+use super::{forward, timeouts, Downstream, HcmStats};
 use crate::upstream::breakers::Slot;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::host::{ActiveRequest, HostAddr, HostEntry};
@@ -106,11 +106,7 @@ pub async fn run(
             // A retry tells the upstream what is left of the route timeout.
             let left = timeouts::expected_ms(x.limits.route, x.per_try, x.started.elapsed());
             if let Some(ms) = left {
-                p.headers
-                    .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, http::HeaderValue::from(ms));
-                if x.grpc_timeout_header {
-                    grpc_timeout::write(&mut p.headers, Duration::from_millis(ms));
-                }
+                timeouts::tell_upstream(&mut p.headers, ms, x.grpc_timeout_header);
             }
         }
         let req = Request::from_parts(p, ProxyBody::boxed(replay.body()));
@@ -332,15 +328,7 @@ fn failure(e: &UpstreamError) -> Option<Failure> {
 /// (DT), which then end the request.
 async fn backoff(wait: Duration, x: &Exchange<'_>) -> Result<(), LocalReply> {
     let until = Instant::now() + wait;
-    let route = x
-        .limits
-        .route
-        .map(|t| (x.started + t, timeouts::Expired::Route));
-    let end = x
-        .limits
-        .stream_end
-        .map(|at| (at, timeouts::Expired::StreamDuration));
-    match [route, end].into_iter().flatten().min_by_key(|(at, _)| *at) {
+    match x.limits.fixed_deadline(x.started) {
         Some((deadline, which)) if deadline <= until => {
             tokio::time::sleep_until(deadline).await;
             Err(expire(which, None, x))

@@ -128,18 +128,15 @@ pub async fn forward<'r>(
     let retry =
         RetryState::new(fwd.retry.as_ref(), req.headers_mut(), control).filter(|_| !is_upgrade);
     // What the upstream may expect (the route's own value is made once at config time).
-    let expected = match (per_try, route_timeout) {
-        (None, Some(t)) if Some(t) == fwd.timeout => fwd.timeout_header.clone(),
-        _ => timeouts::expected_ms(route_timeout, per_try, Duration::ZERO).map(HeaderValue::from),
-    };
-    if let Some(v) = expected {
-        req.headers_mut()
-            .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v);
-    }
-    // ... and tell the upstream the same in grpc-timeout.
-    if grpc_deadline {
-        if let Some(ms) = timeouts::expected_ms(route_timeout, per_try, Duration::ZERO) {
-            grpc_timeout::write(req.headers_mut(), Duration::from_millis(ms));
+    match (per_try, route_timeout, &fwd.timeout_header) {
+        (None, Some(t), Some(v)) if Some(t) == fwd.timeout && !grpc_deadline => {
+            req.headers_mut()
+                .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v.clone());
+        }
+        _ => {
+            if let Some(ms) = timeouts::expected_ms(route_timeout, per_try, Duration::ZERO) {
+                timeouts::tell_upstream(req.headers_mut(), ms, grpc_deadline);
+            }
         }
     }
 

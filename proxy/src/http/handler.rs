@@ -114,7 +114,7 @@ async fn process(
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
         return reply(LocalReply::Http10NotAllowed);
     }
-    let Some(mut host) = request_host(&req) else {
+    let Some(mut host) = request_host(&req).map(str::to_string) else {
         return reply(LocalReply::MissingHost);
     };
     host.make_ascii_lowercase();
@@ -267,15 +267,14 @@ fn upgrade_allowed(hcm: &[String], route: &Route, upgrade: &str) -> bool {
 }
 
 /// `:authority` for HTTP/2 and absolute-form requests, else the `Host` header.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+        return Some(a.as_str());
     }
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty())
-        .map(str::to_string)
 }
 
 /// Request-control headers Envoy honours only from internal clients: removed from every

@@ -131,6 +131,20 @@ pub fn expected_ms(
     })
 }
 
+/// Tells an attempt's upstream what it may expect: `x-envoy-expected-rq-timeout-ms`, and
+/// for gRPC requests on routes with `max_grpc_timeout` (`grpc`) the same in
+/// `grpc-timeout`.
+pub fn tell_upstream(headers: &mut http::HeaderMap, ms: u64, grpc: bool) {
+    use super::headers::names;
+    headers.insert(
+        names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
+        http::HeaderValue::from(ms),
+    );
+    if grpc {
+        grpc_timeout::write(headers, Duration::from_millis(ms));
+    }
+}
+
 /// The connection manager's limit on the whole stream once its route is known (Envoy's
 /// `refreshDurationTimeout`): the request's `grpc-timeout` where the route reads it, else
 /// the route's `max_stream_duration` (zero: none), else the connection manager's.
@@ -176,6 +190,16 @@ pub struct Limits {
     pub stream_end: Option<Instant>,
 }
 
+impl Limits {
+    /// The earliest of the deadlines that do not move (the route timeout from `start`,
+    /// the stream's duration limit), and which it is.
+    pub fn fixed_deadline(&self, start: Instant) -> Option<(Instant, Expired)> {
+        let route = self.route.map(|t| (start + t, Expired::Route));
+        let end = self.stream_end.map(|at| (at, Expired::StreamDuration));
+        [route, end].into_iter().flatten().min_by_key(|(at, _)| *at)
+    }
+}
+
 /// Which timer fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
@@ -211,7 +235,7 @@ pub async fn run<F: Future>(
 ) -> Result<F::Output, Expired> {
     tokio::pin!(fut);
     loop {
-        let route = limits.route.map(|t| (start + t, Expired::Route));
+        let fixed = limits.fixed_deadline(start);
         let request = match (limits.request, body) {
             (Some(t), Some(a)) if !a.done.load(Ordering::Relaxed) => {
                 Some((start + t, Expired::Request))
@@ -224,8 +248,7 @@ pub async fn run<F: Future>(
                 Expired::StreamIdle,
             )
         });
-        let end = limits.stream_end.map(|at| (at, Expired::StreamDuration));
-        let next = [route, request, idle, end]
+        let next = [fixed, request, idle]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at);
