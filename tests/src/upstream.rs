@@ -55,6 +55,8 @@ pub struct HttpUpstream {
     pub name: String,
     pub connections: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
+    /// The client address of every connection accepted so far.
+    pub peers: Arc<Mutex<Vec<SocketAddr>>>,
     flaky: Flaky,
     task: tokio::task::JoinHandle<()>,
 }
@@ -77,18 +79,23 @@ impl HttpUpstream {
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let flaky = Flaky::default();
-        let (c, r, n, f) = (
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (c, r, n, f, p) = (
             connections.clone(),
             requests.clone(),
             name.to_string(),
             flaky.clone(),
+            peers.clone(),
         );
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut p) = p.lock() {
+                    p.push(peer);
+                }
                 let (r, n, f) = (r.clone(), n.clone(), f.clone());
                 tokio::spawn(serve_io(TokioIo::new(stream), r, n, f));
             }
@@ -98,6 +105,7 @@ impl HttpUpstream {
             name: name.to_string(),
             connections,
             requests,
+            peers,
             flaky,
             task,
         }

@@ -32,7 +32,7 @@ static_resources:
               path: {{log}}
               log_format:
                 text_format_source:
-                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% %UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(X-CASE)% %RESP(X-UPSTREAM)% %REQ(X-MISSING):3% %REQ(X-CASE):2%\n"
+                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% %UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(X-CASE)% %RESP(X-UPSTREAM)% %REQ(X-MISSING):3% %REQ(X-CASE):2% %UPSTREAM_HOST% %UPSTREAM_LOCAL_ADDRESS%\n"
           route_config:
             virtual_hosts:
             - name: main
@@ -173,9 +173,34 @@ async fn access_log_lines_match_envoy() {
     let remora = start(&remora_bin(), &up, dead, &rlog);
     let e = lines(&envoy, &elog).await;
     let r = lines(&remora, &rlog).await;
+    // The upstream connection's local port differs between the proxies: compared apart.
+    let split = |l: &String| -> (String, String) {
+        let (line, local) = l.rsplit_once(' ').unwrap_or((l, ""));
+        let local = match local.rsplit_once(':') {
+            Some((ip, _port)) => format!("{ip}:PORT"),
+            None => local.to_string(),
+        };
+        (line.to_string(), local)
+    };
     for (i, (e, r)) in e.iter().zip(&r).enumerate() {
-        assert_eq!(e, r, "line {i}: envoy vs remora");
+        assert_eq!(split(e), split(r), "line {i}: envoy vs remora");
     }
+    // Remora's upstream local addresses are the connections the upstream accepted.
+    let peers = up.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    let locals: Vec<&str> = r.iter().filter_map(|l| l.rsplit(' ').next()).collect();
+    for (i, local) in locals.iter().enumerate() {
+        if let Ok(addr) = local.parse() {
+            assert!(
+                peers.contains(&addr),
+                "line {i}: {local} not among {peers:?}"
+            );
+        }
+    }
+    assert_eq!(
+        locals.iter().filter(|l| **l == "-").count(),
+        5,
+        "no upstream connection: the connect failures, the faults and the direct reply"
+    );
     assert_eq!(e.len(), r.len());
     // What they agreed on, for the flags this test is about.
     let flags: Vec<&str> = r

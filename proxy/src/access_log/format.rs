@@ -42,6 +42,7 @@ enum Op {
     Duration,
     UpstreamHost,
     UpstreamCluster,
+    UpstreamLocalAddress,
     DownstreamLocalAddress,
     DownstreamRemoteAddress,
     DownstreamRemoteAddressWithoutPort,
@@ -159,6 +160,7 @@ fn op(cmd: &str) -> Result<Op, FormatError> {
         "DURATION" => plain(Op::Duration),
         "UPSTREAM_HOST" => plain(Op::UpstreamHost),
         "UPSTREAM_CLUSTER" => plain(Op::UpstreamCluster),
+        "UPSTREAM_LOCAL_ADDRESS" => plain(Op::UpstreamLocalAddress),
         "DOWNSTREAM_LOCAL_ADDRESS" => plain(Op::DownstreamLocalAddress),
         "DOWNSTREAM_REMOTE_ADDRESS" => plain(Op::DownstreamRemoteAddress),
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => plain(Op::DownstreamRemoteAddressWithoutPort),
@@ -220,6 +222,7 @@ fn render_op(op: &Op, e: &Entry, out: &mut String) {
             None => out.push('-'),
         },
         Op::UpstreamCluster => dash(e.upstream_cluster.as_deref(), out),
+        Op::UpstreamLocalAddress => addr(e.upstream_local, true, out),
         Op::DownstreamLocalAddress => addr(e.downstream_local, true, out),
         Op::DownstreamRemoteAddress => addr(e.downstream_remote, true, out),
         Op::DownstreamRemoteAddressWithoutPort => addr(e.downstream_remote, false, out),
@@ -258,10 +261,11 @@ mod tests {
     fn parses_envoy_and_istio_formats() {
         Format::parse(DEFAULT_FORMAT).expect("Envoy's default");
         let istio = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
-        // UPSTREAM_LOCAL_ADDRESS is not supported yet: named in the error.
+        let parsed = Format::parse(istio).expect("Istio's default");
+        assert!(parsed.pieces.contains(&Piece::Op(Op::UpstreamLocalAddress)));
         assert_eq!(
-            Format::parse(istio),
-            Err(FormatError::Unsupported("UPSTREAM_LOCAL_ADDRESS".into()))
+            Format::parse("%UPSTREAM_REMOTE_ADDRESS%"),
+            Err(FormatError::Unsupported("UPSTREAM_REMOTE_ADDRESS".into()))
         );
         let f = Format::parse("a %% %REQ(X-A?X-B):3% b").unwrap();
         assert_eq!(

@@ -50,13 +50,21 @@ pub struct Exchange<'a> {
     pub track_active: bool,
     /// Why the retries stopped, if a flag says so (URX, or UO for a retry overflow).
     pub stopped: std::sync::Mutex<Option<Flag>>,
-    /// The host of the latest attempt (the access log's `%UPSTREAM_HOST%`).
-    pub last_host: std::sync::Mutex<Option<HostAddr>>,
-    /// Whether to record `last_host` (an access log wants it).
-    pub record_host: bool,
+    /// The upstream of the latest attempt.
+    pub last_upstream: std::sync::Mutex<UpstreamUsed>,
+    /// Whether to record `last_upstream` (an access log wants it).
+    pub record_upstream: bool,
     /// Each attempt's `grpc-timeout` says what it may expect (gRPC requests on routes
     /// with `max_grpc_timeout`).
     pub grpc_timeout_header: bool,
+}
+
+/// The upstream an attempt used, for the access log: its host (`%UPSTREAM_HOST%`) and,
+/// once it has a connection, that connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
+#[derive(Debug, Default)]
+pub struct UpstreamUsed {
+    pub host: Option<HostAddr>,
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// The response that ends the attempts, its connection and its circuit-breaker slot.
@@ -187,14 +195,28 @@ async fn send(
     x.cluster.stats.upstream_rq_total.inc();
     x.attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if x.record_host {
-        if let Ok(mut h) = x.last_host.lock() {
-            *h = Some(host.addr.clone());
+    let record = |used: UpstreamUsed| {
+        if let Ok(mut last) = x.last_upstream.lock() {
+            *last = used;
         }
+    };
+    if x.record_upstream {
+        record(UpstreamUsed {
+            host: Some(host.addr.clone()),
+            local: None,
+        });
     }
     let host_request = x.track_active.then(|| host.state.request());
     let exchange = async {
-        let sent = forward::send(req, x.cluster, host, x.proto, x.down);
+        let connected = |lease: &Lease| {
+            if x.record_upstream {
+                record(UpstreamUsed {
+                    host: Some(host.addr.clone()),
+                    local: lease.local_addr(),
+                });
+            }
+        };
+        let sent = forward::send(req, x.cluster, host, x.proto, x.down, connected);
         // Until the response headers, the per-try idle timeout runs like another per-try
         // timeout (nothing comes from the upstream before them).
         let limit = match (per_try, x.per_try_idle) {

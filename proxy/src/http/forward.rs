@@ -233,13 +233,17 @@ pub async fn forward<'r>(
         ),
         grpc_timeout_header: grpc_deadline,
         stopped: Default::default(),
-        last_host: Default::default(),
-        record_host: info.logging,
+        last_upstream: Default::default(),
+        record_upstream: info.logging,
     };
     let answer = attempts::run(parts, body, upstream_host, lb_ctx, retry, &exchange).await;
     let attempted = exchange.attempts.load(std::sync::atomic::Ordering::Relaxed);
     if info.logging {
-        info.upstream_host = exchange.last_host.lock().ok().and_then(|mut h| h.take());
+        if let Ok(mut used) = exchange.last_upstream.lock() {
+            let used = std::mem::take(&mut *used);
+            info.upstream_host = used.host;
+            info.upstream_local = used.local;
+        }
         info.request_body = activity.clone();
         info.details = "via_upstream";
     }
@@ -302,12 +306,14 @@ pub(super) async fn send(
     host: &crate::upstream::host::Host,
     proto: Proto,
     down: &Downstream,
+    mut connected: impl FnMut(&crate::upstream::pool::Lease),
 ) -> Result<(Response<Incoming>, crate::upstream::pool::Lease), UpstreamError> {
     /// Pooled connections tried before giving up on ones that turn out to be closed.
     const ATTEMPTS: usize = 3;
     let mut req = req;
     for attempt in 1..=ATTEMPTS {
         let mut lease = down.pools.acquire(cluster, host, proto).await?;
+        connected(&lease);
         match lease.send(req).await {
             Ok(resp) => return Ok((resp, lease)),
             Err(SendError::NotSent(r)) if attempt < ATTEMPTS => req = *r,

@@ -16,6 +16,8 @@ pub struct StreamInfo {
     pub route_name: Option<String>,
     pub upstream_cluster: Option<Arc<str>>,
     pub upstream_host: Option<HostAddr>,
+    /// The local address of the upstream connection the latest attempt used.
+    pub upstream_local: Option<std::net::SocketAddr>,
     /// The request as forwarded upstream: its headers, `:path` and `:authority`.
     pub forwarded: Option<Box<Forwarded>>,
     /// The request body's progress (its byte count).

@@ -14,8 +14,6 @@ use crate::config::cluster::UpstreamBind;
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-pub type BoxIo = Box<dyn Io>;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("connection timeout")]
@@ -26,14 +24,6 @@ pub enum ConnectError {
 
 /// An upstream connection of a known kind (the TCP relay splices TCP to TCP).
 pub type Stream = tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream>;
-
-pub async fn connect(
-    addr: &HostAddr,
-    timeout: Duration,
-    bind: Option<UpstreamBind>,
-) -> Result<BoxIo, ConnectError> {
-    Ok(Box::new(connect_stream(addr, timeout, bind).await?))
-}
 
 /// Connects to `addr` within `timeout`, from `bind`'s source address when set.
 pub async fn connect_stream(

@@ -10,6 +10,7 @@
 //! host), or until a busy one comes free.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 
 use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, Weak};
@@ -49,6 +50,7 @@ enum Sender {
 struct Idle {
     sender: http1::SendRequest<ProxyBody>,
     uses: u32,
+    local: Option<SocketAddr>,
 }
 
 /// A worker's HTTP/1.1 connections to one host.
@@ -122,7 +124,15 @@ impl Drop for OpenConn {
 #[derive(Default)]
 pub struct Pools {
     h1: Mutex<HashMap<Key, H1Host, RandomState>>,
-    h2: Mutex<HashMap<Key, (http2::SendRequest<ProxyBody>, u32), RandomState>>,
+    h2: Mutex<HashMap<Key, SharedH2, RandomState>>,
+}
+
+/// A worker's HTTP/2 connection to one host: its sender, the streams it has carried,
+/// and its local address.
+struct SharedH2 {
+    sender: http2::SendRequest<ProxyBody>,
+    uses: u32,
+    local: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -151,6 +161,8 @@ pub struct Lease {
     key: Key,
     uses: u32,
     max_uses: u32,
+    /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`; none for Unix sockets).
+    local: Option<SocketAddr>,
     pools: Arc<Pools>,
 }
 
@@ -174,19 +186,27 @@ impl Pools {
             proto,
         };
         let max_uses = cluster.config.max_requests_per_connection;
-        let lease = |key, sender, uses| Lease {
+        let lease = |key, sender, uses, local| Lease {
             sender,
             key,
             uses,
             max_uses,
+            local,
             pools: self.clone(),
         };
+        let idle_lease =
+            |key, idle: Idle| lease(key, Sender::H1(idle.sender), idle.uses, idle.local);
         if proto == Proto::Http1 {
             if let Some(idle) = self.take_idle_h1(&key) {
-                return Ok(lease(key, Sender::H1(idle.sender), idle.uses));
+                return Ok(idle_lease(key, idle));
             }
-        } else if let Some((sender, uses)) = self.shared_h2(&key, max_uses) {
-            return Ok(lease(key, Sender::H2(sender), uses));
+        } else if let Some(shared) = self.shared_h2(&key, max_uses) {
+            return Ok(lease(
+                key,
+                Sender::H2(shared.sender),
+                shared.uses,
+                shared.local,
+            ));
         }
         // No connection to use: the request is pending until one opens or comes free.
         let stats = &cluster.stats;
@@ -205,24 +225,29 @@ impl Pools {
             });
             // Boxed: connecting is rare, and its (large) future would otherwise make
             // every request's future larger.
-            let sender = Box::pin(connect_new(cluster, host, proto, slot, None)).await?;
+            let (sender, local) = Box::pin(connect_new(cluster, host, proto, slot, None)).await?;
             if let Sender::H2(s) = &sender {
                 let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-                h2.insert(key.clone(), (s.clone(), 0));
+                let shared = SharedH2 {
+                    sender: s.clone(),
+                    uses: 0,
+                    local,
+                };
+                h2.insert(key.clone(), shared);
             }
-            return Ok(lease(key, sender, 0));
+            return Ok(lease(key, sender, 0, local));
         }
         loop {
             match self.h1_next(cluster, &key) {
-                H1Next::Idle(idle) => return Ok(lease(key, Sender::H1(idle.sender), idle.uses)),
+                H1Next::Idle(idle) => return Ok(idle_lease(key, idle)),
                 H1Next::Connect(slot, open) => {
-                    let sender =
+                    let (sender, local) =
                         Box::pin(connect_new(cluster, host, proto, slot, Some(open))).await?;
-                    return Ok(lease(key, sender, 0));
+                    return Ok(lease(key, sender, 0, local));
                 }
                 H1Next::Wait(rx) => {
                     if let Ok(Handoff::Conn(idle)) = rx.await {
-                        return Ok(lease(key, Sender::H1(idle.sender), idle.uses));
+                        return Ok(idle_lease(key, idle));
                     }
                 }
             }
@@ -286,15 +311,20 @@ impl Pools {
         map.get_mut(key)?.usable()
     }
 
-    fn shared_h2(&self, key: &Key, max_uses: u32) -> Option<(http2::SendRequest<ProxyBody>, u32)> {
+    /// The worker's HTTP/2 connection to the host, counted for one more stream.
+    fn shared_h2(&self, key: &Key, max_uses: u32) -> Option<SharedH2> {
         let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.get_mut(key)?;
-        if entry.0.is_closed() || (max_uses > 0 && entry.1 >= max_uses) {
+        if entry.sender.is_closed() || (max_uses > 0 && entry.uses >= max_uses) {
             map.remove(key);
             return None;
         }
-        entry.1 += 1;
-        Some((entry.0.clone(), entry.1))
+        entry.uses += 1;
+        Some(SharedH2 {
+            sender: entry.sender.clone(),
+            uses: entry.uses,
+            local: entry.local,
+        })
     }
 
     /// A connection came free: to the first pending request, else to the idle list.
@@ -308,16 +338,16 @@ impl Pools {
 }
 
 /// Opens a connection holding its circuit-breaker `slot` (and, for HTTP/1.1, its
-/// count in the host's pool) until it closes.
+/// count in the host's pool) until it closes; returns it with its local address.
 async fn connect_new(
     cluster: &ClusterState,
     host: &Host,
     proto: Proto,
     slot: Slot,
     open: Option<OpenConn>,
-) -> Result<Sender, UpstreamError> {
+) -> Result<(Sender, Option<SocketAddr>), UpstreamError> {
     let stats = &cluster.stats;
-    let io = match connect::connect(
+    let io = match connect::connect_stream(
         &host.addr,
         cluster.config.connect_timeout,
         cluster.config.bind,
@@ -335,6 +365,10 @@ async fn connect_new(
     };
     stats.upstream_cx_total.inc();
     let active = GaugeGuard::new(&stats.upstream_cx_active);
+    let local = match &io {
+        connect::Stream::Left(tcp) => tcp.local_addr().ok(),
+        connect::Stream::Right(_) => None,
+    };
     let io = TokioIo::new(io);
     match proto {
         Proto::Http1 => {
@@ -346,7 +380,7 @@ async fn connect_new(
                 let _held = (active, slot, open);
                 let _ = conn.with_upgrades().await;
             });
-            Ok(Sender::H1(sender))
+            Ok((Sender::H1(sender), local))
         }
         Proto::Http2 => {
             let window = cluster.config.per_connection_buffer_limit_bytes.max(65_535);
@@ -360,7 +394,7 @@ async fn connect_new(
                 let _held = (active, slot, open);
                 let _ = conn.await;
             });
-            Ok(Sender::H2(sender))
+            Ok((Sender::H2(sender), local))
         }
     }
 }
@@ -391,6 +425,11 @@ impl Lease {
         }
     }
 
+    /// The connection's local address (none for Unix sockets).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
     /// Returns the connection to the pool (HTTP/1.1) once its response is complete.
     pub fn release(self) {
         if let Sender::H1(sender) = self.sender {
@@ -401,6 +440,7 @@ impl Lease {
                     Idle {
                         sender,
                         uses: self.uses,
+                        local: self.local,
                     },
                 );
             }
