@@ -392,12 +392,12 @@ fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("building {bin} failed"));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target
-        .join(if release { "release" } else { "debug" })
-        .join(bin))
+    // Cargo put it beside this harness: the same target directory, target and profile.
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| format!("{} has no directory", exe.display()))?;
+    Ok(dir.join(bin))
 }
 
 /// Envoy from `.venv` (installed by scripts/setup-test-deps.sh, which this runs).
