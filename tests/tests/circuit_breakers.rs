@@ -122,10 +122,17 @@ async fn stats_of(
     .expect("stats")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overflow_behaves_as_envoy() {
+/// The scripted upstream, a TCP echo, and both proxies on `CONFIG` pointing at them.
+struct Setup {
+    up: HttpUpstream,
+    _echo: tokio::task::JoinHandle<()>,
+    envoy: ProxyProcess,
+    remora: ProxyProcess,
+}
+
+async fn setup() -> Setup {
     let up = HttpUpstream::start("a").await;
-    let (echo, _, _echo) = tests::upstream::tcp_echo().await;
+    let (echo, _, echo_task) = tests::upstream::tcp_echo().await;
     let cfg = render(
         CONFIG,
         &[
@@ -134,6 +141,19 @@ async fn overflow_behaves_as_envoy() {
         ],
     );
     let (envoy, remora) = start_envoy_and_remora(&cfg).await;
+    Setup {
+        up,
+        _echo: echo_task,
+        envoy,
+        remora,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_behaves_as_envoy() {
+    let Setup {
+        up, envoy, remora, ..
+    } = setup().await;
     let e = overflow_case(&envoy, &up, "e").await;
     let r = overflow_case(&remora, &up, "r").await;
     assert_eq!(
@@ -204,16 +224,12 @@ async fn pool_case(p: &ProxyProcess) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_and_pending_limits_behave_as_envoy() {
-    let up = HttpUpstream::start("a").await;
-    let (echo, _, _echo) = tests::upstream::tcp_echo().await;
-    let cfg = render(
-        CONFIG,
-        &[
-            ("a", up.addr.port().to_string()),
-            ("echo", echo.port().to_string()),
-        ],
-    );
-    let (envoy, remora) = start_envoy_and_remora(&cfg).await;
+    let Setup {
+        up: _up,
+        envoy,
+        remora,
+        ..
+    } = setup().await;
     let e = pool_case(&envoy).await;
     let r = pool_case(&remora).await;
     assert_eq!(

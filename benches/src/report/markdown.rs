@@ -140,12 +140,7 @@ pub(super) fn added_p99_goal(r: &Results, s: Scenario, point: &str, what: String
 
 const RESILIENCE_CPU: RatioGoal = RatioGoal {
     scenario: Scenario::Resilience,
-    metric: "cpu_us_per_req",
-    over: Target::Envoy,
-    what: "CPU per request, Remora/Envoy",
-    name_point: true,
-    bound: "≤ 0.33",
-    met: |m| m <= 1.0 / 3.0,
+    ..CPU
 };
 
 /// The resilience features cost Remora at most 10% more CPU per request than a plain

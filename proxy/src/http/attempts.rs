@@ -195,25 +195,22 @@ async fn send(
     x.cluster.stats.upstream_rq_total.inc();
     x.attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let record = |used: UpstreamUsed| {
-        if let Ok(mut last) = x.last_upstream.lock() {
-            *last = used;
-        }
-    };
     if x.record_upstream {
-        record(UpstreamUsed {
-            host: Some(host.addr.clone()),
-            local: None,
-        });
+        if let Ok(mut last) = x.last_upstream.lock() {
+            *last = UpstreamUsed {
+                host: Some(host.addr.clone()),
+                local: None,
+            };
+        }
     }
     let host_request = x.track_active.then(|| host.state.request());
     let exchange = async {
+        // The attempt's host is recorded above; its connection's address once it has one.
         let connected = |lease: &Lease| {
             if x.record_upstream {
-                record(UpstreamUsed {
-                    host: Some(host.addr.clone()),
-                    local: lease.local_addr(),
-                });
+                if let Ok(mut last) = x.last_upstream.lock() {
+                    last.local = lease.local_addr();
+                }
             }
         };
         let sent = forward::send(req, x.cluster, host, x.proto, x.down, connected);
