@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::config::circuit_breakers::Thresholds;
-use crate::stats::{Gauge, Store};
+use crate::stats::{self, Gauge, Store};
 
 #[derive(Debug)]
 pub struct Breakers {
@@ -40,6 +40,19 @@ struct Remaining {
     retries: Gauge,
 }
 
+/// `circuit_breakers.default.*`; the `remaining_*` gauges (the last four) only with
+/// `track_remaining`.
+static BREAKER_STATS: [stats::Def; 8] = [
+    stats::gauge("cx_open"),
+    stats::gauge("rq_pending_open"),
+    stats::gauge("rq_open"),
+    stats::gauge("rq_retry_open"),
+    stats::gauge("remaining_cx"),
+    stats::gauge("remaining_pending"),
+    stats::gauge("remaining_rq"),
+    stats::gauge("remaining_retries"),
+];
+
 /// What kind of slot.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -66,7 +79,16 @@ impl Drop for Slot {
 
 impl Breakers {
     pub fn new(limits: Thresholds, store: &Store, cluster: &str) -> Arc<Breakers> {
-        let g = |s: &str| store.gauge(&format!("cluster.{cluster}.circuit_breakers.default.{s}"));
+        let defs: &'static [stats::Def] = if limits.track_remaining {
+            &BREAKER_STATS
+        } else {
+            &BREAKER_STATS[..4]
+        };
+        let b = store.block(
+            &format!("cluster.{cluster}.circuit_breakers.default."),
+            defs,
+        );
+        let g = |s: &str| b.gauge(s);
         let b = Arc::new(Breakers {
             limits,
             connections: AtomicU32::new(0),

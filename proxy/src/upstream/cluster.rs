@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use crate::config::cluster::{Cluster, Discovery};
 use crate::config::common::HostAddress;
 use crate::drain::Drain;
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{self, Counter, Gauge, Store};
 use crate::upstream::breakers::Breakers;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::host::{carry_over, flags};
@@ -57,10 +57,51 @@ pub struct ClusterStats {
     pub update_empty: Counter,
 }
 
+/// `cluster.<name>.*`, in the order [`ClusterStats::new`] looks them up.
+static CLUSTER_STATS: [stats::Def; 36] = [
+    stats::counter("upstream_rq_total"),
+    stats::gauge("upstream_rq_active"),
+    stats::counter("upstream_rq_1xx"),
+    stats::counter("upstream_rq_2xx"),
+    stats::counter("upstream_rq_3xx"),
+    stats::counter("upstream_rq_4xx"),
+    stats::counter("upstream_rq_5xx"),
+    stats::counter("upstream_rq_timeout"),
+    stats::counter("upstream_rq_per_try_timeout"),
+    stats::counter("upstream_rq_per_try_idle_timeout"),
+    stats::counter("upstream_rq_retry"),
+    stats::counter("upstream_rq_retry_success"),
+    stats::counter("upstream_rq_retry_limit_exceeded"),
+    stats::counter("upstream_rq_retry_backoff_exponential"),
+    stats::counter("upstream_rq_retry_overflow"),
+    stats::counter("upstream_rq_active_overflow"),
+    stats::counter("upstream_cx_total"),
+    stats::counter("upstream_cx_overflow"),
+    stats::counter("upstream_rq_pending_total"),
+    stats::counter("upstream_rq_pending_overflow"),
+    stats::gauge("upstream_rq_pending_active"),
+    stats::gauge("upstream_cx_active"),
+    stats::counter("upstream_cx_connect_fail"),
+    stats::counter("upstream_cx_connect_timeout"),
+    stats::counter("upstream_cx_none_healthy"),
+    stats::counter("lb_healthy_panic"),
+    stats::gauge("membership_total"),
+    stats::gauge("membership_healthy"),
+    stats::gauge("membership_degraded"),
+    stats::gauge("membership_excluded"),
+    stats::counter("membership_change"),
+    stats::counter("update_attempt"),
+    stats::counter("update_success"),
+    stats::counter("update_failure"),
+    stats::counter("update_rejected"),
+    stats::counter("update_empty"),
+];
+
 impl ClusterStats {
     pub fn new(store: &Store, name: &str) -> Self {
-        let c = |s: &str| store.counter(&format!("cluster.{name}.{s}"));
-        let g = |s: &str| store.gauge(&format!("cluster.{name}.{s}"));
+        let b = store.block(&format!("cluster.{name}."), &CLUSTER_STATS);
+        let c = |s: &str| b.counter(s);
+        let g = |s: &str| b.gauge(s);
         ClusterStats {
             upstream_rq_total: c("upstream_rq_total"),
             upstream_rq_active: g("upstream_rq_active"),
@@ -122,7 +163,8 @@ pub struct ClusterState {
     rebuild: std::sync::Mutex<()>,
     pub stats: ClusterStats,
     pub breakers: Arc<Breakers>,
-    pub outlier: Option<Detector>,
+    /// Boxed: most clusters have none, and a mesh has thousands of clusters.
+    pub outlier: Option<Box<Detector>>,
     /// Active health checking (its task is [`crate::upstream::health::health_loop`]).
     pub health: Option<Arc<HealthChecker>>,
     /// Fired when the cluster is removed or replaced (stops its DNS refresh).
@@ -136,7 +178,7 @@ impl ClusterState {
         let outlier = config
             .outlier
             .clone()
-            .map(|o| Detector::new(o, store, &config.name));
+            .map(|o| Box::new(Detector::new(o, store, &config.name)));
         let health = config
             .health_check
             .clone()
@@ -278,7 +320,7 @@ pub fn spawn_tasks(cluster: &Arc<ClusterState>, shutdown: &Drain) {
 
 /// Runs the outlier sweep every `interval` until the cluster is retired or `stop` fires.
 pub async fn outlier_loop(cluster: Arc<ClusterState>, mut stop: crate::drain::DrainWatch) {
-    let Some(interval) = cluster.outlier.as_ref().map(Detector::interval) else {
+    let Some(interval) = cluster.outlier.as_ref().map(|d| d.interval()) else {
         return;
     };
     let mut retired = cluster.retired.watch();

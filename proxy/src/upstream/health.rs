@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::config::health_check::HealthCheck;
 use crate::drain::DrainWatch;
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{self, Counter, Gauge, Store};
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::host::{flags, HostEntry, HostState};
 use probe::{Check, Failure, Probe};
@@ -49,10 +49,23 @@ pub struct HealthStats {
     pub degraded: Gauge,
 }
 
+/// `health_check.*`, in the order [`HealthStats::new`] looks them up.
+static HEALTH_STATS: [stats::Def; 8] = [
+    stats::counter("attempt"),
+    stats::counter("success"),
+    stats::counter("failure"),
+    stats::counter("network_failure"),
+    stats::counter("passive_failure"),
+    stats::counter("verify_cluster"),
+    stats::gauge("healthy"),
+    stats::gauge("degraded"),
+];
+
 impl HealthStats {
     fn new(store: &Store, cluster: &str) -> Self {
-        let c = |s: &str| store.counter(&format!("cluster.{cluster}.health_check.{s}"));
-        let g = |s: &str| store.gauge(&format!("cluster.{cluster}.health_check.{s}"));
+        let b = store.block(&format!("cluster.{cluster}.health_check."), &HEALTH_STATS);
+        let c = |s: &str| b.counter(s);
+        let g = |s: &str| b.gauge(s);
         HealthStats {
             attempt: c("attempt"),
             success: c("success"),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::outlier::Outlier;
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{self, Counter, Gauge, Store};
 use crate::upstream::host::{flags::FAILED_OUTLIER_CHECK, HostEntry};
 
 /// How one upstream attempt ended, as outlier detection counts it.
@@ -112,32 +112,76 @@ struct Stats {
     by_kind: [(Counter, Counter); 7],
 }
 
+/// `outlier_detection.*`, in the order [`Stats::new`] looks them up.
+static OUTLIER_STATS: [stats::Def; 21] = [
+    stats::gauge("ejections_active"),
+    stats::counter("ejections_overflow"),
+    stats::counter("ejections_enforced_total"),
+    stats::counter("ejections_total"),
+    stats::counter("ejections_consecutive_5xx"),
+    stats::counter("ejections_success_rate"),
+    stats::counter("ejections_detected_consecutive_5xx"),
+    stats::counter("ejections_enforced_consecutive_5xx"),
+    stats::counter("ejections_detected_consecutive_gateway_failure"),
+    stats::counter("ejections_enforced_consecutive_gateway_failure"),
+    stats::counter("ejections_detected_consecutive_local_origin_failure"),
+    stats::counter("ejections_enforced_consecutive_local_origin_failure"),
+    stats::counter("ejections_detected_success_rate"),
+    stats::counter("ejections_enforced_success_rate"),
+    stats::counter("ejections_detected_local_origin_success_rate"),
+    stats::counter("ejections_enforced_local_origin_success_rate"),
+    stats::counter("ejections_detected_failure_percentage"),
+    stats::counter("ejections_enforced_failure_percentage"),
+    stats::counter("ejections_detected_local_origin_failure_percentage"),
+    stats::counter("ejections_enforced_local_origin_failure_percentage"),
+    // Envoy lists this (deprecated) counter too; nothing increments it.
+    stats::counter("ejections_detected_degradation"),
+];
+
 impl Stats {
     fn new(store: &Store, cluster: &str) -> Self {
-        let c = |s: &str| store.counter(&format!("cluster.{cluster}.outlier_detection.{s}"));
-        let pair = |s: &str| {
-            (
-                c(&format!("ejections_detected_{s}")),
-                c(&format!("ejections_enforced_{s}")),
-            )
-        };
+        let b = store.block(
+            &format!("cluster.{cluster}.outlier_detection."),
+            &OUTLIER_STATS,
+        );
+        let c = |s: &str| b.counter(s);
+        let pair = |detected: &str, enforced: &str| (c(detected), c(enforced));
         Stats {
-            active: store.gauge(&format!(
-                "cluster.{cluster}.outlier_detection.ejections_active"
-            )),
+            active: b.gauge("ejections_active"),
             overflow: c("ejections_overflow"),
             enforced_total: c("ejections_enforced_total"),
             total: c("ejections_total"),
             consecutive_5xx: c("ejections_consecutive_5xx"),
             success_rate: c("ejections_success_rate"),
             by_kind: [
-                pair("consecutive_5xx"),
-                pair("consecutive_gateway_failure"),
-                pair("consecutive_local_origin_failure"),
-                pair("success_rate"),
-                pair("local_origin_success_rate"),
-                pair("failure_percentage"),
-                pair("local_origin_failure_percentage"),
+                pair(
+                    "ejections_detected_consecutive_5xx",
+                    "ejections_enforced_consecutive_5xx",
+                ),
+                pair(
+                    "ejections_detected_consecutive_gateway_failure",
+                    "ejections_enforced_consecutive_gateway_failure",
+                ),
+                pair(
+                    "ejections_detected_consecutive_local_origin_failure",
+                    "ejections_enforced_consecutive_local_origin_failure",
+                ),
+                pair(
+                    "ejections_detected_success_rate",
+                    "ejections_enforced_success_rate",
+                ),
+                pair(
+                    "ejections_detected_local_origin_success_rate",
+                    "ejections_enforced_local_origin_success_rate",
+                ),
+                pair(
+                    "ejections_detected_failure_percentage",
+                    "ejections_enforced_failure_percentage",
+                ),
+                pair(
+                    "ejections_detected_local_origin_failure_percentage",
+                    "ejections_enforced_local_origin_failure_percentage",
+                ),
             ],
         }
     }
@@ -160,10 +204,6 @@ impl Detector {
     pub fn new(cfg: Outlier, store: &Store, cluster: &str) -> Self {
         let stats = Stats::new(store, cluster);
         stats.active.set(0);
-        // Envoy lists this (deprecated) counter too; nothing increments it.
-        store.counter(&format!(
-            "cluster.{cluster}.outlier_detection.ejections_detected_degradation"
-        ));
         Detector {
             cfg,
             stats,

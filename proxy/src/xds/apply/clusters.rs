@@ -21,7 +21,8 @@ struct DynCluster {
     /// Hash of the latest version received (active or warming).
     hash: u64,
     /// The latest version while it waits for its endpoints, with its deadline.
-    warming: Option<(Cluster, Option<Instant>)>,
+    /// Boxed: most clusters are not warming, and a mesh has thousands.
+    warming: Option<Box<(Cluster, Option<Instant>)>>,
     /// The EDS service of the latest version.
     service: Option<String>,
 }
@@ -165,7 +166,7 @@ impl Applier {
                     .and_then(|e| e.initial_fetch_timeout)
                     .map(|t| now + t);
                 dump.push((d.name.clone(), Change::Warming(entry)));
-                Some((d.value, deadline))
+                Some(Box::new((d.value, deadline)))
             };
             self.clusters.dynamic.insert(
                 d.name,
@@ -266,6 +267,7 @@ impl Applier {
                 .dynamic
                 .get_mut(&name)
                 .and_then(|c| c.warming.take())
+                .map(|w| *w)
             {
                 activated.push((name, config));
             } else if let Some(c) = self.server.clusters.get(&name) {
@@ -312,7 +314,7 @@ impl Applier {
                 .and_then(|w| w.1)
                 .is_some_and(|d| d <= now)
             {
-                if let Some((config, _)) = c.warming.take() {
+                if let Some((config, _)) = c.warming.take().map(|w| *w) {
                     tracing::warn!(cluster = %name, "no endpoints within initial_fetch_timeout; activating without");
                     expired.push((name.clone(), config));
                 }
