@@ -15,6 +15,7 @@ pub mod dump;
 pub mod file;
 pub mod node;
 pub mod stats;
+mod wire;
 
 use std::sync::Arc;
 
@@ -121,6 +122,8 @@ fn ads_config(
         backoff: xds_client::backoff::Backoff::default(),
         // Warming and start-up waits are timed by the applier, per resource.
         initial_fetch_timeout: None,
+        // The applier keeps what it needs (and the config dump its own copy).
+        keep_resources: false,
     })
 }
 

@@ -88,15 +88,27 @@ pub struct QueryMatcher {
 impl TryFrom<&pb::RouteConfiguration> for RouteTable {
     type Error = ConfigError;
     fn try_from(rc: &pb::RouteConfiguration) -> Result<Self> {
+        RouteTable::build(rc, rc.virtual_hosts.iter().map(Ok))
+    }
+}
+
+impl RouteTable {
+    /// `rc` with the virtual hosts `hosts` (which replace `rc.virtual_hosts`), each
+    /// converted as it comes.
+    pub fn build<V: std::borrow::Borrow<pb::VirtualHost>>(
+        rc: &pb::RouteConfiguration,
+        hosts: impl ExactSizeIterator<Item = Result<V>>,
+    ) -> Result<Self> {
         if rc.vhds.is_some() {
             return Err(common::unsupported(
                 "vhds",
                 "VHDS (on-demand virtual hosts)",
             ));
         }
-        let mut virtual_hosts = Vec::with_capacity(rc.virtual_hosts.len());
-        for (i, vh) in rc.virtual_hosts.iter().enumerate() {
-            virtual_hosts.push(VirtualHost::try_from(vh).at_index("virtual_hosts", i)?);
+        let mut virtual_hosts = Vec::with_capacity(hosts.len());
+        for (i, vh) in hosts.enumerate() {
+            let vh = vh.and_then(|vh| VirtualHost::try_from(vh.borrow()));
+            virtual_hosts.push(vh.at_index("virtual_hosts", i)?);
         }
         let domains = super::super::routing::DomainIndex::build(&virtual_hosts)?;
         Ok(RouteTable {

@@ -19,6 +19,8 @@ use crate::config::ConfigError;
 use crate::upstream::cluster::{host_of, HostAddr};
 use crate::upstream::host::Assignment;
 
+use super::wire;
+
 /// A resource that failed to decode or validate: `<Type> '<name>': <field>: <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} '{name}': {error}")]
@@ -61,6 +63,18 @@ fn decode<P: Message + Default, T>(
     name_of: impl Fn(&P) -> &str,
     convert: impl FnOnce(&P) -> Result<T, ConfigError>,
 ) -> Result<Decoded<T>, Invalid> {
+    decode_with(ty, any, index, |b| Ok(P::decode(b)?), name_of, convert)
+}
+
+/// [`decode`], with the protobuf decoding done by `parse`.
+fn decode_with<'a, P, T>(
+    ty: ResourceType,
+    any: &'a Any,
+    index: usize,
+    parse: impl FnOnce(&'a [u8]) -> Result<P, wire::Malformed>,
+    name_of: impl Fn(&P) -> &str,
+    convert: impl FnOnce(&P) -> Result<T, ConfigError>,
+) -> Result<Decoded<T>, Invalid> {
     let invalid = |name: String, error| Invalid {
         kind: kind(ty),
         name,
@@ -75,7 +89,7 @@ fn decode<P: Message + Default, T>(
             ),
         ));
     }
-    let proto = P::decode(any.value.as_slice()).map_err(|e| {
+    let proto = parse(any.value.as_slice()).map_err(|e| {
         invalid(
             format!("#{index}"),
             ConfigError::new("", format!("cannot decode: {e}")),
@@ -116,13 +130,31 @@ pub fn listener(any: &Any, index: usize) -> Result<Decoded<Listener>, Invalid> {
     )
 }
 
+/// `RouteConfiguration.virtual_hosts`
+const VIRTUAL_HOSTS: u64 = 2;
+
+/// A route configuration, its virtual hosts decoded and converted one at a time: a
+/// mesh-sized configuration never has all of them decoded at once.
 pub fn route(any: &Any, index: usize) -> Result<Decoded<RouteTable>, Invalid> {
-    decode::<route_pb::RouteConfiguration, _>(
+    decode_with(
         ResourceType::RouteConfiguration,
         any,
         index,
-        |r| &r.name,
-        |r| RouteTable::try_from(r),
+        |bytes| {
+            let (hosts, rest) = wire::split_field(bytes, VIRTUAL_HOSTS)?;
+            Ok((
+                route_pb::RouteConfiguration::decode(rest.as_slice())?,
+                hosts,
+            ))
+        },
+        |(r, _)| &r.name,
+        |(r, hosts)| {
+            let hosts = hosts.iter().map(|b| {
+                route_pb::VirtualHost::decode(*b)
+                    .map_err(|e| ConfigError::new("", format!("cannot decode: {e}")))
+            });
+            RouteTable::build(r, hosts)
+        },
     )
 }
 
@@ -203,6 +235,62 @@ mod tests {
         let wrong = any(ResourceType::Cluster, &c);
         let e = listener(&wrong, 0).expect_err("mistyped");
         assert!(e.to_string().contains("type_url"), "{e}");
+    }
+
+    #[test]
+    fn route_configurations_convert_host_by_host_with_errors_naming_the_host() {
+        let vh = |name: &str, domain: Option<&str>| route_pb::VirtualHost {
+            name: name.into(),
+            domains: domain.map(String::from).into_iter().collect(),
+            ..Default::default()
+        };
+        let mut rc = route_pb::RouteConfiguration {
+            name: "r".into(),
+            virtual_hosts: vec![vh("a", Some("a.example")), vh("b", Some("B.example"))],
+            ignore_port_in_host_matching: true,
+            ..Default::default()
+        };
+        let ok = route(&any(ResourceType::RouteConfiguration, &rc), 0).expect("valid");
+        assert_eq!(ok.name, "r");
+        assert!(ok.value.ignore_port_in_host_matching);
+        let hosts: Vec<_> = ok
+            .value
+            .virtual_hosts
+            .iter()
+            .map(|v| (v.name.as_str(), v.domains.clone()))
+            .collect();
+        assert_eq!(
+            hosts,
+            vec![
+                ("a", vec!["a.example".to_string()]),
+                ("b", vec!["b.example".to_string()])
+            ]
+        );
+
+        rc.virtual_hosts.push(vh("c", None));
+        let e = route(&any(ResourceType::RouteConfiguration, &rc), 0).expect_err("no domains");
+        assert_eq!(
+            e.to_string(),
+            "RouteConfiguration 'r': virtual_hosts[2].domains: at least one domain is required"
+        );
+
+        // A virtual host whose own encoding is broken (field 2, 3 bytes of garbage).
+        let mut bytes = route_pb::RouteConfiguration {
+            name: "r".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        bytes.extend_from_slice(&[0x12, 0x03, 0xff, 0xff, 0xff]);
+        let broken = Any {
+            type_url: ResourceType::RouteConfiguration.type_url().into(),
+            value: bytes,
+        };
+        let e = route(&broken, 0).expect_err("broken host");
+        assert!(
+            e.to_string()
+                .starts_with("RouteConfiguration 'r': virtual_hosts[0]: cannot decode"),
+            "{e}"
+        );
     }
 
     #[test]
