@@ -46,6 +46,10 @@ pub struct Config {
     /// `initial_fetch_timeout`: how long a newly subscribed type waits for its first
     /// response before [`Event::InitialFetchTimeout`] (none: wait forever).
     pub initial_fetch_timeout: Option<Duration>,
+    /// Keep every accepted resource for [`Handle::watch`]. A consumer that keeps what it
+    /// needs itself turns this off and saves a copy of every resource (with a mesh-sized
+    /// config, megabytes); [`Handle::watch`] then never sees a resource.
+    pub keep_resources: bool,
 }
 
 /// What the client tells its consumer.
@@ -107,7 +111,8 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// The accepted resources of `ty`, updated after every accepted update.
+    /// The accepted resources of `ty`, updated after every accepted update (with
+    /// [`Config::keep_resources`]).
     pub fn watch(&self, ty: ResourceType) -> watch::Receiver<Arc<Snapshot>> {
         self.cache.watch(ty)
     }
@@ -129,7 +134,7 @@ pub fn spawn(config: Config) -> (Handle, mpsc::Receiver<Event>) {
     let io = Io {
         commands: cmd_rx,
         events: ev_tx,
-        cache: cache.clone(),
+        cache: config.keep_resources.then(|| cache.clone()),
         timers: FetchTimers {
             timeout: config.initial_fetch_timeout,
             ..FetchTimers::default()
@@ -162,7 +167,8 @@ enum Ended {
 struct Io {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
-    cache: Arc<Cache>,
+    /// Where accepted resources go (none without [`Config::keep_resources`]).
+    cache: Option<Arc<Cache>>,
     timers: FetchTimers,
 }
 
@@ -350,7 +356,7 @@ async fn answer<P: Protocol>(
     };
     io.timers.settled(pending.ty);
     let (verdict_tx, verdict_rx) = oneshot::channel();
-    let kept = resources.clone();
+    let kept = io.cache.is_some().then(|| resources.clone());
     let update = Update {
         ty: pending.ty,
         version_info: pending.version_info.clone(),
@@ -364,7 +370,9 @@ async fn answer<P: Protocol>(
     }
     Ok(Some(match verdict_rx.await {
         Ok(Ok(())) => {
-            remember(&io.cache, &pending, kept, complete);
+            if let (Some(cache), Some(kept)) = (&io.cache, kept) {
+                remember(cache, &pending, kept, complete);
+            }
             state.accept(&pending)
         }
         Ok(Err(rejection)) => state.reject(&pending, invalid(rejection.message)),

@@ -173,6 +173,7 @@ pub fn config(target: Target, api: Api) -> Config {
         channel: ChannelOptions::default(),
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
         initial_fetch_timeout: None,
+        keep_resources: true,
     }
 }
 
