@@ -196,6 +196,9 @@ fn bad_configs_exit_1_naming_the_field() {
          "STATIC clusters need IP addresses"),
         ("static_resources: {listeners: [{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 99999}}, filter_chains: [{filters: []}]}]}", "port_value: 99999 is not a valid port"),
         ("not: [valid", "not valid YAML or JSON"),
+        // As Envoy: an access log that cannot be opened rejects the config.
+        (r#"static_resources: {listeners: [{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 0}}, filter_chains: [{filters: [{name: h, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h, access_log: [{name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /nonexistent-remora-dir/a.log}}], route_config: {virtual_hosts: []}, http_filters: [{name: envoy.filters.http.router}]}}]}]}]}"#,
+         "filters[0].typed_config.access_log[0].typed_config.path: unable to open file '/nonexistent-remora-dir/a.log'"),
     ];
     for (yaml, want) in cases {
         let (code, out) = validate(&["--config-yaml", yaml]);

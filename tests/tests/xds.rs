@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tests::client::get;
 use tests::control_plane::{
-    ads_bootstrap, cluster, eds_cluster, endpoints_of, http_listener, route, route_to,
-    ControlPlane, ResourceType,
+    ads_bootstrap, cluster, eds_cluster, endpoints_of, http_listener, http_listener_with, route,
+    route_to, ControlPlane, ResourceType,
 };
 use tests::process::admin_get;
 use tests::proxy::Proxy;
@@ -262,7 +262,30 @@ async fn nack_keeps_the_last_good_config_then_recovers() {
         );
         assert_eq!(answered_by(addr).await, (200, "a".into(), "v1".into()));
 
+        // A listener whose access log cannot be opened (Envoy rejects it too).
+        let n = cp.answers().len();
+        cp.upsert(
+            LDS,
+            vec![http_listener_with(
+                "logged",
+                ([127, 0, 0, 1], 0).into(),
+                "routes",
+                r#"access_log: [{name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /nonexistent-remora-dir/a.log}}]"#,
+            )],
+        );
+        let msg = cp.wait_nack(n, LDS).await.error.expect("error_detail");
+        assert!(
+            msg.contains("Listener 'logged': ")
+                && msg.contains(
+                    "access_log[0].typed_config.path: unable to open file '/nonexistent-remora-dir/a.log'"
+                ),
+            "{msg}"
+        );
+        assert_eq!(answered_by(addr).await, (200, "a".into(), "v1".into()));
+
         // Fixed: the whole state is accepted again.
+        let v = cp.remove(LDS, &["logged"]);
+        cp.wait_ack(&v, LDS).await;
         let v = cp.remove(CDS, &["bad"]);
         cp.wait_ack(&v, CDS).await;
         let v = cp.set(RDS, vec![route_to("routes", "web", "v9")]);

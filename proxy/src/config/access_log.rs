@@ -54,7 +54,20 @@ fn one(l: &pb::AccessLog) -> Result<AccessLogConfig> {
             if f.path.is_empty() {
                 return Err(ConfigError::new("typed_config.path", "is required"));
             }
-            (PathBuf::from(&f.path), format)
+            let path = PathBuf::from(&f.path);
+            // As Envoy does, a file that cannot be opened rejects the config (the
+            // logger opens it again when its listener is built).
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    ConfigError::new(
+                        "typed_config.path",
+                        format!("unable to open file '{}': {e}", path.display()),
+                    )
+                })?;
+            (path, format)
         }
         STDOUT => {
             let f: stream::StdoutAccessLog = r.decode().within("typed_config")?;
@@ -142,18 +155,41 @@ mod tests {
 
     #[test]
     fn loggers_and_formats() {
-        let l = parse(r#"[{name: a, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x.log, log_format: {text_format_source: {inline_string: "%RESPONSE_FLAGS%\n"}}}}]"#).unwrap();
-        assert_eq!(l[0].path, PathBuf::from("/tmp/x.log"));
+        let l = parse(r#"[{name: a, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /dev/null, log_format: {text_format_source: {inline_string: "%RESPONSE_FLAGS%\n"}}}}]"#).unwrap();
+        assert_eq!(l[0].path, PathBuf::from("/dev/null"));
         assert_eq!(l[0].format, Format::parse("%RESPONSE_FLAGS%\n").unwrap());
         let l = parse(r#"[{name: b, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog}}]"#).unwrap();
         assert_eq!(l[0].path, PathBuf::from("/dev/stdout"));
         assert_eq!(l[0].format, Format::parse(DEFAULT_FORMAT).unwrap());
-        let e = parse(r#"[{name: c, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x, log_format: {text_format_source: {inline_string: "%BOGUS%"}}}}]"#).unwrap_err().to_string();
+        let e = parse(r#"[{name: c, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /dev/null, log_format: {text_format_source: {inline_string: "%BOGUS%"}}}}]"#).unwrap_err().to_string();
         assert!(
             e.contains("[0].typed_config.log_format") && e.contains("BOGUS"),
             "{e}"
         );
-        let e = parse(r#"[{name: c, filter: {not_health_check_filter: {}}, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x}}]"#).unwrap_err().to_string();
+        let e = parse(r#"[{name: c, filter: {not_health_check_filter: {}}, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /dev/null}}]"#).unwrap_err().to_string();
         assert!(e.contains("[0].filter"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("remora-al-{}", std::process::id()));
+        let missing = dir.join("no-such-dir").join("access.log");
+        let yaml = |p: &std::path::Path| {
+            format!(
+                r#"[{{name: a, typed_config: {{"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: "{}"}}}}]"#,
+                p.display()
+            )
+        };
+        let e = parse(&yaml(&missing)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("[0].typed_config.path: unable to open file")
+                && e.contains("no-such-dir"),
+            "{e}"
+        );
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ok = dir.join("access.log");
+        assert_eq!(parse(&yaml(&ok)).expect("opens")[0].path, ok);
+        assert!(ok.exists());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
