@@ -49,7 +49,9 @@ pub struct Entry {
     pub status: u16,
     pub response: HeaderMap,
     pub flags: ResponseFlags,
-    pub details: &'static str,
+    pub details: std::borrow::Cow<'static, str>,
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
+    pub transport_failure: Option<String>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub duration: Duration,
@@ -171,6 +173,7 @@ impl Pending {
             response: self.response,
             flags: i.flags,
             details: i.details,
+            transport_failure: i.transport_failure,
             bytes_received: i.request_body.map_or(0, |a| a.bytes()),
             bytes_sent: sent,
             duration: s.at.elapsed(),

@@ -1,7 +1,8 @@
 //! Access logs against Envoy 1.40: the same requests through the same config, each proxy
 //! writing its own file, must give the same lines: status, response flags in the order
 //! they were set (`URX` when retries run out, `URX,UF`, `URX,UT`, `DI` and `FI` from the
-//! fault filter, `NR`, ...), response code details, bytes each way, cluster and route.
+//! fault filter, `NR`, ...), response code details (with the socket's reason for a
+//! connection failure), bytes each way, cluster and route.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,7 +33,7 @@ static_resources:
               path: {{log}}
               log_format:
                 text_format_source:
-                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% %UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(X-CASE)% %RESP(X-UPSTREAM)% %REQ(X-MISSING):3% %REQ(X-CASE):2% %UPSTREAM_HOST% %UPSTREAM_LOCAL_ADDRESS%\n"
+                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% %UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(X-CASE)% %RESP(X-UPSTREAM)% %REQ(X-MISSING):3% %REQ(X-CASE):2% %UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_HOST% %UPSTREAM_LOCAL_ADDRESS%\n"
           route_config:
             virtual_hosts:
             - name: main
@@ -51,6 +52,8 @@ static_resources:
                 route: {cluster: a, prefix_rewrite: /, timeout: 0.1s}
               - match: {prefix: /direct}
                 direct_response: {status: 201, body: {inline_string: created}}
+              - match: {prefix: /moved}
+                redirect: {host_redirect: elsewhere.example, response_code: PERMANENT_REDIRECT}
               - match: {prefix: /}
                 route: {cluster: a}
           http_filters:
@@ -108,6 +111,7 @@ const REQUESTS: &[Req] = &[
         "",
     ),
     ("GET", "/direct", &[("x-case", "direct")], ""),
+    ("GET", "/moved", &[("x-case", "redirect")], ""),
 ];
 
 fn start(bin: &Path, up: &HttpUpstream, dead: u16, log: &Path) -> ProxyProcess {
@@ -148,11 +152,7 @@ async fn lines(p: &ProxyProcess, log: &Path) -> Vec<String> {
     for _ in 0..100 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if text.lines().count() >= REQUESTS.len() {
-            return text
-                .lines()
-                // Envoy adds the socket's own reason to connection failures.
-                .map(|l| l.replace("|delayed_connect_error:_Connection_refused", ""))
-                .collect();
+            return text.lines().map(String::from).collect();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -198,8 +198,8 @@ async fn access_log_lines_match_envoy() {
     }
     assert_eq!(
         locals.iter().filter(|l| **l == "-").count(),
-        5,
-        "no upstream connection: the connect failures, the faults and the direct reply"
+        6,
+        "no upstream connection: the connect failures, the faults, the direct reply and the redirect"
     );
     assert_eq!(e.len(), r.len());
     // What they agreed on, for the flags this test is about.
@@ -209,6 +209,14 @@ async fn access_log_lines_match_envoy() {
         .collect();
     assert_eq!(
         flags,
-        ["-", "-", "URX", "URX,UF", "UF", "URX,UT", "UT", "DI", "FI", "DI,FI", "-"]
+        ["-", "-", "URX", "URX,UF", "UF", "URX,UT", "UT", "DI", "FI", "DI,FI", "-", "-"]
     );
+    // Connection failures carry the socket's reason, in the details too.
+    let uf = &r[4];
+    assert!(
+        uf.contains(" upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused} ")
+            && uf.contains(" delayed_connect_error:_Connection_refused "),
+        "{uf}"
+    );
+    assert!(r[11].contains(" 308 - direct_response "), "{}", r[11]);
 }

@@ -43,6 +43,7 @@ enum Op {
     UpstreamHost,
     UpstreamCluster,
     UpstreamLocalAddress,
+    UpstreamTransportFailureReason,
     DownstreamLocalAddress,
     DownstreamRemoteAddress,
     DownstreamRemoteAddressWithoutPort,
@@ -165,9 +166,8 @@ fn op(cmd: &str) -> Result<Op, FormatError> {
         "DOWNSTREAM_REMOTE_ADDRESS" => plain(Op::DownstreamRemoteAddress),
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => plain(Op::DownstreamRemoteAddressWithoutPort),
         "ROUTE_NAME" => plain(Op::RouteName),
-        "REQUESTED_SERVER_NAME"
-        | "CONNECTION_TERMINATION_DETAILS"
-        | "UPSTREAM_TRANSPORT_FAILURE_REASON" => plain(Op::Dash),
+        "REQUESTED_SERVER_NAME" | "CONNECTION_TERMINATION_DETAILS" => plain(Op::Dash),
+        "UPSTREAM_TRANSPORT_FAILURE_REASON" => plain(Op::UpstreamTransportFailureReason),
         _ => Err(FormatError::Unsupported(cmd.to_string())),
     }
 }
@@ -205,7 +205,11 @@ fn render_op(op: &Op, e: &Entry, out: &mut String) {
         Op::ResponseFlags => {
             let _ = write!(out, "{}", e.flags);
         }
-        Op::ResponseCodeDetails => out.push_str(e.details),
+        Op::ResponseCodeDetails => out.push_str(&e.details),
+        Op::UpstreamTransportFailureReason => match &e.transport_failure {
+            Some(r) => out.push_str(&crate::http::local_reply::no_spaces(r)),
+            None => out.push('-'),
+        },
         Op::BytesReceived => {
             let _ = write!(out, "{}", e.bytes_received);
         }

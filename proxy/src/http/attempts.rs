@@ -65,6 +65,8 @@ pub struct Exchange<'a> {
 pub struct UpstreamUsed {
     pub host: Option<HostAddr>,
     pub local: Option<std::net::SocketAddr>,
+    /// Why its connection could not be made (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
+    pub transport_failure: Option<String>,
 }
 
 /// The response that ends the attempts, its connection and its circuit-breaker slot.
@@ -199,7 +201,7 @@ async fn send(
         if let Ok(mut last) = x.last_upstream.lock() {
             *last = UpstreamUsed {
                 host: Some(host.addr.clone()),
-                local: None,
+                ..UpstreamUsed::default()
             };
         }
     }
@@ -246,6 +248,11 @@ async fn send(
             Err(e) => {
                 if let Some(o) = outlier_outcome(&e) {
                     x.cluster.report(host, o);
+                }
+                if let (true, UpstreamError::Connect(c)) = (x.record_upstream, &e) {
+                    if let Ok(mut last) = x.last_upstream.lock() {
+                        last.transport_failure = c.transport_failure();
+                    }
                 }
                 Outcome::Failed(e)
             }

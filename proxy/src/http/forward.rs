@@ -243,9 +243,10 @@ pub async fn forward<'r>(
             let used = std::mem::take(&mut *used);
             info.upstream_host = used.host;
             info.upstream_local = used.local;
+            info.transport_failure = used.transport_failure;
         }
         info.request_body = activity.clone();
-        info.details = "via_upstream";
+        info.details = "via_upstream".into();
     }
     if let Some(f) = exchange.stopped.lock().ok().and_then(|mut f| f.take()) {
         info.flags.push(f);

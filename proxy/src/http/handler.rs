@@ -60,7 +60,8 @@ pub async fn handle(
             if let Some(f) = m.flag {
                 info.flags.push(f);
             }
-            info.details = m.details;
+            info.details =
+                super::local_reply::details(m.details, info.transport_failure.as_deref());
         }
         resp = access_log::attach(resp, start, info, ctx.access_logs.clone());
     }

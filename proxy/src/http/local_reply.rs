@@ -1,6 +1,8 @@
 //! The one place that turns a failure into the response Envoy would send: status, body,
 //! response flag, whether the connection closes, and the gRPC form of it.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -310,6 +312,27 @@ fn percent_encode(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `%RESPONSE_CODE_DETAILS%` of a local reply: an upstream reset's reason with the
+/// transport's own after a `|`, as Envoy words it
+/// (`upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}`).
+pub fn details(details: &'static str, transport_failure: Option<&str>) -> Cow<'static, str> {
+    let reset = details
+        .strip_prefix("upstream_reset_before_response_started{")
+        .and_then(|r| r.strip_suffix('}'));
+    match (reset, transport_failure) {
+        (Some(reason), Some(tf)) => Cow::Owned(format!(
+            "upstream_reset_before_response_started{{{reason}|{}}}",
+            no_spaces(tf)
+        )),
+        _ => Cow::Borrowed(details),
+    }
+}
+
+/// Envoy's details and transport failure reasons have `_` for whitespace.
+pub fn no_spaces(s: &str) -> String {
+    s.replace(char::is_whitespace, "_")
+}
+
 /// Marks a locally made response with its flag and details, for the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marked {
@@ -337,6 +360,29 @@ mod tests {
         assert_eq!(r.status(), 404);
         assert!(r.headers().get("content-type").is_none());
         assert!(LocalReply::Http10NotAllowed.closes_connection());
+    }
+
+    #[test]
+    fn reset_details_carry_the_transport_reason() {
+        let uf = LocalReply::ConnectFailure { retried: false }.details();
+        assert_eq!(
+            details(uf, Some("delayed connect error: Connection refused")),
+            "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}"
+        );
+        assert_eq!(details(uf, None), uf);
+        // Only resets have a place for it.
+        assert_eq!(details("response_timeout", Some("x y")), "response_timeout");
+        let refused = crate::upstream::connect::ConnectError::Io(
+            std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        );
+        assert_eq!(
+            refused.transport_failure().as_deref(),
+            Some("delayed connect error: Connection refused")
+        );
+        assert_eq!(
+            crate::upstream::connect::ConnectError::Timeout.transport_failure(),
+            None
+        );
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub fn respond(
         }
         Err(_) => *r.status_mut() = http::StatusCode::BAD_REQUEST,
     }
+    // Envoy words a redirect's details as a direct response's.
+    r.extensions_mut().insert(super::local_reply::Marked {
+        flag: None,
+        details: "direct_response",
+    });
     r
 }
 

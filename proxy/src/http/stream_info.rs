@@ -2,6 +2,7 @@
 //! flags in the order they were set, the route, the upstream cluster and host, the
 //! request as it was forwarded, and how many request-body bytes arrived.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::flags::ResponseFlags;
@@ -23,7 +24,9 @@ pub struct StreamInfo {
     /// The request body's progress (its byte count).
     pub request_body: Option<Arc<Activity>>,
     /// `%RESPONSE_CODE_DETAILS%`.
-    pub details: &'static str,
+    pub details: Cow<'static, str>,
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`: why the latest attempt's connection failed.
+    pub transport_failure: Option<String>,
 }
 
 #[derive(Debug)]

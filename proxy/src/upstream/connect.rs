@@ -22,6 +22,25 @@ pub enum ConnectError {
     Io(#[from] io::Error),
 }
 
+impl ConnectError {
+    /// The socket's reason, as Envoy reports it in `%UPSTREAM_TRANSPORT_FAILURE_REASON%`
+    /// (`delayed connect error: Connection refused`); none for a timeout.
+    pub fn transport_failure(&self) -> Option<String> {
+        match self {
+            ConnectError::Timeout => None,
+            ConnectError::Io(e) => {
+                let text = e.to_string();
+                // The OS's description, without std's " (os error N)".
+                let text = match text.rfind(" (os error ") {
+                    Some(i) => &text[..i],
+                    None => &text,
+                };
+                Some(format!("delayed connect error: {text}"))
+            }
+        }
+    }
+}
+
 /// An upstream connection of a known kind (the TCP relay splices TCP to TCP).
 pub type Stream = tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream>;
 
