@@ -1,6 +1,7 @@
-//! HTTP access logs (`access_log` on the connection manager): a line per stream, written
-//! when the stream ends (its response body sent, or the stream reset), in Envoy's format
-//! language (`format.rs`) to a shared buffered file (`sink.rs`).
+//! Access logs (`access_log` on the HTTP connection manager and on `tcp_proxy`): a line
+//! per HTTP stream, written when the stream ends (its response body sent, or the stream
+//! reset), or per TCP connection when it closes, in Envoy's format language
+//! (`format.rs`) to a shared buffered file (`sink.rs`).
 
 pub mod format;
 pub mod sink;
@@ -29,8 +30,26 @@ pub struct AccessLogger {
     pub sink: Arc<Sink>,
 }
 
+/// The loggers of `configs`, with their files open. A file that cannot be opened now
+/// (it could when the config was checked) loses its logger, with an error logged.
+pub fn open(configs: &[crate::config::access_log::AccessLogConfig]) -> Arc<[AccessLogger]> {
+    configs
+        .iter()
+        .filter_map(|l| match Sink::open(&l.path) {
+            Ok(sink) => Some(AccessLogger {
+                format: l.format.clone(),
+                sink,
+            }),
+            Err(e) => {
+                tracing::error!(path = %l.path.display(), "cannot open the access log: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
 impl AccessLogger {
-    fn log(&self, e: &Entry) {
+    pub fn log(&self, e: &Entry) {
         let mut line = String::with_capacity(256);
         self.format.render(e, &mut line);
         self.sink.write(&line);
@@ -41,11 +60,11 @@ impl AccessLogger {
 #[derive(Debug)]
 pub struct Entry {
     pub start_time: SystemTime,
+    /// `-` for a TCP connection.
     pub protocol: &'static str,
-    pub method: http::Method,
-    pub path: String,
-    pub authority: String,
-    pub request: HeaderMap,
+    /// None for a TCP connection.
+    pub request: Option<RequestLine>,
+    /// 0 for a TCP connection, as Envoy logs it.
     pub status: u16,
     pub response: HeaderMap,
     pub flags: ResponseFlags,
@@ -63,14 +82,24 @@ pub struct Entry {
     pub route_name: Option<String>,
 }
 
+/// An HTTP request as the log shows it.
+#[derive(Debug)]
+pub struct RequestLine {
+    pub method: http::Method,
+    pub path: String,
+    pub authority: String,
+    pub headers: HeaderMap,
+}
+
 impl Entry {
     fn request_header(&self, name: &str) -> Option<&str> {
+        let r = self.request.as_ref()?;
         match name {
-            ":method" => Some(self.method.as_str()),
-            ":path" => Some(&self.path),
-            ":authority" => Some(&self.authority),
+            ":method" => Some(r.method.as_str()),
+            ":path" => Some(&r.path),
+            ":authority" => Some(&r.authority),
             ":scheme" => Some("http"),
-            _ => self.request.get(name).and_then(|v| v.to_str().ok()),
+            _ => r.headers.get(name).and_then(|v| v.to_str().ok()),
         }
     }
 
@@ -165,10 +194,12 @@ impl Pending {
         let e = Entry {
             start_time: s.time,
             protocol: s.protocol,
-            method: s.method,
-            path,
-            authority,
-            request,
+            request: Some(RequestLine {
+                method: s.method,
+                path,
+                authority,
+                headers: request,
+            }),
             status: self.status,
             response: self.response,
             flags: i.flags,

@@ -30,7 +30,7 @@ pub mod upgrade;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::access_log::{AccessLogger, Sink};
+use crate::access_log::AccessLogger;
 use crate::config::hcm::HttpManager;
 use crate::drain::DrainWatch;
 use crate::routing::Routes;
@@ -72,20 +72,7 @@ impl HttpContext {
     ) -> Self {
         let stats = HcmStats::new(store, &config.stat_prefix);
         let faults = fault::FaultFilter::from_chain(&config.filters, store, &config.stat_prefix);
-        let access_logs = config
-            .access_logs
-            .iter()
-            .filter_map(|l| match Sink::open(&l.path) {
-                Ok(sink) => Some(AccessLogger {
-                    format: l.format.clone(),
-                    sink,
-                }),
-                Err(e) => {
-                    tracing::error!(path = %l.path.display(), "cannot open the access log: {e}");
-                    None
-                }
-            })
-            .collect();
+        let access_logs = crate::access_log::open(&config.access_logs);
         HttpContext {
             faults,
             access_logs,

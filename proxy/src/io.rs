@@ -8,26 +8,55 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Counts a stream's reads and writes, for idle timeouts. Cheaper than reading the clock
-/// on every I/O: an idle checker that sees the count unchanged over a whole period knows
-/// the stream was idle for at least that period (so a timeout fires between one and two
-/// periods after the last byte).
+/// Counts a stream's reads and writes, for idle timeouts, and the bytes it received and
+/// sent (for the access log and byte stats, whichever way the stream ends). Cheaper than
+/// reading the clock on every I/O: an idle checker that sees the count unchanged over a
+/// whole period knows the stream was idle for at least that period (so a timeout fires
+/// between one and two periods after the last byte).
 #[derive(Debug, Clone, Default)]
 pub struct ActivityClock {
-    ops: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    ops: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// One writer (the stream's task): a relaxed load and store is enough.
+fn bump(a: &AtomicU64, n: u64) {
+    a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 impl ActivityClock {
     pub fn touch(&self) {
-        // One writer (the stream's task): a relaxed load and store is enough.
-        self.ops.store(
-            self.ops.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        bump(&self.counts.ops, 1);
+    }
+
+    /// `n` bytes came from the peer.
+    pub fn received(&self, n: u64) {
+        bump(&self.counts.received, n);
+        self.touch();
+    }
+
+    /// `n` bytes went to the peer.
+    pub fn sent(&self, n: u64) {
+        bump(&self.counts.sent, n);
+        self.touch();
+    }
+
+    /// (received, sent) so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.counts.received.load(Ordering::Relaxed),
+            self.counts.sent.load(Ordering::Relaxed),
+        )
     }
 
     pub fn ops(&self) -> u64 {
-        self.ops.load(Ordering::Relaxed)
+        self.counts.ops.load(Ordering::Relaxed)
     }
 
     /// Resolves once a full `period` passes with no I/O (never when `period` is `None`).
@@ -65,6 +94,14 @@ impl<I> Activity<I> {
     pub fn clock(&self) -> ActivityClock {
         self.clock.clone()
     }
+
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) => self.clock.sent(*n as u64),
+            Poll::Ready(Err(_)) => self.clock.touch(),
+            Poll::Pending => {}
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
@@ -73,9 +110,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
-            self.clock.touch();
+            self.clock
+                .received(buf.filled().len().saturating_sub(before) as u64);
         }
         r
     }
@@ -88,9 +127,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if r.is_ready() {
-            self.clock.touch();
-        }
+        self.wrote(&r);
         r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -105,9 +142,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            self.clock.touch();
-        }
+        self.wrote(&r);
         r
     }
     fn is_write_vectored(&self) -> bool {

@@ -428,7 +428,7 @@ fn dispatch<I: crate::upstream::connect::Io>(
                 ));
                 crate::http::server::serve(stream, ctx, down).await;
             }
-            ChainHandler::Tcp(ctx) => crate::tcp::proxy(stream, destination, ctx).await,
+            ChainHandler::Tcp(ctx) => crate::tcp::proxy(stream, peer, destination, ctx).await,
         }
     });
 }

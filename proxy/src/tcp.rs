@@ -8,15 +8,19 @@ mod splice;
 use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
+use crate::access_log::{AccessLogger, Entry};
 use crate::config::tcp_proxy::TcpProxy;
+use crate::http::flags::{Flag, ResponseFlags};
 use crate::io::{Activity, ActivityClock};
 use crate::stats::{Counter, Gauge, GaugeGuard, Store};
 use crate::upstream::connect::{self, ConnectError, Io};
+use crate::upstream::host::HostAddr;
 use crate::upstream::{lb, outlier, ClusterManager};
 
 /// Bytes each direction of a copied (not spliced) connection reads and writes at a time.
@@ -31,6 +35,8 @@ pub struct TcpContext {
     pub config: Arc<TcpProxy>,
     pub clusters: Arc<ClusterManager>,
     pub stats: TcpStats,
+    /// Its access logs (shared by its workers).
+    pub access_logs: Arc<[AccessLogger]>,
 }
 
 /// `tcp.<stat_prefix>.*`
@@ -57,6 +63,7 @@ impl TcpContext {
             upstream_flush_active: store.gauge(&format!("tcp.{p}.upstream_flush_active")),
         };
         TcpContext {
+            access_logs: crate::access_log::open(&config.access_logs),
             config,
             clusters,
             stats,
@@ -79,25 +86,85 @@ impl TcpContext {
     }
 }
 
+/// What a connection's access-log line reports besides its addresses and times.
+#[derive(Debug, Default)]
+struct ConnInfo {
+    flags: ResponseFlags,
+    cluster: Option<Arc<str>>,
+    /// The host of the latest connect attempt.
+    host: Option<HostAddr>,
+    /// The upstream connection's local address.
+    local: Option<SocketAddr>,
+    /// Why the latest connect attempt failed.
+    transport_failure: Option<String>,
+    /// (received from, sent to) the downstream.
+    bytes: (u64, u64),
+}
+
 /// Proxies one connection. TCP has no graceful close, so a drain leaves it running until
 /// it ends or the worker's drain deadline passes.
 ///
-/// `destination` is where the client connected (its original destination when
-/// intercepted): the host of an ORIGINAL_DST cluster.
+/// `peer` is the client; `destination` is where it connected (its original destination
+/// when intercepted): the host of an ORIGINAL_DST cluster.
 pub async fn proxy<I: Io>(
-    mut downstream: I,
+    downstream: I,
+    peer: Option<SocketAddr>,
     destination: Option<SocketAddr>,
     ctx: Arc<TcpContext>,
 ) {
+    let (started, at) = (SystemTime::now(), tokio::time::Instant::now());
     ctx.stats.downstream_cx_total.inc();
+    let mut info = ConnInfo::default();
+    relay(downstream, destination, &ctx, &mut info).await;
+    let (rx, tx) = info.bytes;
+    ctx.stats.downstream_cx_rx_bytes_total.add(rx);
+    ctx.stats.downstream_cx_tx_bytes_total.add(tx);
+    if ctx.access_logs.is_empty() {
+        return;
+    }
+    let e = Entry {
+        start_time: started,
+        protocol: "-",
+        request: None,
+        status: 0,
+        response: http::HeaderMap::new(),
+        flags: info.flags,
+        details: "".into(),
+        transport_failure: info.transport_failure,
+        bytes_received: rx,
+        bytes_sent: tx,
+        duration: at.elapsed(),
+        upstream_host: info.host,
+        upstream_local: info.local,
+        upstream_cluster: info.cluster,
+        downstream_local: destination,
+        downstream_remote: peer,
+        route_name: None,
+    };
+    for l in ctx.access_logs.iter() {
+        l.log(&e);
+    }
+}
+
+/// Connects upstream and relays until either side closes or the connection idles out,
+/// noting in `info` what happened.
+async fn relay<I: Io>(
+    mut downstream: I,
+    destination: Option<SocketAddr>,
+    ctx: &TcpContext,
+    info: &mut ConnInfo,
+) {
     let Some(cluster) = ctx.clusters.get(ctx.pick_cluster()) else {
         ctx.stats.downstream_cx_no_route.inc();
+        info.flags.push(Flag::NC);
         let _ = downstream.shutdown().await;
         return;
     };
+    info.cluster = Some(cluster.name.clone());
     // max_connections: over the limit, the downstream connection is closed (UO).
     let Some(_cx_slot) = cluster.breakers.try_connection() else {
         cluster.stats.upstream_cx_overflow.inc();
+        info.flags.push(Flag::UO);
         let _ = downstream.shutdown().await;
         return;
     };
@@ -105,8 +172,10 @@ pub async fn proxy<I: Io>(
     for _ in 0..ctx.config.max_connect_attempts {
         let Some(host) = cluster.pick_for(destination, lb::Context::default()) else {
             cluster.stats.upstream_cx_none_healthy.inc();
+            info.flags.push(Flag::UH);
             break;
         };
+        info.host = Some(host.addr.clone());
         match connect::connect_stream(
             &host.addr,
             cluster.config.connect_timeout,
@@ -131,26 +200,39 @@ pub async fn proxy<I: Io>(
                 if matches!(e, ConnectError::Timeout) {
                     cluster.stats.upstream_cx_connect_timeout.inc();
                 }
+                info.flags.push(Flag::UF);
+                info.transport_failure = e.transport_failure();
                 tracing::debug!(cluster = %cluster.name, host = %host.addr, error = %e, "tcp_proxy connect failed");
             }
         }
     }
     let Some(upstream) = upstream else {
+        if info.transport_failure.is_some() {
+            // Every attempt failed to connect (Envoy: UF,URX even for one attempt).
+            info.flags.push(Flag::URX);
+        }
         let _ = downstream.shutdown().await;
         return;
+    };
+    // A failed attempt before this one keeps its UF, as in Envoy.
+    info.transport_failure = None;
+    info.local = match &upstream {
+        Either::Left(tcp) => tcp.local_addr().ok(),
+        Either::Right(_) => None,
     };
     cluster.stats.upstream_cx_total.inc();
     let _active = GaugeGuard::new(&cluster.stats.upstream_cx_active);
     // TCP on both sides: bulk is spliced, with no copies through user space. Anything
     // else (a Unix socket, a stream wrapped in TLS later) is copied through buffers.
     let down_tcp = (&mut downstream as &mut dyn Any).downcast_mut::<TcpStream>();
-    match (down_tcp, upstream) {
+    let clock = match (down_tcp, upstream) {
         (Some(down), Either::Left(up)) => {
             let clock = ActivityClock::default();
             tokio::select! {
-                res = splice::relay(down, &up, &clock) => count(&ctx, res),
+                _ = splice::relay(down, &up, &clock) => {}
                 _ = clock.idle(ctx.config.idle_timeout) => ctx.stats.idle_timeout.inc(),
             }
+            clock
         }
         (_, mut up) => {
             let mut down = Activity::new(downstream);
@@ -162,19 +244,13 @@ pub async fn proxy<I: Io>(
                 RELAY_BUFFER,
             );
             tokio::select! {
-                res = copy => count(&ctx, res),
+                _ = copy => {}
                 _ = clock.idle(ctx.config.idle_timeout) => ctx.stats.idle_timeout.inc(),
             }
+            clock
         }
-    }
-}
-
-/// Adds a finished relay's (received, sent) bytes to the stats.
-fn count(ctx: &TcpContext, relayed: std::io::Result<(u64, u64)>) {
-    if let Ok((rx, tx)) = relayed {
-        ctx.stats.downstream_cx_rx_bytes_total.add(rx);
-        ctx.stats.downstream_cx_tx_bytes_total.add(tx);
-    }
+    };
+    info.bytes = clock.bytes();
 }
 
 #[cfg(test)]
@@ -212,7 +288,7 @@ mod tests {
     async fn idle_timeout_closes_a_quiet_connection() {
         let ctx = echo_proxy("600s").await;
         let (mut client, server_side) = tokio::io::duplex(1024);
-        tokio::spawn(proxy(server_side, None, ctx.clone()));
+        tokio::spawn(proxy(server_side, None, None, ctx.clone()));
         client.write_all(b"x").await.unwrap();
         let mut b = [0u8; 1];
         client.read_exact(&mut b).await.unwrap();
@@ -221,6 +297,10 @@ mod tests {
         assert_eq!(n, 0, "closed by the proxy");
         assert!(quiet_since.elapsed() >= std::time::Duration::from_secs(600));
         assert_eq!(ctx.stats.idle_timeout.get(), 1);
+        // Bytes count however the connection ends (here: idled out, copied path).
+        tokio::task::yield_now().await;
+        assert_eq!(ctx.stats.downstream_cx_rx_bytes_total.get(), 1);
+        assert_eq!(ctx.stats.downstream_cx_tx_bytes_total.get(), 1);
     }
 
     /// TCP on both sides takes the spliced path: bytes are echoed and the idle timeout
@@ -233,7 +313,7 @@ mod tests {
             .await
             .unwrap();
         let (down, _) = front.accept().await.unwrap();
-        let relay = tokio::spawn(proxy(down, None, ctx.clone()));
+        let relay = tokio::spawn(proxy(down, None, None, ctx.clone()));
         let msg = vec![7u8; 100_000];
         client.write_all(&msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];
@@ -245,5 +325,7 @@ mod tests {
         assert!(quiet_since.elapsed() >= std::time::Duration::from_secs(30));
         relay.await.unwrap();
         assert_eq!(ctx.stats.idle_timeout.get(), 1);
+        assert_eq!(ctx.stats.downstream_cx_rx_bytes_total.get(), 100_000);
+        assert_eq!(ctx.stats.downstream_cx_tx_bytes_total.get(), 100_000);
     }
 }

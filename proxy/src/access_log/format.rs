@@ -205,7 +205,7 @@ fn render_op(op: &Op, e: &Entry, out: &mut String) {
         Op::ResponseFlags => {
             let _ = write!(out, "{}", e.flags);
         }
-        Op::ResponseCodeDetails => out.push_str(&e.details),
+        Op::ResponseCodeDetails => dash(Some(&*e.details).filter(|d| !d.is_empty()), out),
         Op::UpstreamTransportFailureReason => match &e.transport_failure {
             Some(r) => out.push_str(&crate::http::local_reply::no_spaces(r)),
             None => out.push('-'),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as pb;
 
 use super::common;
-use super::error::{ConfigError, Result};
+use super::error::{ConfigError, Result, Within};
 
 #[derive(Debug)]
 pub struct TcpProxy {
@@ -16,6 +16,8 @@ pub struct TcpProxy {
     pub total_weight: u64,
     pub idle_timeout: Option<Duration>,
     pub max_connect_attempts: u32,
+    /// `access_log`: a line per connection when it closes.
+    pub access_logs: Vec<super::access_log::AccessLogConfig>,
 }
 
 impl TryFrom<&pb::TcpProxy> for TcpProxy {
@@ -59,6 +61,14 @@ impl TryFrom<&pb::TcpProxy> for TcpProxy {
                 "TCP tunneling over HTTP",
             ));
         }
+        #[allow(deprecated)]
+        let periodic = t.access_log_flush_interval.is_some() || t.flush_access_log_on_connected;
+        if periodic || t.access_log_options.is_some() {
+            return Err(common::unsupported(
+                "access_log_options",
+                "TCP access logs before the connection closes",
+            ));
+        }
         let max_connect_attempts = common::u32_or(t.max_connect_attempts.as_ref(), 1);
         if max_connect_attempts == 0 {
             return Err(ConfigError::new(
@@ -76,6 +86,45 @@ impl TryFrom<&pb::TcpProxy> for TcpProxy {
                 Some(Duration::from_secs(3600)),
             )?,
             max_connect_attempts,
+            access_logs: super::access_log::access_logs(&t.access_log).within("access_log")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::{decode, parse_text, UnknownFields};
+
+    fn convert(yaml: &str) -> Result<TcpProxy> {
+        let v = parse_text(yaml, "test").expect("yaml");
+        let (p, _): (pb::TcpProxy, _) = decode(
+            v,
+            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            UnknownFields::Reject,
+        )
+        .expect("decodes");
+        TcpProxy::try_from(&p)
+    }
+
+    #[test]
+    fn access_logs_convert_and_periodic_ones_are_refused() {
+        let log = r#"access_log: [{name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /dev/null}}]"#;
+        let t = convert(&format!("stat_prefix: t\ncluster: c\n{log}")).expect("valid");
+        assert_eq!(t.access_logs.len(), 1);
+        let e = convert(&format!(
+            "stat_prefix: t\ncluster: c\n{log}\naccess_log_options: {{access_log_flush_interval: 1s}}"
+        ))
+        .expect_err("periodic");
+        assert!(e.to_string().starts_with("access_log_options:"), "{e}");
+        let e = convert(r#"stat_prefix: t
+cluster: c
+access_log: [{name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /nonexistent-remora-dir/a.log}}]"#)
+            .expect_err("unopenable");
+        assert!(
+            e.to_string()
+                .starts_with("access_log[0].typed_config.path: unable to open file"),
+            "{e}"
+        );
     }
 }

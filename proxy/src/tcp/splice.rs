@@ -51,11 +51,33 @@ fn splice_move(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resu
 /// Relays both directions until both have ended (each end's half-close is passed on);
 /// returns the bytes moved (a to b, b to a). Every move touches `clock`.
 pub async fn relay(a: &TcpStream, b: &TcpStream, clock: &ActivityClock) -> io::Result<(u64, u64)> {
-    tokio::try_join!(one_way(a, b, clock), one_way(b, a, clock))
+    tokio::try_join!(
+        one_way(a, b, clock, Dir::FromA),
+        one_way(b, a, clock, Dir::ToA)
+    )
 }
 
-async fn one_way(src: &TcpStream, dst: &TcpStream, clock: &ActivityClock) -> io::Result<u64> {
-    let (mut total, finished) = copy_first(src, dst, clock).await?;
+/// Which way bytes move, counted on the clock as `a`'s received or sent bytes.
+#[derive(Debug, Clone, Copy)]
+enum Dir {
+    FromA,
+    ToA,
+}
+
+fn moved(clock: &ActivityClock, dir: Dir, n: usize) {
+    match dir {
+        Dir::FromA => clock.received(n as u64),
+        Dir::ToA => clock.sent(n as u64),
+    }
+}
+
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    clock: &ActivityClock,
+    dir: Dir,
+) -> io::Result<u64> {
+    let (mut total, finished) = copy_first(src, dst, clock, dir).await?;
     if finished {
         return Ok(total);
     }
@@ -89,7 +111,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, clock: &ActivityClock) -> io:
                 Ok(m) => {
                     left -= m;
                     total += m as u64;
-                    clock.touch();
+                    moved(clock, dir, m);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -111,6 +133,7 @@ async fn copy_first(
     src: &TcpStream,
     dst: &TcpStream,
     clock: &ActivityClock,
+    dir: Dir,
 ) -> io::Result<(u64, bool)> {
     let mut buf: Vec<u8> = Vec::new();
     let mut total = 0u64;
@@ -135,7 +158,7 @@ async fn copy_first(
             match dst.try_write(&buf[sent..n]) {
                 Ok(m) => {
                     sent += m;
-                    clock.touch();
+                    moved(clock, dir, m);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
