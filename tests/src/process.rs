@@ -305,3 +305,15 @@ pub async fn wait_for_stat(p: &ProxyProcess, name: &str, want: u64) -> bool {
     }
     false
 }
+
+/// Arguments for a proxy whose access log a test reads: one worker, quiet, the log
+/// flushed every 50 ms (Envoy needs `--disable-hot-restart`; Remora accepts it).
+pub const ACCESS_LOG_ARGS: &[&str] = &[
+    "--concurrency",
+    "1",
+    "-l",
+    "error",
+    "--file-flush-interval-msec",
+    "50",
+    "--disable-hot-restart",
+];

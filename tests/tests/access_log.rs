@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tests::client::{request, Conn};
 use tests::envoy::envoy_bin;
-use tests::process::{remora_bin, ProxyProcess};
+use tests::process::{remora_bin, ProxyProcess, ACCESS_LOG_ARGS};
 use tests::render;
 use tests::upstream::{closed_port, HttpUpstream};
 
@@ -123,19 +123,7 @@ fn start(bin: &Path, up: &HttpUpstream, dead: u16, log: &Path) -> ProxyProcess {
             ("log", log.display().to_string()),
         ],
     );
-    ProxyProcess::start(
-        bin,
-        &cfg,
-        &[
-            "--concurrency",
-            "1",
-            "-l",
-            "error",
-            "--file-flush-interval-msec",
-            "50",
-            "--disable-hot-restart",
-        ],
-    )
+    ProxyProcess::start(bin, &cfg, ACCESS_LOG_ARGS)
 }
 
 /// Sends every request, then waits for as many lines in the log.

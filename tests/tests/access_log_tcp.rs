@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tests::envoy::envoy_bin;
-use tests::process::{remora_bin, ProxyProcess};
+use tests::process::{remora_bin, ProxyProcess, ACCESS_LOG_ARGS};
 use tests::render;
 use tests::upstream::{closed_port, tcp_echo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,19 +47,7 @@ fn start(bin: &Path, echo: u16, dead: u16, log: &Path) -> ProxyProcess {
             ("log", logger),
         ],
     );
-    ProxyProcess::start(
-        bin,
-        &cfg,
-        &[
-            "--concurrency",
-            "1",
-            "-l",
-            "error",
-            "--file-flush-interval-msec",
-            "50",
-            "--disable-hot-restart",
-        ],
-    )
+    ProxyProcess::start(bin, &cfg, ACCESS_LOG_ARGS)
 }
 
 /// One connection per listener, in order; then the log's lines.
