@@ -1,7 +1,8 @@
 //! TCP proxy access logs against Envoy 1.40: the same connections through the same
 //! config, each proxy writing its own file, must give the same lines: a relayed
-//! connection (bytes each way, cluster, host) and a connection failure (UF with the
-//! socket's reason); HTTP-only operators print `-` or 0.
+//! connection (bytes each way, cluster, host), a connection failure (UF with the
+//! socket's reason) and a cluster that does not exist (NC); HTTP-only operators print
+//! `-` or 0.
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,6 +24,9 @@ static_resources:
   - name: dead
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains: [{filters: [{name: t, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: dead, cluster: dead, access_log: [{{log}}]}}]}]
+  - name: nowhere
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains: [{filters: [{name: t, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: nowhere, cluster: missing, access_log: [{{log}}]}}]}]
   clusters:
   - name: echo
     load_assignment: {cluster_name: echo, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{echo}}}}}}]}]}
@@ -62,7 +66,7 @@ async fn lines(p: &ProxyProcess, log: &Path) -> Vec<String> {
     assert_eq!(&back, b"hello");
     drop(c);
     // The others are closed by the proxy.
-    for name in ["dead"] {
+    for name in ["dead", "nowhere"] {
         let mut c = TcpStream::connect(p.listener(name)).await.expect("connect");
         let mut b = [0u8; 1];
         let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
@@ -73,7 +77,7 @@ async fn lines(p: &ProxyProcess, log: &Path) -> Vec<String> {
     }
     for _ in 0..100 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.lines().count() >= 2 {
+        if text.lines().count() >= 3 {
             let mut l: Vec<String> = text.lines().map(String::from).collect();
             // Connections may close in any order: compare them by their flags and cluster.
             l.sort();
@@ -82,7 +86,7 @@ async fn lines(p: &ProxyProcess, log: &Path) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!(
-        "the log has fewer than 2 lines: {:?}",
+        "the log has fewer than 3 lines: {:?}",
         std::fs::read_to_string(log)
     );
 }
@@ -118,6 +122,10 @@ async fn tcp_access_log_lines_match_envoy() {
         r.iter()
             .any(|l| l.contains(" UF,URX ")
                 && l.contains("delayed_connect_error:_Connection_refused")),
+        "{r:?}"
+    );
+    assert!(
+        r.iter().any(|l| l.starts_with("0 - NC - rx=0 tx=0 - - ")),
         "{r:?}"
     );
 }

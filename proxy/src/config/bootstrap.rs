@@ -185,8 +185,9 @@ impl Bootstrap {
         Ok(())
     }
 
-    /// Routes and TCP proxies must name clusters that exist (Envoy's `validate_clusters`
-    /// default for static route configs).
+    /// Routes must name clusters that exist (Envoy's `validate_clusters` default for
+    /// static route configs). A TCP proxy's cluster is not checked, as in Envoy: while it
+    /// is missing, each connection is closed (flag NC).
     fn check_cluster_references(&self) -> Result<()> {
         use super::listener::NetworkFilter;
         use super::route::{Action, ClusterTarget};
@@ -211,11 +212,7 @@ impl Bootstrap {
             {
                 let base = format!("static_resources.listeners[{li}].filter_chains[{ci}].filters");
                 match &fc.filter {
-                    NetworkFilter::Tcp(t) => {
-                        for (n, _) in &t.clusters {
-                            check(n, format!("{base}.typed_config.cluster"))?;
-                        }
-                    }
+                    NetworkFilter::Tcp(_) => {}
                     NetworkFilter::Http(h) => {
                         let super::hcm::RouteSpec::Static(table) = &h.routes else {
                             return Err(common::unsupported(
