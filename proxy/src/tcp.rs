@@ -86,9 +86,12 @@ impl TcpContext {
     }
 }
 
-/// What a connection's access-log line reports besides its addresses and times.
+/// What a connection's access-log line reports besides its addresses and times. Only
+/// the byte counts are noted when no access log wants the rest (no clones, no
+/// `getsockname` per connection).
 #[derive(Debug, Default)]
 struct ConnInfo {
+    logging: bool,
     flags: ResponseFlags,
     cluster: Option<Arc<str>>,
     /// The host of the latest connect attempt.
@@ -112,16 +115,20 @@ pub async fn proxy<I: Io>(
     destination: Option<SocketAddr>,
     ctx: Arc<TcpContext>,
 ) {
-    let (started, at) = (SystemTime::now(), tokio::time::Instant::now());
     ctx.stats.downstream_cx_total.inc();
-    let mut info = ConnInfo::default();
+    let logging = !ctx.access_logs.is_empty();
+    let start = logging.then(|| (SystemTime::now(), tokio::time::Instant::now()));
+    let mut info = ConnInfo {
+        logging,
+        ..ConnInfo::default()
+    };
     relay(downstream, destination, &ctx, &mut info).await;
     let (rx, tx) = info.bytes;
     ctx.stats.downstream_cx_rx_bytes_total.add(rx);
     ctx.stats.downstream_cx_tx_bytes_total.add(tx);
-    if ctx.access_logs.is_empty() {
+    let Some((started, at)) = start else {
         return;
-    }
+    };
     let e = Entry {
         start_time: started,
         protocol: "-",
@@ -160,7 +167,9 @@ async fn relay<I: Io>(
         let _ = downstream.shutdown().await;
         return;
     };
-    info.cluster = Some(cluster.name.clone());
+    if info.logging {
+        info.cluster = Some(cluster.name.clone());
+    }
     // max_connections: over the limit, the downstream connection is closed (UO).
     let Some(_cx_slot) = cluster.breakers.try_connection() else {
         cluster.stats.upstream_cx_overflow.inc();
@@ -175,7 +184,9 @@ async fn relay<I: Io>(
             info.flags.push(Flag::UH);
             break;
         };
-        info.host = Some(host.addr.clone());
+        if info.logging {
+            info.host = Some(host.addr.clone());
+        }
         match connect::connect_stream(
             &host.addr,
             cluster.config.connect_timeout,
@@ -201,7 +212,9 @@ async fn relay<I: Io>(
                     cluster.stats.upstream_cx_connect_timeout.inc();
                 }
                 info.flags.push(Flag::UF);
-                info.transport_failure = e.transport_failure();
+                if info.logging {
+                    info.transport_failure = e.transport_failure();
+                }
                 tracing::debug!(cluster = %cluster.name, host = %host.addr, error = %e, "tcp_proxy connect failed");
             }
         }
@@ -217,8 +230,8 @@ async fn relay<I: Io>(
     // A failed attempt before this one keeps its UF, as in Envoy.
     info.transport_failure = None;
     info.local = match &upstream {
-        Either::Left(tcp) => tcp.local_addr().ok(),
-        Either::Right(_) => None,
+        Either::Left(tcp) if info.logging => tcp.local_addr().ok(),
+        _ => None,
     };
     cluster.stats.upstream_cx_total.inc();
     let _active = GaugeGuard::new(&cluster.stats.upstream_cx_active);

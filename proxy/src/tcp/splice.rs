@@ -48,13 +48,14 @@ fn splice_move(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resu
     )?)
 }
 
-/// Relays both directions until both have ended (each end's half-close is passed on);
-/// returns the bytes moved (a to b, b to a). Every move touches `clock`.
-pub async fn relay(a: &TcpStream, b: &TcpStream, clock: &ActivityClock) -> io::Result<(u64, u64)> {
+/// Relays both directions until both have ended (each end's half-close is passed on).
+/// Every move is counted on `clock`: a to b as `a`'s received bytes, b to a as sent.
+pub async fn relay(a: &TcpStream, b: &TcpStream, clock: &ActivityClock) -> io::Result<()> {
     tokio::try_join!(
         one_way(a, b, clock, Dir::FromA),
         one_way(b, a, clock, Dir::ToA)
-    )
+    )?;
+    Ok(())
 }
 
 /// Which way bytes move, counted on the clock as `a`'s received or sent bytes.
@@ -76,10 +77,9 @@ async fn one_way(
     dst: &TcpStream,
     clock: &ActivityClock,
     dir: Dir,
-) -> io::Result<u64> {
-    let (mut total, finished) = copy_first(src, dst, clock, dir).await?;
-    if finished {
-        return Ok(total);
+) -> io::Result<()> {
+    if copy_first(src, dst, clock, dir).await? {
+        return Ok(());
     }
     // Made on the first byte after the switch.
     let mut pipe: Option<Pipe> = None;
@@ -99,7 +99,7 @@ async fn one_way(
         };
         if n == 0 {
             half_close(dst);
-            return Ok(total);
+            return Ok(());
         }
         clock.touch();
         let mut left = n;
@@ -110,7 +110,6 @@ async fn one_way(
             }) {
                 Ok(m) => {
                     left -= m;
-                    total += m as u64;
                     moved(clock, dir, m);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -126,7 +125,7 @@ fn half_close(dst: &TcpStream) {
 }
 
 /// Copies from `src` to `dst` through a buffer until [`SPLICE_AFTER`] bytes have moved
-/// or `src` has finished (then `dst` is half-closed). Returns the bytes moved and
+/// or `src` has finished (then `dst` is half-closed). Returns
 /// whether `src` finished. The buffer is allocated on the first byte, so a quiet
 /// connection holds none.
 async fn copy_first(
@@ -134,7 +133,7 @@ async fn copy_first(
     dst: &TcpStream,
     clock: &ActivityClock,
     dir: Dir,
-) -> io::Result<(u64, bool)> {
+) -> io::Result<bool> {
     let mut buf: Vec<u8> = Vec::new();
     let mut total = 0u64;
     while total < SPLICE_AFTER {
@@ -149,7 +148,7 @@ async fn copy_first(
         };
         if n == 0 {
             half_close(dst);
-            return Ok((total, true));
+            return Ok(true);
         }
         clock.touch();
         let mut sent = 0;
@@ -166,7 +165,7 @@ async fn copy_first(
         }
         total += n as u64;
     }
-    Ok((total, false))
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -204,12 +203,14 @@ mod tests {
         let (client, a) = pair().await;
         let (b, server) = pair().await;
         let clock = ActivityClock::default();
+        let counts = clock.clone();
         let relay = tokio::spawn(async move { relay(&a, &b, &clock).await });
         let server_task = tokio::spawn(exchange(server, b"pong".to_vec()));
         let got = exchange(client, b"ping!".to_vec()).await;
         assert_eq!(got, b"pong");
         assert_eq!(server_task.await.unwrap(), b"ping!");
-        assert_eq!(relay.await.unwrap().unwrap(), (5, 4));
+        relay.await.unwrap().unwrap();
+        assert_eq!(counts.bytes(), (5, 4));
     }
 
     /// 8 MiB one way and 1 MiB the other, concurrently, with half-closes: every byte
@@ -219,6 +220,7 @@ mod tests {
         let (client, a) = pair().await;
         let (b, server) = pair().await;
         let clock = ActivityClock::default();
+        let counts = clock.clone();
         let relay = tokio::spawn(async move { relay(&a, &b, &clock).await });
         let up: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 241) as u8).collect();
@@ -231,7 +233,8 @@ mod tests {
             "upstream got {} bytes, not the sent ones",
             got.len()
         );
-        let (ab, ba) = relay.await.unwrap().unwrap();
+        relay.await.unwrap().unwrap();
+        let (ab, ba) = counts.bytes();
         assert_eq!((ab, ba), (up.len() as u64, down.len() as u64));
     }
 }
