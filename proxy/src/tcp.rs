@@ -178,6 +178,7 @@ async fn relay<I: Io>(
         return;
     };
     let mut upstream = None;
+    let mut failed = 0;
     for _ in 0..ctx.config.max_connect_attempts {
         let Some(host) = cluster.pick_for(destination, lb::Context::default()) else {
             cluster.stats.upstream_cx_none_healthy.inc();
@@ -211,6 +212,7 @@ async fn relay<I: Io>(
                 if matches!(e, ConnectError::Timeout) {
                     cluster.stats.upstream_cx_connect_timeout.inc();
                 }
+                failed += 1;
                 info.flags.push(Flag::UF);
                 if info.logging {
                     info.transport_failure = e.transport_failure();
@@ -220,8 +222,9 @@ async fn relay<I: Io>(
         }
     }
     let Some(upstream) = upstream else {
-        if info.transport_failure.is_some() {
-            // Every attempt failed to connect (Envoy: UF,URX even for one attempt).
+        if failed == ctx.config.max_connect_attempts {
+            // Every attempt failed to connect, refused or timed out (Envoy: UF,URX
+            // even for one attempt).
             info.flags.push(Flag::URX);
         }
         let _ = downstream.shutdown().await;
