@@ -258,6 +258,8 @@ async fn send(
             }
         }
     };
+    // Pinned here, not moved into the timers' future: it is the larger of the two.
+    let exchange = std::pin::pin!(exchange);
     timeouts::run(exchange, x.started, x.limits, x.activity)
         .await
         .map_err(|expired| expire(expired, Some(host), x))

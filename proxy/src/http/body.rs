@@ -20,8 +20,10 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A body received from a peer, passed through as is.
     Incoming(Incoming),
-    /// An upstream response that returns its connection to the pool when it ends.
-    Pooled(PooledBody),
+    /// An upstream response that returns its connection to the pool when it ends. Boxed:
+    /// requests and responses are moved through several layers, and this variant would
+    /// otherwise make every body 240 bytes.
+    Pooled(Box<PooledBody>),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -51,7 +53,7 @@ impl Body for ProxyBody {
             ProxyBody::Incoming(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map_err(|e| Box::new(e) as BoxError),
-            ProxyBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Pooled(b) => Pin::new(&mut **b).poll_frame(cx),
             ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }

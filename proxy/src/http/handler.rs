@@ -236,20 +236,15 @@ async fn process(
             }
             prepare_request_headers(&mut req, ctx, down, &host);
             apply_request_mutations(req.headers_mut(), route, vhost, routes);
-            forward::forward(
-                req,
-                &host,
-                &path,
+            let routed = forward::Routed {
+                host: &host,
+                path: &path,
                 route,
                 fwd,
-                ctx,
-                down,
-                upgrade.is_some(),
-                &mut mutations,
+                is_upgrade: upgrade.is_some(),
                 stream_end,
-                info,
-            )
-            .await
+            };
+            forward::forward(req, &routed, ctx, down, &mut mutations, info).await
         }
     };
     let mut resp = result.unwrap_or_else(reply);

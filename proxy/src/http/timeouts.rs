@@ -228,12 +228,11 @@ impl Expired {
 
 /// Awaits `fut` (the exchange up to response headers) under the stream's deadlines.
 pub async fn run<F: Future>(
-    fut: F,
+    mut fut: Pin<&mut F>,
     start: Instant,
     limits: Limits,
     body: Option<&Activity>,
 ) -> Result<F::Output, Expired> {
-    tokio::pin!(fut);
     loop {
         let fixed = limits.fixed_deadline(start);
         let request = match (limits.request, body) {
@@ -255,7 +254,7 @@ pub async fn run<F: Future>(
         let Some((at, which)) = next else {
             return Ok(fut.await);
         };
-        match tokio::time::timeout_at(at, &mut fut).await {
+        match tokio::time::timeout_at(at, fut.as_mut()).await {
             Ok(out) => return Ok(out),
             Err(_) => {
                 // The body may have moved or finished meanwhile: only a deadline that is
@@ -390,6 +389,7 @@ impl StreamEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::pin;
 
     #[tokio::test(start_paused = true)]
     async fn earliest_deadline_wins() {
@@ -402,7 +402,7 @@ mod tests {
             stream_end: None,
         };
         assert_eq!(
-            run(never, start, limits, None).await,
+            run(pin!(never), start, limits, None).await,
             Err(Expired::StreamIdle)
         );
         assert!(start.elapsed() >= Duration::from_secs(5));
@@ -416,7 +416,13 @@ mod tests {
             stream_end: None,
         };
         assert_eq!(
-            run(std::future::pending::<()>(), start, limits, Some(&body)).await,
+            run(
+                pin!(std::future::pending::<()>()),
+                start,
+                limits,
+                Some(&body)
+            )
+            .await,
             Err(Expired::Request)
         );
 
@@ -425,13 +431,19 @@ mod tests {
         let body = Activity::new();
         body.finish();
         assert_eq!(
-            run(std::future::pending::<()>(), start, limits, Some(&body)).await,
+            run(
+                pin!(std::future::pending::<()>()),
+                start,
+                limits,
+                Some(&body)
+            )
+            .await,
             Err(Expired::StreamIdle)
         );
         assert!(start.elapsed() >= Duration::from_secs(10));
 
         let done = async { 7 };
-        assert_eq!(run(done, Instant::now(), limits, None).await, Ok(7));
+        assert_eq!(run(pin!(done), Instant::now(), limits, None).await, Ok(7));
     }
 
     #[tokio::test(start_paused = true)]
@@ -452,7 +464,13 @@ mod tests {
             stream_end: None,
         };
         assert_eq!(
-            run(std::future::pending::<()>(), start, limits, Some(&body)).await,
+            run(
+                pin!(std::future::pending::<()>()),
+                start,
+                limits,
+                Some(&body)
+            )
+            .await,
             Err(Expired::StreamIdle)
         );
         // Last activity at 12 s, idle after 17 s.
