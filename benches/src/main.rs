@@ -254,9 +254,14 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
 /// and every figure a number.
 fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
     let mut problems = Vec::new();
-    let expect: [(Scenario, &str, &[Target]); 9] = [
+    let expect: [(Scenario, &str, &[Target]); 10] = [
         (Scenario::Latency, "completed", &Target::ALL),
         (Scenario::Peak, "completed", &Target::ALL),
+        (
+            Scenario::Floor,
+            "completed",
+            &[Target::Remora, Target::Envoy],
+        ),
         (Scenario::Resilience, "completed", &Target::ALL),
         (Scenario::Interception, "completed", &Target::ALL),
         (Scenario::Grpc, "completed", &Target::ALL),
@@ -308,6 +313,7 @@ fn check(r: &Results, plan: &scenarios::Plan) -> Vec<String> {
     for proxy in [Target::Remora, Target::Envoy] {
         for s in [
             Scenario::Peak,
+            Scenario::Floor,
             Scenario::Resilience,
             Scenario::Grpc,
             Scenario::Interception,

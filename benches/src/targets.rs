@@ -46,6 +46,8 @@ pub struct Addrs {
     pub tcp: SocketAddr,
     /// HTTP/1.1 to the HTTP/1.1 upstream through the resilience features.
     pub resilient: SocketAddr,
+    /// HTTP/1.1 relayed as bytes by `tcp_proxy` to the HTTP/1.1 upstream.
+    pub relay: SocketAddr,
 }
 
 impl Addrs {
@@ -55,12 +57,14 @@ impl Addrs {
             http2: up.http,
             tcp: up.tcp,
             resilient: up.http,
+            relay: up.http,
         }
     }
 }
 
-/// The bootstrap both proxies get, byte for byte: listeners `http1`, `http2`, `tcp` and
-/// `resilient` on ephemeral ports, each forwarding to its own cluster. `resilient` is
+/// The bootstrap both proxies get, byte for byte: listeners `http1`, `http2`, `tcp`,
+/// `resilient` and `relay` on ephemeral ports, each forwarding to its own cluster (`relay`,
+/// a `tcp_proxy`, to `http1`'s: HTTP/1.1 carried as bytes). `resilient` is
 /// `http1` with what Istio's DestinationRule and VirtualService resilience settings turn
 /// into: a retry policy with a per-try timeout, circuit breakers, outlier detection and
 /// least-request balancing (nothing fails, so nothing fires).
@@ -79,12 +83,16 @@ pub fn config(up: &Upstreams) -> String {
 "#
         )
     };
-    let tcp = r#"      - name: envoy.filters.network.tcp_proxy
+    let tcp_proxy = |cluster: &str| {
+        format!(
+            r#"      - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: tcp
-          cluster: tcp
-"#;
+          stat_prefix: {cluster}
+          cluster: {cluster}
+"#
+        )
+    };
     let listener = |name: &str, filter: &str| {
         format!(
             "  - name: {name}\n    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}\n    filter_chains:\n    - filters:\n{filter}"
@@ -127,11 +135,12 @@ pub fn config(up: &Upstreams) -> String {
         explicit_http_config: {http2_protocol_options: {}}
 "#;
     format!(
-        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\nstatic_resources:\n  listeners:\n{}{}{}{}  clusters:\n{}{}{}{}",
+        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\nstatic_resources:\n  listeners:\n{}{}{}{}{}  clusters:\n{}{}{}{}",
         listener("http1", &hcm("http1")),
         listener("http2", &hcm("http2")),
-        listener("tcp", tcp),
+        listener("tcp", &tcp_proxy("tcp")),
         listener("resilient", resilient_hcm),
+        listener("relay", &tcp_proxy("http1")),
         cluster("http1", up.http, ""),
         cluster("http2", up.http, h2),
         cluster("tcp", up.tcp, ""),
@@ -238,6 +247,7 @@ pub fn start(launch: &Launch, cfg: &str, cpu: usize) -> Result<ProxyProc, String
         http2: find("http2")?,
         tcp: find("tcp")?,
         resilient: find("resilient")?,
+        relay: find("relay")?,
     };
     std::thread::sleep(Duration::from_millis(200));
     p.idle_rss_kib = crate::procstat::memory_kib(p.pid()).0;
@@ -339,6 +349,7 @@ pub fn spawn_in(
             http2: ([0, 0, 0, 0], 0).into(),
             tcp: ([0, 0, 0, 0], 0).into(),
             resilient: ([0, 0, 0, 0], 0).into(),
+            relay: ([0, 0, 0, 0], 0).into(),
         },
         admin: ([0, 0, 0, 0], 0).into(),
         ready_after: Duration::ZERO,

@@ -170,6 +170,7 @@ fn resilience_goal(r: &Results) -> Option<Goal> {
 
 fn goals(r: &Results) -> Vec<Goal> {
     let mut g: Vec<Goal> = ratio_goals(r, &CPU)
+        .chain(floor_goal(r))
         .chain(ratio_goals(r, &THROUGHPUT))
         .chain(resilience_goal(r))
         .chain(ratio_goals(r, &RESILIENCE_CPU))
@@ -209,6 +210,35 @@ fn goals(r: &Results) -> Vec<Goal> {
     g.extend(xds_goals(r));
     g.extend(super::interception::goals(r));
     g
+}
+
+/// Not a goal but the floor under the CPU goal: Remora relaying the HTTP/1.1 peak load as
+/// bytes (`tcp_proxy`, no HTTP processing at all) against Envoy proxying it as HTTP. An
+/// HTTP proxy does this socket work and more, so its ratio cannot come out below this one.
+fn floor_goal(r: &Results) -> Option<Goal> {
+    let peak = r
+        .points(Scenario::Peak)
+        .into_iter()
+        .find(|p| p.starts_with("http1 "))?;
+    let relay = r.stat(
+        Scenario::Floor,
+        crate::scenarios::traffic::FLOOR_POINT,
+        Target::Remora,
+        "cpu_us_per_req",
+    );
+    let envoy = r.stat(Scenario::Peak, &peak, Target::Envoy, "cpu_us_per_req");
+    let m = ratio(relay, envoy);
+    Some(Goal {
+        what: format!(
+            "floor: Remora relaying the same load as bytes (tcp_proxy) / Envoy proxying it as HTTP ({peak}), CPU per request"
+        ),
+        measured: match (m, relay, envoy) {
+            (Some(m), Some(a), Some(b)) => format!("{} ({:.1} vs {:.1} µs)", num(m, 2), a.median, b.median),
+            _ => "-".into(),
+        },
+        bound: "reference",
+        met: None,
+    })
 }
 
 /// The xDS goals on the largest push: Remora applies it at least 5x faster than Envoy
@@ -310,6 +340,12 @@ pub fn render(r: &Results, command: &str) -> String {
     closed_loop(
         &mut o,
         r,
+        Scenario::Floor,
+        "The socket work alone: the HTTP/1.1 peak load relayed as bytes by tcp_proxy (closed loop)",
+    );
+    closed_loop(
+        &mut o,
+        r,
         Scenario::Resilience,
         "Resilience features configured (closed loop, HTTP/1.1)",
     );
@@ -400,6 +436,10 @@ fn closed_loop(o: &mut String, r: &Results, s: Scenario, title: &str) {
     );
     for p in r.points(s) {
         for t in Target::ALL {
+            // The floor has no row without a proxy.
+            if r.samples(s, &p, t).next().is_none() {
+                continue;
+            }
             let m = |k: &str, d| stat(r.stat(s, &p, t, k), d);
             let _ = writeln!(
                 o,

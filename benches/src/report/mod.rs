@@ -71,6 +71,9 @@ pub enum Scenario {
     Latency,
     /// Closed-loop peak throughput on one core.
     Peak,
+    /// The peak HTTP/1.1 load relayed by each proxy's `tcp_proxy`: what the socket work
+    /// alone costs, with no HTTP processing (the floor under the CPU goals).
+    Floor,
     /// gRPC unary, 100 concurrent streams.
     Grpc,
     /// TCP bulk transfer through tcp_proxy.
@@ -92,9 +95,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs against the three targets.
-    pub const MEASURED: [Scenario; 9] = [
+    pub const MEASURED: [Scenario; 10] = [
         Scenario::Latency,
         Scenario::Peak,
+        Scenario::Floor,
         Scenario::Resilience,
         Scenario::Grpc,
         Scenario::TcpBulk,

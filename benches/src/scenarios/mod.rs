@@ -113,6 +113,7 @@ pub fn run_all(ctx: &mut Ctx) -> Result<(), String> {
     let traffic = [
         Scenario::Latency,
         Scenario::Peak,
+        Scenario::Floor,
         Scenario::Resilience,
         Scenario::Grpc,
         Scenario::TcpBulk,

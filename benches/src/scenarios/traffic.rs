@@ -15,6 +15,9 @@ const PEAK_H2: (usize, usize) = (4, 32);
 /// gRPC: 100 concurrent streams on two connections.
 const GRPC: (usize, usize) = (2, 50);
 
+/// The floor scenario's point: the HTTP/1.1 peak load, relayed by `tcp_proxy`.
+pub const FLOOR_POINT: &str = "http1 64 conns x 1 streams, relayed by tcp_proxy";
+
 /// The resilience scenario's points (the report's overhead goal compares them).
 pub const RESILIENCE_PLAIN: &str = "http1 64 conns, plain route";
 pub const RESILIENCE_CONFIGURED: &str =
@@ -98,6 +101,15 @@ pub fn run(ctx: &mut Ctx, t: Target, rep: u32, saturation: f64) -> Result<(), St
             Probe::new(pid),
         )?;
         ctx.samples.push(load_sample(scenario, &point, t, rep, &o));
+    }
+    // No proxy has nothing to relay with; its peak row is the same load without a hop.
+    if ctx.plan.wants(Scenario::Floor) && t != Target::Direct {
+        ctx.log(&format!("rep {rep} {}: floor, {FLOOR_POINT}", t.name()));
+        let mut l = load(ctx, addrs, Proto::Http1, PEAK_H1_CONNECTIONS, 1, None);
+        l.addr = addrs.relay;
+        let o = gen::run(ctx.load_cpu, l, Probe::new(pid))?;
+        ctx.samples
+            .push(load_sample(Scenario::Floor, FLOOR_POINT, t, rep, &o));
     }
     if ctx.plan.wants(Scenario::Resilience) {
         // Back to back on the same process: the plain route, then the resilient one.
