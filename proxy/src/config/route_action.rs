@@ -33,8 +33,10 @@ pub struct Forward {
     /// `None`: no route timeout (configured as 0, or not used because the route has a
     /// `max_stream_duration` message).
     pub timeout: Option<Duration>,
-    /// `x-envoy-expected-rq-timeout-ms` for `timeout`, made once.
-    pub timeout_header: Option<http::HeaderValue>,
+    /// `x-envoy-expected-rq-timeout-ms` for a first attempt under the route's own
+    /// `timeout` and its retry policy's `per_try_timeout` (no header overriding them), made
+    /// on first use: it is the same for every such request.
+    pub expected_timeout_header: std::sync::OnceLock<Option<http::HeaderValue>>,
     pub mirrors: Vec<Mirror>,
     /// Per-route `upgrade_configs` overrides: (upgrade type lowercased, enabled).
     pub upgrades: Vec<(String, bool)>,
@@ -209,7 +211,7 @@ impl TryFrom<&pb::RouteAction> for Forward {
             regex_rewrite,
             host_rewrite,
             timeout,
-            timeout_header: timeout.map(|t| http::HeaderValue::from(t.as_millis() as u64)),
+            expected_timeout_header: std::sync::OnceLock::new(),
             mirrors,
             upgrades,
             retry,

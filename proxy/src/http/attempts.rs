@@ -215,30 +215,7 @@ async fn send(
                 }
             }
         };
-        let sent = forward::send(req, x.cluster, host, x.proto, x.down, connected);
-        // Until the response headers, the per-try idle timeout runs like another per-try
-        // timeout (nothing comes from the upstream before them).
-        let limit = match (per_try, x.per_try_idle) {
-            (Some(t), Some(idle)) if idle < t => Some((idle, true)),
-            (Some(t), _) => Some((t, false)),
-            (None, idle) => idle.map(|idle| (idle, true)),
-        };
-        let result = match limit {
-            Some((t, idle)) => match tokio::time::timeout(t, sent).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let stats = &x.cluster.stats;
-                    if idle {
-                        stats.upstream_rq_per_try_idle_timeout.inc();
-                    } else {
-                        stats.upstream_rq_per_try_timeout.inc();
-                    }
-                    x.cluster.report(host, outlier::Outcome::Timeout);
-                    return Outcome::PerTryTimeout;
-                }
-            },
-            None => sent.await,
-        };
+        let result = forward::send(req, x.cluster, host, x.proto, x.down, connected).await;
         match result {
             Ok((resp, lease)) => {
                 x.cluster
@@ -258,18 +235,42 @@ async fn send(
             }
         }
     };
+    // Until the response headers, the per-try idle timeout runs like another per-try
+    // timeout (nothing comes from the upstream before them).
+    let limit = match (per_try, x.per_try_idle) {
+        (Some(t), Some(idle)) if idle < t => Some((idle, true)),
+        (Some(t), _) => Some((t, false)),
+        (None, idle) => idle.map(|idle| (idle, true)),
+    };
+    let attempt = limit.map(|(t, idle)| (Instant::now() + t, idle));
     // Pinned here, not moved into the timers' future: it is the larger of the two.
     let exchange = std::pin::pin!(exchange);
-    timeouts::run(exchange, x.started, x.limits, x.activity)
-        .await
-        .map_err(|expired| expire(expired, Some(host), x))
+    match timeouts::run(exchange, x.started, x.limits, x.activity, attempt).await {
+        Ok(outcome) => Ok(outcome),
+        // The attempt failed, not the request: the retry policy decides what follows.
+        Err(expired @ timeouts::Expired::PerTry { .. }) => {
+            expire(expired, Some(host), x);
+            Ok(Outcome::PerTryTimeout)
+        }
+        Err(expired) => Err(expire(expired, Some(host), x)),
+    }
 }
 
-/// Counts a timer that ended the request (`host`: the attempt it cut short) and makes
-/// its reply.
+/// Counts a timer that ended the request or its attempt (`host`: the attempt it cut
+/// short) and makes the reply.
 fn expire(expired: timeouts::Expired, host: Option<&HostEntry>, x: &Exchange<'_>) -> LocalReply {
     let stats = &x.cluster.stats;
     match expired {
+        timeouts::Expired::PerTry { idle } => {
+            if idle {
+                stats.upstream_rq_per_try_idle_timeout.inc();
+            } else {
+                stats.upstream_rq_per_try_timeout.inc();
+            }
+            if let Some(host) = host {
+                x.cluster.report(host, outlier::Outcome::Timeout);
+            }
+        }
         timeouts::Expired::Route => {
             if let Some(host) = host {
                 x.cluster.report(host, outlier::Outcome::Timeout);

@@ -146,17 +146,19 @@ pub async fn forward<'r>(
     // Upgrades are not retried; the retry headers are consumed either way.
     let retry =
         RetryState::new(fwd.retry.as_ref(), req.headers_mut(), control).filter(|_| !is_upgrade);
-    // What the upstream may expect (the route's own value is made once at config time).
-    match (per_try, route_timeout, &fwd.timeout_header) {
-        (None, Some(t), Some(v)) if Some(t) == fwd.timeout && !grpc_deadline => {
+    // What the upstream may expect: under the route's own timeouts, the same value for
+    // every request, made once.
+    let expected = || timeouts::expected_ms(route_timeout, per_try, Duration::ZERO);
+    if route_timeout == fwd.timeout && per_try == policy_per_try && !grpc_deadline {
+        let v = fwd
+            .expected_timeout_header
+            .get_or_init(|| expected().map(HeaderValue::from));
+        if let Some(v) = v {
             req.headers_mut()
                 .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v.clone());
         }
-        _ => {
-            if let Some(ms) = timeouts::expected_ms(route_timeout, per_try, Duration::ZERO) {
-                timeouts::tell_upstream(req.headers_mut(), ms, grpc_deadline);
-            }
-        }
+    } else if let Some(ms) = expected() {
+        timeouts::tell_upstream(req.headers_mut(), ms, grpc_deadline);
     }
 
     let proto = match (cluster.config.protocol, req.version()) {

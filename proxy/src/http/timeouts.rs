@@ -203,6 +203,11 @@ impl Limits {
 /// Which timer fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
+    /// The attempt's own limit: `per_try_timeout`, or `per_try_idle_timeout` (`idle`)
+    /// while no response headers have come.
+    PerTry {
+        idle: bool,
+    },
     Route,
     Request,
     StreamIdle,
@@ -214,6 +219,7 @@ impl Expired {
     /// left to come when the exchange started).
     pub fn reply(self, body: Option<&Activity>) -> LocalReply {
         match self {
+            Expired::PerTry { .. } => LocalReply::PerTryTimeout,
             Expired::Route => LocalReply::UpstreamTimeout,
             Expired::Request => LocalReply::RequestTimeout,
             Expired::StreamIdle => LocalReply::StreamIdleTimeout {
@@ -226,13 +232,17 @@ impl Expired {
     }
 }
 
-/// Awaits `fut` (the exchange up to response headers) under the stream's deadlines.
+/// Awaits `fut` (the exchange up to response headers) under the stream's deadlines and
+/// the attempt's own (`attempt`: when it ends, and whether it is the per-try idle
+/// timeout), with one timer for all of them. The attempt's wins a tie.
 pub async fn run<F: Future>(
     mut fut: Pin<&mut F>,
     start: Instant,
     limits: Limits,
     body: Option<&Activity>,
+    attempt: Option<(Instant, bool)>,
 ) -> Result<F::Output, Expired> {
+    let attempt = attempt.map(|(at, idle)| (at, Expired::PerTry { idle }));
     loop {
         let fixed = limits.fixed_deadline(start);
         let request = match (limits.request, body) {
@@ -247,7 +257,7 @@ pub async fn run<F: Future>(
                 Expired::StreamIdle,
             )
         });
-        let next = [fixed, request, idle]
+        let next = [attempt, fixed, request, idle]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at);
@@ -260,7 +270,7 @@ pub async fn run<F: Future>(
                 // The body may have moved or finished meanwhile: only a deadline that is
                 // still due counts.
                 let still_due = match which {
-                    Expired::Route | Expired::StreamDuration => true,
+                    Expired::PerTry { .. } | Expired::Route | Expired::StreamDuration => true,
                     Expired::Request => body.is_some_and(|a| !a.done.load(Ordering::Relaxed)),
                     Expired::StreamIdle => {
                         body.map_or(start, Activity::last) + limits.stream_idle.unwrap_or_default()
@@ -402,7 +412,7 @@ mod tests {
             stream_end: None,
         };
         assert_eq!(
-            run(pin!(never), start, limits, None).await,
+            run(pin!(never), start, limits, None, None).await,
             Err(Expired::StreamIdle)
         );
         assert!(start.elapsed() >= Duration::from_secs(5));
@@ -420,7 +430,8 @@ mod tests {
                 pin!(std::future::pending::<()>()),
                 start,
                 limits,
-                Some(&body)
+                Some(&body),
+                None
             )
             .await,
             Err(Expired::Request)
@@ -435,15 +446,48 @@ mod tests {
                 pin!(std::future::pending::<()>()),
                 start,
                 limits,
-                Some(&body)
+                Some(&body),
+                None
             )
             .await,
             Err(Expired::StreamIdle)
         );
         assert!(start.elapsed() >= Duration::from_secs(10));
 
+        // The attempt's own deadline, before the route's.
+        let start = Instant::now();
+        let route = Limits {
+            route: Some(Duration::from_secs(15)),
+            request: None,
+            stream_idle: None,
+            stream_end: None,
+        };
+        let per_try = Some((start + Duration::from_secs(2), false));
+        assert_eq!(
+            run(
+                pin!(std::future::pending::<()>()),
+                start,
+                route,
+                None,
+                per_try
+            )
+            .await,
+            Err(Expired::PerTry { idle: false })
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // A tie goes to the attempt: it is retried, the request is not over.
+        let start = Instant::now();
+        let tie = Some((start + Duration::from_secs(15), true));
+        assert_eq!(
+            run(pin!(std::future::pending::<()>()), start, route, None, tie).await,
+            Err(Expired::PerTry { idle: true })
+        );
+
         let done = async { 7 };
-        assert_eq!(run(pin!(done), Instant::now(), limits, None).await, Ok(7));
+        assert_eq!(
+            run(pin!(done), Instant::now(), limits, None, None).await,
+            Ok(7)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -468,7 +512,8 @@ mod tests {
                 pin!(std::future::pending::<()>()),
                 start,
                 limits,
-                Some(&body)
+                Some(&body),
+                None
             )
             .await,
             Err(Expired::StreamIdle)
