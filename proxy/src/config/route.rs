@@ -153,9 +153,7 @@ impl TryFrom<&pb::VirtualHost> for VirtualHost {
             let mut route = Route::try_from(r).at_index("routes", i)?;
             if let Action::Forward(f) = &mut route.action {
                 // A route's own retry policy replaces the virtual host's entirely.
-                if f.retry.is_none() {
-                    f.retry = retry.clone();
-                }
+                f.inherit_retry(&retry);
                 f.attempt_count = attempts;
                 f.buffer_limit = f.buffer_limit.or(buffer_limit);
             }

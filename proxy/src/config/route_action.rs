@@ -34,9 +34,8 @@ pub struct Forward {
     /// `max_stream_duration` message).
     pub timeout: Option<Duration>,
     /// `x-envoy-expected-rq-timeout-ms` for a first attempt under the route's own
-    /// `timeout` and its retry policy's `per_try_timeout` (no header overriding them), made
-    /// on first use: it is the same for every such request.
-    pub expected_timeout_header: std::sync::OnceLock<Option<http::HeaderValue>>,
+    /// timeouts (`timeout` and [`Forward::per_try_timeout`], no header overriding them).
+    pub expected_timeout_header: Option<http::HeaderValue>,
     pub mirrors: Vec<Mirror>,
     /// Per-route `upgrade_configs` overrides: (upgrade type lowercased, enabled).
     pub upgrades: Vec<(String, bool)>,
@@ -205,13 +204,13 @@ impl TryFrom<&pb::RouteAction> for Forward {
                 )
             })
             .collect();
-        Ok(Forward {
+        let mut f = Forward {
             target,
             prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
             regex_rewrite,
             host_rewrite,
             timeout,
-            expected_timeout_header: std::sync::OnceLock::new(),
+            expected_timeout_header: None,
             mirrors,
             upgrades,
             retry,
@@ -220,8 +219,63 @@ impl TryFrom<&pb::RouteAction> for Forward {
             idle_timeout,
             hash_policy,
             stream,
-        })
+        };
+        f.expected_timeout_header = f.expected_header();
+        Ok(f)
     }
+}
+
+impl Forward {
+    /// The route's own per-try timeout: its retry policy's, when below the route timeout.
+    pub fn per_try_timeout(&self) -> Option<Duration> {
+        effective_per_try(
+            self.timeout,
+            self.retry.as_ref().and_then(|p| p.per_try_timeout),
+        )
+    }
+
+    /// Takes the virtual host's retry policy when the route has none of its own.
+    pub fn inherit_retry(&mut self, retry: &Option<Arc<RetryPolicy>>) {
+        if self.retry.is_none() {
+            self.retry = retry.clone();
+            self.expected_timeout_header = self.expected_header();
+        }
+    }
+
+    fn expected_header(&self) -> Option<http::HeaderValue> {
+        expected_ms(self.timeout, self.per_try_timeout(), Duration::ZERO)
+            .map(http::HeaderValue::from)
+    }
+}
+
+/// A per-try timeout counts only below the route timeout; Envoy drops it otherwise.
+pub fn effective_per_try(route: Option<Duration>, per_try: Option<Duration>) -> Option<Duration> {
+    per_try.filter(|p| route.is_none_or(|r| *p < r))
+}
+
+/// `x-envoy-expected-rq-timeout-ms` for an attempt made `elapsed` after the request
+/// started, as Envoy computes it: the per-try timeout, else the route timeout, but no
+/// more than what is left of the route timeout (at least 1). `None`: no timeout at all.
+pub fn expected_ms(
+    route: Option<Duration>,
+    per_try: Option<Duration>,
+    elapsed: Duration,
+) -> Option<u64> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let global = route.map_or(0, ms);
+    let expected = per_try.map_or(global, ms);
+    if expected == 0 {
+        return None;
+    }
+    if global == 0 {
+        return Some(expected);
+    }
+    let elapsed = ms(elapsed);
+    Some(if elapsed >= global {
+        1
+    } else {
+        expected.min(global - elapsed)
+    })
 }
 
 /// A `RegexMatchAndSubstitute`: the compiled pattern and the substitution in the regex

@@ -99,11 +99,10 @@ pub async fn run(
     let Some(mut retry) = retry else {
         let mut parts = parts;
         count_attempt(&mut parts, 1, x);
-        let outcome = send(Request::from_parts(parts, body), &host, x.per_try, x).await?;
+        let outcome = send(Request::from_parts(parts, body), &host, x).await?;
         return finish(outcome, x);
     };
     let replay = Replay::new(body, x.buffer_limit);
-    let per_try = x.per_try;
     let mut host = host;
     let mut tried: Vec<Arc<HostEntry>> = Vec::new();
     // The slot of the retry in flight, given back when its outcome is known.
@@ -120,7 +119,7 @@ pub async fn run(
             }
         }
         let req = Request::from_parts(p, ProxyBody::boxed(replay.body()));
-        let outcome = send(req, &host, per_try, x).await?;
+        let outcome = send(req, &host, x).await?;
         drop(retry_slot.take());
         let retriable = match &outcome {
             Outcome::Response(r, ..) => retry.retriable_response(r.status(), r.headers()),
@@ -165,6 +164,17 @@ pub async fn run(
 }
 
 impl Exchange<'_> {
+    /// An attempt's limit until its response headers, and whether it is the per-try idle
+    /// timeout (which runs like another per-try timeout until then: nothing comes from
+    /// the upstream before them).
+    fn attempt_limit(&self) -> Option<(Duration, bool)> {
+        match (self.per_try, self.per_try_idle) {
+            (Some(t), Some(idle)) if idle < t => Some((idle, true)),
+            (Some(t), _) => Some((t, false)),
+            (None, idle) => idle.map(|idle| (idle, true)),
+        }
+    }
+
     fn stop(&self, flag: Flag) {
         if let Ok(mut s) = self.stopped.lock() {
             *s = Some(flag);
@@ -181,11 +191,10 @@ fn count_attempt(p: &mut Parts, attempt: u32, x: &Exchange<'_>) {
     }
 }
 
-/// One attempt under the route-level timers (and `per_try`).
+/// One attempt under the request's timers and its own limit (`Exchange::attempt_limit`).
 async fn send(
     req: Request<ProxyBody>,
     host: &Arc<HostEntry>,
-    per_try: Option<Duration>,
     x: &Exchange<'_>,
 ) -> Result<Outcome, LocalReply> {
     // max_requests: an upstream request over the limit is not sent (503 UO).
@@ -235,14 +244,9 @@ async fn send(
             }
         }
     };
-    // Until the response headers, the per-try idle timeout runs like another per-try
-    // timeout (nothing comes from the upstream before them).
-    let limit = match (per_try, x.per_try_idle) {
-        (Some(t), Some(idle)) if idle < t => Some((idle, true)),
-        (Some(t), _) => Some((t, false)),
-        (None, idle) => idle.map(|idle| (idle, true)),
-    };
-    let attempt = limit.map(|(t, idle)| (Instant::now() + t, idle));
+    let attempt = x
+        .attempt_limit()
+        .map(|(t, idle)| (Instant::now() + t, idle));
     // Pinned here, not moved into the timers' future: it is the larger of the two.
     let exchange = std::pin::pin!(exchange);
     match timeouts::run(exchange, x.started, x.limits, x.activity, attempt).await {

@@ -146,18 +146,14 @@ pub async fn forward<'r>(
     // Upgrades are not retried; the retry headers are consumed either way.
     let retry =
         RetryState::new(fwd.retry.as_ref(), req.headers_mut(), control).filter(|_| !is_upgrade);
-    // What the upstream may expect: under the route's own timeouts, the same value for
-    // every request, made once.
-    let expected = || timeouts::expected_ms(route_timeout, per_try, Duration::ZERO);
-    if route_timeout == fwd.timeout && per_try == policy_per_try && !grpc_deadline {
-        let v = fwd
-            .expected_timeout_header
-            .get_or_init(|| expected().map(HeaderValue::from));
-        if let Some(v) = v {
+    // What the upstream may expect: under the route's own timeouts, the value made with
+    // the config.
+    if route_timeout == fwd.timeout && per_try == fwd.per_try_timeout() && !grpc_deadline {
+        if let Some(v) = &fwd.expected_timeout_header {
             req.headers_mut()
                 .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v.clone());
         }
-    } else if let Some(ms) = expected() {
+    } else if let Some(ms) = timeouts::expected_ms(route_timeout, per_try, Duration::ZERO) {
         timeouts::tell_upstream(req.headers_mut(), ms, grpc_deadline);
     }
 

@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::grpc_timeout;
 use super::local_reply::LocalReply;
+pub use crate::config::route_action::{effective_per_try, expected_ms};
 use crate::config::stream_duration::StreamDuration;
 use crate::stats::Counter;
 use crate::upstream::pool::BoxError;
@@ -102,33 +103,7 @@ pub fn settle(
         Some(n) => Some(Duration::from_millis(n)),
         None => per_try,
     };
-    let per_try = per_try.filter(|p| route.is_none_or(|r| *p < r));
-    (route, per_try)
-}
-
-/// `x-envoy-expected-rq-timeout-ms` for an attempt made `elapsed` after the request
-/// started, as Envoy computes it: the per-try timeout, else the route timeout, but no
-/// more than what is left of the route timeout (at least 1). `None`: no timeout at all.
-pub fn expected_ms(
-    route: Option<Duration>,
-    per_try: Option<Duration>,
-    elapsed: Duration,
-) -> Option<u64> {
-    let ms = |d: Duration| d.as_millis() as u64;
-    let global = route.map_or(0, ms);
-    let expected = per_try.map_or(global, ms);
-    if expected == 0 {
-        return None;
-    }
-    if global == 0 {
-        return Some(expected);
-    }
-    let elapsed = ms(elapsed);
-    Some(if elapsed >= global {
-        1
-    } else {
-        expected.min(global - elapsed)
-    })
+    (route, effective_per_try(route, per_try))
 }
 
 /// Tells an attempt's upstream what it may expect: `x-envoy-expected-rq-timeout-ms`, and
@@ -401,10 +376,26 @@ mod tests {
     use super::*;
     use std::pin::pin;
 
+    /// A future that never finishes, run under the timers: which one ends it.
+    async fn pending_under(
+        start: Instant,
+        limits: Limits,
+        body: Option<&Activity>,
+        attempt: Option<(Instant, bool)>,
+    ) -> Result<(), Expired> {
+        run(
+            pin!(std::future::pending::<()>()),
+            start,
+            limits,
+            body,
+            attempt,
+        )
+        .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn earliest_deadline_wins() {
         let start = Instant::now();
-        let never = std::future::pending::<()>();
         let limits = Limits {
             route: Some(Duration::from_secs(15)),
             request: None,
@@ -412,7 +403,7 @@ mod tests {
             stream_end: None,
         };
         assert_eq!(
-            run(pin!(never), start, limits, None, None).await,
+            pending_under(start, limits, None, None).await,
             Err(Expired::StreamIdle)
         );
         assert!(start.elapsed() >= Duration::from_secs(5));
@@ -426,14 +417,7 @@ mod tests {
             stream_end: None,
         };
         assert_eq!(
-            run(
-                pin!(std::future::pending::<()>()),
-                start,
-                limits,
-                Some(&body),
-                None
-            )
-            .await,
+            pending_under(start, limits, Some(&body), None).await,
             Err(Expired::Request)
         );
 
@@ -442,14 +426,7 @@ mod tests {
         let body = Activity::new();
         body.finish();
         assert_eq!(
-            run(
-                pin!(std::future::pending::<()>()),
-                start,
-                limits,
-                Some(&body),
-                None
-            )
-            .await,
+            pending_under(start, limits, Some(&body), None).await,
             Err(Expired::StreamIdle)
         );
         assert!(start.elapsed() >= Duration::from_secs(10));
@@ -464,14 +441,7 @@ mod tests {
         };
         let per_try = Some((start + Duration::from_secs(2), false));
         assert_eq!(
-            run(
-                pin!(std::future::pending::<()>()),
-                start,
-                route,
-                None,
-                per_try
-            )
-            .await,
+            pending_under(start, route, None, per_try).await,
             Err(Expired::PerTry { idle: false })
         );
         assert_eq!(start.elapsed(), Duration::from_secs(2));
@@ -479,7 +449,7 @@ mod tests {
         let start = Instant::now();
         let tie = Some((start + Duration::from_secs(15), true));
         assert_eq!(
-            run(pin!(std::future::pending::<()>()), start, route, None, tie).await,
+            pending_under(start, route, None, tie).await,
             Err(Expired::PerTry { idle: true })
         );
 
@@ -508,14 +478,7 @@ mod tests {
             stream_end: None,
         };
         assert_eq!(
-            run(
-                pin!(std::future::pending::<()>()),
-                start,
-                limits,
-                Some(&body),
-                None
-            )
-            .await,
+            pending_under(start, limits, Some(&body), None).await,
             Err(Expired::StreamIdle)
         );
         // Last activity at 12 s, idle after 17 s.

@@ -209,3 +209,42 @@ virtual_hosts:
         Some("joined")
     );
 }
+
+/// `x-envoy-expected-rq-timeout-ms` under a route's own timeouts is made with the config,
+/// after the virtual host's retry policy is inherited.
+#[test]
+fn expected_timeout_header_is_made_with_the_config() {
+    let t = table(
+        r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  retry_policy: {retry_on: 5xx, per_try_timeout: 2s}
+  routes:
+  - {name: inherits, match: {prefix: /a}, route: {cluster: c, timeout: 10s}}
+  - {name: dropped, match: {prefix: /b}, route: {cluster: c, timeout: 10s, retry_policy: {retry_on: 5xx, per_try_timeout: 20s}}}
+  - {name: none, match: {prefix: /c}, route: {cluster: c, timeout: 0s, retry_policy: {retry_on: 5xx}}}
+"#,
+    );
+    let header = |path: &str| {
+        let h = HeaderMap::new();
+        let req = RequestView {
+            host: "x",
+            path,
+            method: &Method::GET,
+            scheme: "http",
+            headers: &h,
+        };
+        let (_, r) = t.route(&req).expect("routed");
+        let Action::Forward(f) = &r.action else {
+            panic!("forwarded");
+        };
+        f.expected_timeout_header
+            .as_ref()
+            .map(|v| v.to_str().expect("ascii").to_string())
+    };
+    assert_eq!(header("/a").as_deref(), Some("2000"));
+    // A per-try timeout not below the route timeout is dropped.
+    assert_eq!(header("/b").as_deref(), Some("10000"));
+    assert_eq!(header("/c"), None);
+}
