@@ -5,6 +5,7 @@ pub mod breakers;
 pub mod cluster;
 pub mod connect;
 pub mod dns;
+pub mod h1;
 pub mod health;
 pub mod host;
 pub mod lb;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::ProxyBody;
@@ -23,7 +22,7 @@ use crate::upstream::cluster::ClusterState;
 use crate::upstream::host::{ActiveRequest, HostAddr, HostEntry};
 use crate::upstream::lb;
 use crate::upstream::outlier;
-use crate::upstream::pool::{Lease, Proto, UpstreamError};
+use crate::upstream::pool::{Lease, Proto, ResponseBody, UpstreamError};
 
 /// Everything an attempt needs that does not change between attempts.
 pub struct Exchange<'a> {
@@ -71,7 +70,7 @@ pub struct UpstreamUsed {
 
 /// The response that ends the attempts, its connection and its circuit-breaker slot.
 pub struct Answer {
-    pub response: Response<Incoming>,
+    pub response: Response<ResponseBody>,
     pub lease: Lease,
     pub slot: Slot,
     /// The request's place in its host's active count (least-request clusters).
@@ -82,7 +81,7 @@ pub struct Answer {
 /// allocation on every request for a value that lives only until the next line.)
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Response(Response<Incoming>, Lease, Slot, Option<ActiveRequest>),
+    Response(Response<ResponseBody>, Lease, Slot, Option<ActiveRequest>),
     Failed(UpstreamError),
     PerTryTimeout,
 }
@@ -306,7 +305,7 @@ fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Answer, LocalReply> {
         }
         // The downstream request body failed (malformed chunking, client gone): a bad
         // request, not an upstream failure.
-        Outcome::Failed(UpstreamError::Reset(e)) if e.is_user() => Err(LocalReply::MalformedBody),
+        Outcome::Failed(UpstreamError::RequestBody(_)) => Err(LocalReply::MalformedBody),
         Outcome::Failed(UpstreamError::Connect(_)) => {
             stats.response(503);
             Err(LocalReply::ConnectFailure { retried })
@@ -328,9 +327,8 @@ fn outlier_outcome(e: &UpstreamError) -> Option<outlier::Outcome> {
         UpstreamError::Connect(_) | UpstreamError::Handshake(_) => {
             Some(outlier::Outcome::ConnectFailed)
         }
-        UpstreamError::Reset(e) if e.is_user() => None,
         UpstreamError::Reset(_) => Some(outlier::Outcome::Reset),
-        UpstreamError::PendingOverflow => None,
+        UpstreamError::RequestBody(_) | UpstreamError::PendingOverflow => None,
     }
 }
 
@@ -338,22 +336,10 @@ fn outlier_outcome(e: &UpstreamError) -> Option<outlier::Outcome> {
 /// fault or an overflow, never retried).
 fn failure(e: &UpstreamError) -> Option<Failure> {
     match e {
-        UpstreamError::PendingOverflow => None,
+        UpstreamError::PendingOverflow | UpstreamError::RequestBody(_) => None,
         UpstreamError::Connect(_) | UpstreamError::Handshake(_) => Some(Failure::ConnectFailure),
-        UpstreamError::Reset(e) if e.is_user() => None,
-        UpstreamError::Reset(e) => {
-            let refused = std::error::Error::source(e)
-                .and_then(|s| s.downcast_ref::<h2::Error>())
-                .and_then(h2::Error::reason)
-                == Some(h2::Reason::REFUSED_STREAM);
-            Some(if refused {
-                Failure::RefusedStream
-            } else {
-                Failure::Reset {
-                    sent: !e.is_canceled(),
-                }
-            })
-        }
+        UpstreamError::Reset(r) if r.refused => Some(Failure::RefusedStream),
+        UpstreamError::Reset(r) => Some(Failure::Reset { sent: r.sent }),
     }
 }
 

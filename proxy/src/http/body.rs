@@ -11,7 +11,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::timeouts::{DurationTimeout, IdleTimeout, IdleTimer, StreamEnd};
 use crate::stats::{Counter, GaugeGuard};
-use crate::upstream::pool::{BoxError, Lease};
+use crate::upstream::pool::{BoxError, Lease, ResponseBody};
 
 /// The body type of every request and response the proxy sends. The common cases are
 /// variants, so a proxied request allocates no boxed body; anything else is `Boxed`.
@@ -109,7 +109,7 @@ pub fn full(b: impl Into<Bytes>) -> ProxyBody {
 /// frame fails (the downstream stream is reset, as Envoy does once a response started);
 /// so does one still streaming when the stream's duration limit (`end`) is reached.
 pub struct PooledBody {
-    inner: Incoming,
+    inner: ResponseBody,
     lease: Option<Lease>,
     active: Option<InFlight>,
     timers: BodyTimers,
@@ -182,7 +182,7 @@ pub struct InFlight {
 
 impl PooledBody {
     pub fn new(
-        inner: Incoming,
+        inner: ResponseBody,
         lease: Lease,
         active: Option<InFlight>,
         timers: BodyTimers,
@@ -193,10 +193,31 @@ impl PooledBody {
             active,
             timers,
         };
-        if b.inner.is_end_stream() {
+        if b.inner_ended() {
             b.finish();
         }
         b
+    }
+
+    fn inner_ended(&self) -> bool {
+        match &self.inner {
+            ResponseBody::H1(r) => r.is_end_stream(),
+            ResponseBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    /// The next frame of the upstream body (an HTTP/1.1 one read from the leased
+    /// connection; with the lease given back, the body has ended).
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            ResponseBody::H1(r) => match self.lease.as_mut().and_then(Lease::h1_conn) {
+                Some(conn) => r.poll_frame(conn, cx).map_err(|e| Box::new(e) as BoxError),
+                None => Poll::Ready(None),
+            },
+            ResponseBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
     }
 
     fn finish(&mut self) {
@@ -227,31 +248,34 @@ impl Body for PooledBody {
         if this.lease.is_some() && this.timers.poll_end(cx) {
             return this.fail(Box::new(DurationTimeout));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match this.poll_inner(cx) {
             Poll::Ready(None) => {
                 this.finish();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
+                if this.inner_ended() {
                     this.finish();
                 } else {
                     this.timers.reset();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => this.fail(Box::new(e)),
+            Poll::Ready(Some(Err(e))) => this.fail(e),
             Poll::Pending if this.timers.poll_idle(cx) => this.fail(Box::new(IdleTimeout)),
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner_ended()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            ResponseBody::H1(r) => r.size_hint(),
+            ResponseBody::H2(b) => b.size_hint(),
+        }
     }
 }
 

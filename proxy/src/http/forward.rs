@@ -27,7 +27,7 @@ use crate::routing::is_grpc;
 use crate::stats::GaugeGuard;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::lb;
-use crate::upstream::pool::{Proto, ProxyBody, SendError, UpstreamError};
+use crate::upstream::pool::{Proto, ProxyBody, ResponseBody, SendError, UpstreamError};
 
 /// What the handler decided about a request before it is forwarded.
 pub struct Routed<'r, 'a> {
@@ -286,12 +286,17 @@ pub async fn forward<'r>(
         headers::number(service_time),
     );
 
-    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down_up) = downstream_upgrade {
-            let up = hyper::upgrade::on(Response::from_parts(parts.clone(), body));
-            upgrade::tunnel(down_up, up, lease);
-            drop(rq_active);
-            return Ok(Response::from_parts(parts, super::body::empty()));
+    let mut lease = lease;
+    if let (http::StatusCode::SWITCHING_PROTOCOLS, Some(down_up)) =
+        (parts.status, downstream_upgrade)
+    {
+        match lease.into_upgraded() {
+            Ok(up) => {
+                upgrade::tunnel(down_up, up);
+                drop(rq_active);
+                return Ok(Response::from_parts(parts, super::body::empty()));
+            }
+            Err(back) => lease = back,
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -328,7 +333,7 @@ pub(super) async fn send(
     proto: Proto,
     down: &Downstream,
     mut connected: impl FnMut(&crate::upstream::pool::Lease),
-) -> Result<(Response<Incoming>, crate::upstream::pool::Lease), UpstreamError> {
+) -> Result<(Response<ResponseBody>, crate::upstream::pool::Lease), UpstreamError> {
     /// Pooled connections tried before giving up on ones that turn out to be closed.
     const ATTEMPTS: usize = 3;
     let mut req = req;
@@ -339,7 +344,7 @@ pub(super) async fn send(
             Ok(resp) => return Ok((resp, lease)),
             Err(SendError::NotSent(r)) if attempt < ATTEMPTS => req = *r,
             Err(SendError::NotSent(_)) => break,
-            Err(SendError::Failed(e)) => return Err(UpstreamError::Reset(e)),
+            Err(SendError::Failed(e)) => return Err(e),
         }
     }
     Err(UpstreamError::Connect(

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Body, Frame, Incoming};
 use tokio::sync::mpsc;
 
+use super::body::{BodyTimers, PooledBody};
 use super::{Downstream, HttpContext};
 use crate::config::route::{Forward, MirrorTarget};
 use crate::upstream::pool::{BoxError, Proto, ProxyBody};
@@ -79,8 +80,9 @@ pub fn spawn_mirrors(
             };
             if let Ok(resp) = lease.send(req).await {
                 cluster.stats.response(resp.status().as_u16());
-                let _ = resp.into_body().collect().await;
-                lease.release();
+                // Read to its end, which gives the connection back to the pool.
+                let body = PooledBody::new(resp.into_body(), lease, None, BodyTimers::default());
+                let _ = body.collect().await;
             }
         });
     }

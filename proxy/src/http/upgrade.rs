@@ -1,32 +1,37 @@
 //! Upgraded connections (WebSocket): after both sides switch protocols, bytes are copied
 //! in both directions until either side closes.
 
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
-use crate::upstream::pool::Lease;
+use crate::upstream::pool::Upgraded;
 
-pub fn tunnel(
-    downstream: OnUpgrade,
-    upstream: impl std::future::Future<Output = hyper::Result<Upgraded>> + Send + 'static,
-    lease: Lease,
-) {
+/// Joins the downstream connection, once hyper hands it over, to the upstream one
+/// (which never returns to the pool). Bytes the upstream sent right after its `101`
+/// go to the downstream first.
+pub fn tunnel(downstream: OnUpgrade, upstream: Upgraded) {
     tokio::spawn(async move {
-        // The upstream connection now belongs to the tunnel; it never returns to the pool.
-        drop(lease);
-        let (down, up) = match tokio::join!(downstream, upstream) {
-            (Ok(d), Ok(u)) => (d, u),
-            (d, u) => {
-                tracing::debug!(
-                    downstream_ok = d.is_ok(),
-                    upstream_ok = u.is_ok(),
-                    "upgrade failed"
-                );
+        let Upgraded {
+            io: mut up,
+            buffered,
+            held,
+        } = upstream;
+        let _held = held;
+        let down = match downstream.await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "downstream upgrade failed");
                 return;
             }
         };
         let mut down = TokioIo::new(down);
-        let mut up = TokioIo::new(up);
+        if !buffered.is_empty() {
+            if let Err(e) = down.write_all(&buffered).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+                return;
+            }
+        }
         if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
             tracing::debug!(error = %e, "upgraded connection ended");
         }

@@ -1,8 +1,10 @@
 //! Per-worker upstream connection pools.
 //!
 //! Each worker owns its pools (the mutex is never contended across threads). HTTP/1.1
-//! connections carry one request at a time and come back to the idle list when the
-//! response body ends; HTTP/2 connections are shared by all streams of the worker.
+//! connections (`h1::Conn`, driven by the request's task) carry one request at a time
+//! and come back to the idle list when the response body ends cleanly; an idle one is
+//! checked for a close or stray bytes when it is taken. HTTP/2 connections (hyper's, with
+//! a task of their own) are shared by all streams of the worker.
 //!
 //! Circuit breakers, as Envoy's pools apply them: a request that finds no idle
 //! connection waits as *pending* (`max_pending_requests`, else 503 overflow) while a
@@ -17,12 +19,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::breakers::Slot;
 use super::cluster::{ClusterState, Host, HostAddr};
 use super::connect::{self, ConnectError};
+use super::h1;
 use crate::stats::GaugeGuard;
 use tokio::sync::oneshot;
 
@@ -43,12 +46,27 @@ struct Key {
 }
 
 enum Sender {
-    H1(http1::SendRequest<ProxyBody>),
+    /// Boxed once per connection: leases and idle entries move often.
+    H1(Box<H1Conn>),
     H2(http2::SendRequest<ProxyBody>),
 }
 
+/// An HTTP/1.1 connection and what it holds while open.
+struct H1Conn {
+    conn: h1::Conn,
+    held: Held,
+}
+
+/// What an HTTP/1.1 connection holds until it closes: its place in
+/// `upstream_cx_active`, its circuit-breaker slot and its count in the host's pool.
+pub struct Held {
+    _active: GaugeGuard,
+    _slot: Slot,
+    open: Option<OpenConn>,
+}
+
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: Box<H1Conn>,
     uses: u32,
     local: Option<SocketAddr>,
 }
@@ -66,12 +84,23 @@ struct H1Host {
 impl H1Host {
     /// An idle connection that can take a request (closed ones are dropped).
     fn usable(&mut self) -> Option<Idle> {
-        while let Some(idle) = self.idle.pop() {
-            if !idle.sender.is_closed() && idle.sender.is_ready() {
+        while let Some(mut idle) = self.idle.pop() {
+            if idle.conn.conn.idle_open() {
                 return Some(idle);
             }
+            self.close(idle);
         }
         None
+    }
+
+    /// Closes a connection while the pools are locked: its count in `open` is taken
+    /// here, as its `OpenConn` would lock them again.
+    fn close(&mut self, idle: Idle) {
+        let H1Conn { mut held, .. } = *idle.conn;
+        if let Some(open) = held.open.take() {
+            open.disarm();
+            self.open = self.open.saturating_sub(1);
+        }
     }
 
     /// Gives `h` to the first pending request still waiting; returns it when none is.
@@ -103,9 +132,16 @@ enum H1Next {
 
 /// Counts a connection in its host's `open` until dropped (when the connection closes
 /// or fails to open), then wakes a pending request to try again.
-struct OpenConn {
+pub struct OpenConn {
     pools: Weak<Pools>,
     key: Key,
+}
+
+impl OpenConn {
+    /// Drops it without touching the pools (the caller holds their lock).
+    fn disarm(mut self) {
+        self.pools = Weak::new();
+    }
 }
 
 impl Drop for OpenConn {
@@ -146,13 +182,81 @@ impl std::fmt::Debug for Pools {
 pub enum UpstreamError {
     #[error("connect: {0}")]
     Connect(#[from] ConnectError),
+    /// The HTTP/2 connection preface and settings exchange failed.
     #[error("handshake: {0}")]
     Handshake(hyper::Error),
+    /// The downstream request body failed (malformed, or its client went away): the
+    /// request's fault, not the upstream's.
+    #[error("request body: {0}")]
+    RequestBody(BoxError),
     #[error("reset: {0}")]
-    Reset(hyper::Error),
+    Reset(Reset),
     /// `max_pending_requests` reached: the request was not sent.
     #[error("too many requests waiting for a connection")]
     PendingOverflow,
+}
+
+/// The upstream stream was reset, or its connection closed, before a response head.
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}")]
+pub struct Reset {
+    /// Whether any of the request had been sent.
+    pub sent: bool,
+    /// An HTTP/2 `REFUSED_STREAM`: the upstream did not process the request.
+    pub refused: bool,
+    cause: ResetCause,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ResetCause {
+    #[error(transparent)]
+    H1(h1::Error),
+    #[error(transparent)]
+    H2(hyper::Error),
+}
+
+impl UpstreamError {
+    fn from_h1(failed: h1::Failed) -> UpstreamError {
+        match failed.error {
+            h1::Error::RequestBody(e) => UpstreamError::RequestBody(e),
+            e @ h1::Error::RequestLength => UpstreamError::RequestBody(Box::new(e)),
+            e => UpstreamError::Reset(Reset {
+                sent: failed.unsent.is_none(),
+                refused: false,
+                cause: ResetCause::H1(e),
+            }),
+        }
+    }
+
+    fn from_h2(e: hyper::Error) -> UpstreamError {
+        if e.is_user() {
+            return UpstreamError::RequestBody(Box::new(e));
+        }
+        let refused = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<h2::Error>())
+            .and_then(h2::Error::reason)
+            == Some(h2::Reason::REFUSED_STREAM);
+        UpstreamError::Reset(Reset {
+            sent: !e.is_canceled(),
+            refused,
+            cause: ResetCause::H2(e),
+        })
+    }
+}
+
+/// A response body as it comes from either kind of connection. The HTTP/1.1 one is read
+/// from its connection, which stays in the `Lease`.
+pub enum ResponseBody {
+    H1(h1::BodyReader),
+    H2(Incoming),
+}
+
+/// An upgraded (`101`) HTTP/1.1 connection: its stream, the bytes already read past the
+/// response head, and what the connection holds until it closes.
+pub struct Upgraded {
+    pub io: connect::Stream,
+    pub buffered: bytes::BytesMut,
+    pub held: Held,
 }
 
 /// A connection checked out for one request.
@@ -194,8 +298,7 @@ impl Pools {
             local,
             pools: self.clone(),
         };
-        let idle_lease =
-            |key, idle: Idle| lease(key, Sender::H1(idle.sender), idle.uses, idle.local);
+        let idle_lease = |key, idle: Idle| lease(key, Sender::H1(idle.conn), idle.uses, idle.local);
         if proto == Proto::Http1 {
             if let Some(idle) = self.take_idle_h1(&key) {
                 return Ok(idle_lease(key, idle));
@@ -296,10 +399,14 @@ impl Pools {
                     || c.hosts().hosts.iter().any(|h| h.addr == k.addr)
             })
         };
-        self.h1
+        // Closed after the lock is let go: each connection's `OpenConn` takes it.
+        let closed: Vec<_> = self
+            .h1
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| live(k));
+            .extract_if(|k, _| !live(k))
+            .collect();
+        drop(closed);
         self.h2
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -369,20 +476,20 @@ async fn connect_new(
         connect::Stream::Left(tcp) => tcp.local_addr().ok(),
         connect::Stream::Right(_) => None,
     };
-    let io = TokioIo::new(io);
     match proto {
         Proto::Http1 => {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(UpstreamError::Handshake)?;
-            tokio::spawn(async move {
-                let _held = (active, slot, open);
-                let _ = conn.with_upgrades().await;
+            let conn = Box::new(H1Conn {
+                conn: h1::Conn::new(io),
+                held: Held {
+                    _active: active,
+                    _slot: slot,
+                    open,
+                },
             });
-            Ok((Sender::H1(sender), local))
+            Ok((Sender::H1(conn), local))
         }
         Proto::Http2 => {
+            let io = TokioIo::new(io);
             let window = cluster.config.per_connection_buffer_limit_bytes.max(65_535);
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .initial_stream_window_size(window)
@@ -402,26 +509,49 @@ async fn connect_new(
 impl Lease {
     /// Sends the request. On a reused HTTP/1.1 connection that turns out to be closed
     /// before the request was written, the caller gets the request back to try afresh.
-    pub async fn send(&mut self, req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(
+        &mut self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ResponseBody>, SendError> {
         self.uses += 1;
         match &mut self.sender {
-            Sender::H1(s) => {
-                if s.ready().await.is_err() {
-                    return Err(SendError::NotSent(Box::new(req)));
-                }
-                s.try_send_request(req)
-                    .await
-                    .map_err(|mut e| match e.take_message() {
-                        Some(req) if self.uses > 1 => SendError::NotSent(Box::new(req)),
-                        _ => SendError::Failed(e.into_error()),
-                    })
-            }
+            Sender::H1(c) => match c.conn.send(req).await {
+                Ok(resp) => Ok(resp.map(ResponseBody::H1)),
+                Err(h1::Failed {
+                    unsent: Some(req), ..
+                }) if self.uses > 1 => Err(SendError::NotSent(req)),
+                Err(failed) => Err(SendError::Failed(UpstreamError::from_h1(failed))),
+            },
             Sender::H2(s) => {
                 if let Err(e) = s.ready().await {
-                    return Err(SendError::Failed(e));
+                    return Err(SendError::Failed(UpstreamError::from_h2(e)));
                 }
-                s.send_request(req).await.map_err(SendError::Failed)
+                match s.send_request(req).await {
+                    Ok(resp) => Ok(resp.map(ResponseBody::H2)),
+                    Err(e) => Err(SendError::Failed(UpstreamError::from_h2(e))),
+                }
             }
+        }
+    }
+
+    /// The HTTP/1.1 connection its response body is read from.
+    pub fn h1_conn(&mut self) -> Option<&mut h1::Conn> {
+        match &mut self.sender {
+            Sender::H1(c) => Some(&mut c.conn),
+            Sender::H2(_) => None,
+        }
+    }
+
+    /// The connection, after a `101` response, for a tunnel (HTTP/1.1 only: an
+    /// HTTP/2 lease comes back).
+    pub fn into_upgraded(self) -> Result<Upgraded, Lease> {
+        match self.sender {
+            Sender::H1(c) => {
+                let H1Conn { conn, held } = *c;
+                let (io, buffered) = conn.into_upgraded();
+                Ok(Upgraded { io, buffered, held })
+            }
+            sender @ Sender::H2(_) => Err(Lease { sender, ..self }),
         }
     }
 
@@ -432,13 +562,13 @@ impl Lease {
 
     /// Returns the connection to the pool (HTTP/1.1) once its response is complete.
     pub fn release(self) {
-        if let Sender::H1(sender) = self.sender {
+        if let Sender::H1(conn) = self.sender {
             let spent = self.max_uses > 0 && self.uses >= self.max_uses;
-            if !spent && !sender.is_closed() {
+            if !spent && conn.conn.reusable() {
                 self.pools.put_idle_h1(
                     self.key,
                     Idle {
-                        sender,
+                        conn,
                         uses: self.uses,
                         local: self.local,
                     },
@@ -452,5 +582,5 @@ impl Lease {
 pub enum SendError {
     /// Not written to the upstream: safe to send on another connection.
     NotSent(Box<Request<ProxyBody>>),
-    Failed(hyper::Error),
+    Failed(UpstreamError),
 }

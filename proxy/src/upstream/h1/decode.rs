@@ -1,0 +1,321 @@
+//! Decoding a response: its head (parsed with `httparse`, values sharing the read
+//! buffer), how its body is framed, and the body itself.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{response, StatusCode, Version};
+use hyper::body::Frame;
+
+use super::encode::last_coding_is_chunked;
+use super::{Error, MAX_HEAD, MAX_HEADERS};
+
+/// A parsed response head.
+pub(super) struct Head {
+    pub parts: response::Parts,
+    pub body: Decoder,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head from the front of `buf`, consuming it; `None` until it is all
+/// there. Interim (1xx) responses other than `101` are consumed and skipped.
+pub(super) fn head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(Error::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+            Err(_) => return Err(Error::Head("malformed")),
+        };
+        let code = resp.code.ok_or(Error::Head("no status"))?;
+        let status = StatusCode::from_u16(code).map_err(|_| Error::Head("status"))?;
+        let version = match resp.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            let _ = buf.split_to(len);
+            continue;
+        }
+        // Where each name and value lies in the head, to slice them from it.
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = resp.headers.len();
+        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = (name, name + h.name.len(), value, value + h.value.len());
+        }
+        let bytes = buf.split_to(len).freeze();
+        let mut map = HeaderMap::with_capacity(count);
+        for &(ns, ne, vs, ve) in &spans[..count] {
+            let name =
+                HeaderName::from_bytes(&bytes[ns..ne]).map_err(|_| Error::Head("header name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
+                .map_err(|_| Error::Head("header value"))?;
+            map.append(name, value);
+        }
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = map;
+        let (body, framed) = framing(&parts, head_request)?;
+        let keep_alive = framed && keep_alive(&parts.headers, version);
+        return Ok(Some(Head {
+            parts,
+            body,
+            keep_alive,
+        }));
+    }
+}
+
+/// How the body is framed (RFC 9112 §6.3), and whether that framing leaves the
+/// connection fit for another request.
+fn framing(parts: &response::Parts, head_request: bool) -> Result<(Decoder, bool), Error> {
+    let status = parts.status;
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Decoder::Done, status != StatusCode::SWITCHING_PROTOCOLS));
+    }
+    let h = &parts.headers;
+    let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_some() {
+        let chunked = codings
+            .next_back()
+            .is_some_and(|v| last_coding_is_chunked(v.as_bytes()));
+        // With a content-length too, the coding wins; such a connection is not reused.
+        let alone = !h.contains_key(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (Decoder::Chunked(Chunk::Size), alone)
+        } else {
+            (Decoder::Eof, false)
+        });
+    }
+    let mut length = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = parse_length(part.trim_ascii()).ok_or(Error::Head("content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Head("content-length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Decoder::Done, true),
+        Some(n) => (Decoder::Length(n), true),
+        None => (Decoder::Eof, false),
+    })
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Whether the response lets the connection stay open: HTTP/1.1 unless it says
+/// `close`, HTTP/1.0 only if it says `keep-alive`.
+fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    let has = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailers, or the empty line.
+    Trailers,
+}
+
+/// The response body's decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decoder {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the connection closes.
+    Eof,
+    /// The body has ended.
+    Done,
+}
+
+/// Longest chunk-size line (with extensions) or trailer block accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl Decoder {
+    /// The next frame from what `buf` holds, consuming it; `None` when more bytes are
+    /// needed (or the body is done). Framing that produces nothing (chunk boundaries, an
+    /// empty last chunk) is consumed as far as `buf` goes, so that `Done` shows as soon
+    /// as the end is buffered.
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
+        loop {
+            match *self {
+                Decoder::Done => return Ok(None),
+                Decoder::Length(_) | Decoder::Eof | Decoder::Chunked(Chunk::Data(_))
+                    if buf.is_empty() =>
+                {
+                    return Ok(None)
+                }
+                Decoder::Eof => return Ok(Some(Frame::data(buf.split().freeze()))),
+                Decoder::Length(left) => {
+                    let n = take(left, buf);
+                    *self = match left - n as u64 {
+                        0 => Decoder::Done,
+                        left => Decoder::Length(left),
+                    };
+                    return Ok(Some(Frame::data(buf.split_to(n).freeze())));
+                }
+                Decoder::Chunked(Chunk::Data(left)) => {
+                    let n = take(left, buf);
+                    *self = Decoder::Chunked(match left - n as u64 {
+                        0 => Chunk::DataEnd,
+                        left => Chunk::Data(left),
+                    });
+                    let data = buf.split_to(n).freeze();
+                    self.settle(buf)?;
+                    return Ok(Some(Frame::data(data)));
+                }
+                Decoder::Chunked(state) => {
+                    if !self.chunk_step(state, buf)? {
+                        return Ok(None);
+                    }
+                    if let Decoder::Chunked(Chunk::Trailers) = *self {
+                        if let Some(trailers) = trailers(buf)? {
+                            *self = Decoder::Done;
+                            return Ok(trailers.map(Frame::trailers));
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Steps through the framing that yields nothing, as far as `buf` goes: the end of
+    /// a chunk, size lines, and an empty trailer section.
+    fn settle(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        while let Decoder::Chunked(state @ (Chunk::DataEnd | Chunk::Size)) = *self {
+            if !self.chunk_step(state, buf)? {
+                return Ok(());
+            }
+        }
+        if *self == Decoder::Chunked(Chunk::Trailers) && buf.starts_with(b"\r\n") {
+            let _ = buf.split_to(2);
+            *self = Decoder::Done;
+        }
+        Ok(())
+    }
+
+    /// One step through the chunk framing that yields no data; `false` if `buf` holds
+    /// too little to take it.
+    fn chunk_step(&mut self, state: Chunk, buf: &mut BytesMut) -> Result<bool, Error> {
+        match state {
+            Chunk::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((len, size))) => {
+                    let _ = buf.split_to(len);
+                    *self = Decoder::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
+                    Ok(true)
+                }
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => Err(Error::Chunk),
+                Ok(httparse::Status::Partial) => Ok(false),
+                Err(_) => Err(Error::Chunk),
+            },
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(false);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(Error::Chunk);
+                }
+                let _ = buf.split_to(2);
+                *self = Decoder::Chunked(Chunk::Size);
+                Ok(true)
+            }
+            Chunk::Trailers => Ok(true),
+            Chunk::Data(_) => Ok(false),
+        }
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        *self == Decoder::Done
+    }
+
+    /// Whether the body runs until the connection closes.
+    pub(super) fn is_eof(&self) -> bool {
+        *self == Decoder::Eof
+    }
+
+    /// The bytes still to come, when known.
+    pub(super) fn remaining(&self) -> Option<u64> {
+        match self {
+            Decoder::Length(n) => Some(*n),
+            Decoder::Done => Some(0),
+            _ => None,
+        }
+    }
+}
+
+fn take(left: u64, buf: &BytesMut) -> usize {
+    usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()))
+}
+
+/// The trailer section after the last chunk: `Some(None)` for none (just the empty
+/// line), `Some(Some(map))` for trailers, `None` until all of it is buffered.
+fn trailers(buf: &mut BytesMut) -> Result<Option<Option<HeaderMap>>, Error> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    if &buf[..2] == b"\r\n" {
+        let _ = buf.split_to(2);
+        return Ok(Some(None));
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete((len, parsed))) => {
+            let mut map = HeaderMap::with_capacity(parsed.len());
+            for h in parsed.iter() {
+                let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Chunk)?;
+                let value = HeaderValue::from_bytes(h.value).map_err(|_| Error::Chunk)?;
+                map.append(name, value);
+            }
+            let _ = buf.split_to(len);
+            Ok(Some(Some(map)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(Error::HeadTooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(Error::Chunk),
+    }
+}
+
+#[cfg(test)]
+mod tests;
