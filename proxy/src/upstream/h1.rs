@@ -79,6 +79,8 @@ pub struct Conn {
     reusable: bool,
     /// How much read buffer space to ask for (grows while reads fill it).
     read_size: usize,
+    /// Scratch space for parsing response heads.
+    spans: Vec<decode::Span>,
 }
 
 impl Conn {
@@ -89,6 +91,7 @@ impl Conn {
             wbuf: Vec::new(),
             reusable: true,
             read_size: exchange::READ_MIN,
+            spans: Vec::new(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Decoding a response: its head (parsed with `httparse`, values sharing the read
 //! buffer), how its body is framed, and the body itself.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, StatusCode, Version};
@@ -17,13 +19,27 @@ pub(super) struct Head {
     pub keep_alive: bool,
 }
 
+/// Where a header's name and value lie in the head: `(name start, name end, value
+/// start, value end)`.
+pub(super) type Span = (usize, usize, usize, usize);
+
 /// Parses a response head from the front of `buf`, consuming it; `None` until it is all
-/// there. Interim (1xx) responses other than `101` are consumed and skipped.
-pub(super) fn head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+/// there. Interim (1xx) responses other than `101` are consumed and skipped. `spans` is
+/// scratch space kept by the connection (nothing here is zeroed per response).
+pub(super) fn head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    spans: &mut Vec<Span>,
+) -> Result<Option<Head>, Error> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(Error::HeadTooLarge)
@@ -44,16 +60,15 @@ pub(super) fn head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
         }
         // Where each name and value lies in the head, to slice them from it.
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let count = resp.headers.len();
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        spans.clear();
+        spans.extend(resp.headers.iter().map(|h| {
             let name = h.name.as_ptr() as usize - base;
             let value = h.value.as_ptr() as usize - base;
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-        }
+            (name, name + h.name.len(), value, value + h.value.len())
+        }));
         let bytes = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(count);
-        for &(ns, ne, vs, ve) in &spans[..count] {
+        let mut map = HeaderMap::with_capacity(spans.len());
+        for &(ns, ne, vs, ve) in spans.iter() {
             let name =
                 HeaderName::from_bytes(&bytes[ns..ne]).map_err(|_| Error::Head("header name"))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(vs..ve))

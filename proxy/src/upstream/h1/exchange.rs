@@ -118,7 +118,8 @@ impl Future for Exchange<'_> {
             }
         }
         loop {
-            match decode::head(&mut this.conn.rbuf, this.head_request) {
+            let conn = &mut *this.conn;
+            match decode::head(&mut conn.rbuf, this.head_request, &mut conn.spans) {
                 Ok(Some(head)) => {
                     let Some(req) = this.req.take() else {
                         return Poll::Ready(Err(this.fail(Error::Closed)));

@@ -2,7 +2,7 @@ use super::*;
 
 fn parse(raw: &str) -> Result<Option<Head>, Error> {
     let mut buf = BytesMut::from(raw);
-    head(&mut buf, false)
+    head(&mut buf, false, &mut Vec::new())
 }
 
 fn parsed(raw: &str) -> Head {
@@ -90,7 +90,9 @@ fn framing_follows_rfc_9112() {
         assert!(matches!(parse(&raw), Err(Error::Head(_))), "{bad:?}");
     }
     let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n");
-    let h = head(&mut buf, true).expect("valid").expect("complete");
+    let h = head(&mut buf, true, &mut Vec::new())
+        .expect("valid")
+        .expect("complete");
     assert_eq!(h.body, Decoder::Done, "a response to HEAD has no body");
 }
 
