@@ -62,6 +62,11 @@ pub fn number(n: u64) -> HeaderValue {
 /// Connection-specific headers never forwarded (RFC 9110 §7.6.1), plus any named in
 /// `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // The common case, none at all, is one pass over the names instead of a lookup
+    // for each.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -85,6 +90,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
     }
+}
+
+/// Whether `n` is one of the connection-specific headers always stripped. (Those named
+/// only in `Connection` need it present, which this also finds.)
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::TRANSFER_ENCODING
+        || n == header::TE
+        || n == header::UPGRADE
+        || n.as_str() == "keep-alive"
+        || n.as_str() == "proxy-connection"
 }
 
 /// Whether `TE` asks for trailers (the only `TE` value forwarded, as gRPC needs it).
