@@ -7,6 +7,7 @@ pub mod control_plane;
 pub mod envoy;
 pub mod grpc;
 pub mod istio_iptables;
+pub mod llhttp;
 pub mod netns;
 pub mod pod;
 pub mod process;

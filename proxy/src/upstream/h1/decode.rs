@@ -48,6 +48,9 @@ pub(super) fn head(
             Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
             Err(_) => return Err(Error::Head("malformed")),
         };
+        if !crlf_only(&buf[..len]) {
+            return Err(Error::Head("bare LF"));
+        }
         let code = resp.code.ok_or(Error::Head("no status"))?;
         let status = StatusCode::from_u16(code).map_err(|_| Error::Head("status"))?;
         let version = match resp.version {
@@ -129,6 +132,56 @@ fn framing(parts: &response::Parts, head_request: bool) -> Result<(Decoder, bool
         Some(n) => (Decoder::Length(n), true),
         None => (Decoder::Eof, false),
     })
+}
+
+/// Whether every line in `bytes` ends with CRLF: `httparse` also takes a bare LF, which
+/// llhttp and Envoy refuse (a message two parsers split differently can smuggle).
+fn crlf_only(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
+}
+
+/// A chunk-size line (RFC 9112 §7.1), strictly: hex digits, then CRLF, or `;` and a
+/// non-empty extension up to CRLF. No whitespace after the size, no empty extension
+/// (`httparse::parse_chunk_size` takes both; llhttp and Envoy refuse them).
+/// `None` until the whole line is buffered.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let mut size: u64 = 0;
+    for &d in &buf[..digits] {
+        let v = u64::from((d as char).to_digit(16).unwrap_or(0));
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(v))
+            .ok_or(Error::Chunk)?;
+    }
+    let Some(cr) = buf.iter().position(|&b| b == b'\r' || b == b'\n') else {
+        return if buf.len() > MAX_CHUNK_LINE {
+            Err(Error::Chunk)
+        } else {
+            Ok(None)
+        };
+    };
+    let ext = &buf[digits..cr];
+    let ext_ok = match ext.split_first() {
+        None => true,
+        Some((b';', rest)) => {
+            rest.first()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+                && rest.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f)
+        }
+        Some(_) => false,
+    };
+    if digits == 0 || !ext_ok || buf[cr] != b'\r' {
+        return Err(Error::Chunk);
+    }
+    match buf.get(cr + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((cr + 2, size))),
+        Some(_) => Err(Error::Chunk),
+    }
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -251,8 +304,8 @@ impl Decoder {
     /// too little to take it.
     fn chunk_step(&mut self, state: Chunk, buf: &mut BytesMut) -> Result<bool, Error> {
         match state {
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((len, size))) => {
+            Chunk::Size => match chunk_size(buf)? {
+                Some((len, size)) => {
                     let _ = buf.split_to(len);
                     *self = Decoder::Chunked(if size == 0 {
                         Chunk::Trailers
@@ -261,9 +314,7 @@ impl Decoder {
                     });
                     Ok(true)
                 }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => Err(Error::Chunk),
-                Ok(httparse::Status::Partial) => Ok(false),
-                Err(_) => Err(Error::Chunk),
+                None => Ok(false),
             },
             Chunk::DataEnd => {
                 if buf.len() < 2 {
@@ -317,6 +368,9 @@ fn trailers(buf: &mut BytesMut) -> Result<Option<Option<HeaderMap>>, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match httparse::parse_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete((len, parsed))) => {
+            if !crlf_only(&buf[..len]) {
+                return Err(Error::Chunk);
+            }
             let mut map = HeaderMap::with_capacity(parsed.len());
             for h in parsed.iter() {
                 let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Chunk)?;

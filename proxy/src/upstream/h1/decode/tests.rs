@@ -57,6 +57,18 @@ fn an_incomplete_head_waits_and_a_huge_one_fails() {
 }
 
 #[test]
+fn a_bare_lf_is_refused() {
+    let bare_lf = "HTTP/1.1 200 OK\ncontent-length: 0\n\n";
+    assert!(matches!(parse(bare_lf), Err(Error::Head("bare LF"))));
+    let mut buf = BytesMut::from("0\r\nx-t: 1\n\r\n");
+    let mut d = Decoder::Chunked(Chunk::Size);
+    assert!(
+        matches!(d.decode(&mut buf), Err(Error::Chunk)),
+        "in trailers"
+    );
+}
+
+#[test]
 fn interim_responses_are_skipped_but_not_101() {
     let h = parsed("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
     assert_eq!(h.parts.status, StatusCode::OK);
@@ -158,6 +170,28 @@ fn malformed_chunks_fail() {
             String::from_utf8_lossy(wire)
         );
     }
+    // Stricter than httparse, as llhttp and Envoy are.
+    for wire in [
+        &b"2 \r\naa\r\n0\r\n\r\n"[..],
+        b"2;\r\naa\r\n0\r\n\r\n",
+        b"2\naa\r\n0\r\n\r\n",
+    ] {
+        assert!(
+            matches!(
+                body(Decoder::Chunked(Chunk::Size), wire, 100),
+                Err(Error::Chunk)
+            ),
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+    let (data, _) = body(
+        Decoder::Chunked(Chunk::Size),
+        b"2;a=b\r\naa\r\n0\r\n\r\n",
+        1,
+    )
+    .expect("an extension");
+    assert_eq!(data, b"aa");
     let long = format!("1;{}", "e".repeat(MAX_CHUNK_LINE + 1));
     let mut buf = BytesMut::from(long.as_str());
     let mut d = Decoder::Chunked(Chunk::Size);
