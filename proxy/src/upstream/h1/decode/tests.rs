@@ -160,19 +160,8 @@ fn malformed_chunks_fail() {
         &b"zz\r\n"[..],
         b"3\r\nabcX\r\n",
         b"3\r\nabc\r\n0\r\nbad header\r\n\r\n",
-    ] {
-        assert!(
-            matches!(
-                body(Decoder::Chunked(Chunk::Size), wire, 100),
-                Err(Error::Chunk)
-            ),
-            "{:?}",
-            String::from_utf8_lossy(wire)
-        );
-    }
-    // Stricter than httparse, as llhttp and Envoy are.
-    for wire in [
-        &b"2 \r\naa\r\n0\r\n\r\n"[..],
+        // Stricter than httparse, as llhttp and Envoy are.
+        b"2 \r\naa\r\n0\r\n\r\n",
         b"2;\r\naa\r\n0\r\n\r\n",
         b"2\naa\r\n0\r\n\r\n",
     ] {
