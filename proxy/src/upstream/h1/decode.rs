@@ -62,20 +62,26 @@ pub(super) fn head(
             continue;
         }
         // Where each name and value lies in the head, to slice them from it.
+        // (Offsets are checked against the head below rather than trusted.)
         let base = buf.as_ptr() as usize;
+        let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
         spans.clear();
         spans.extend(resp.headers.iter().map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
+            let (name, value) = (at(h.name.as_bytes()), at(h.value));
+            let name_end = name.wrapping_add(h.name.len());
+            (name, name_end, value, value.wrapping_add(h.value.len()))
         }));
         let bytes = buf.split_to(len).freeze();
         let mut map = HeaderMap::with_capacity(spans.len());
         for &(ns, ne, vs, ve) in spans.iter() {
-            let name =
-                HeaderName::from_bytes(&bytes[ns..ne]).map_err(|_| Error::Head("header name"))?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
-                .map_err(|_| Error::Head("header value"))?;
+            let name = bytes.get(ns..ne).ok_or(Error::Head("header name"))?;
+            let name = HeaderName::from_bytes(name).map_err(|_| Error::Head("header name"))?;
+            let value = match bytes.get(vs..ve) {
+                Some([]) | None if vs == ve => HeaderValue::from_static(""),
+                Some(_) => HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
+                    .map_err(|_| Error::Head("header value"))?,
+                None => return Err(Error::Head("header value")),
+            };
             map.append(name, value);
         }
         let mut parts = http::Response::new(()).into_parts().0;

@@ -37,6 +37,9 @@ fn a_head_is_parsed_into_parts() {
     assert_eq!(h.parts.status, StatusCode::CREATED);
     assert_eq!(h.parts.version, Version::HTTP_11);
     let all: Vec<_> = h.parts.headers.get_all("x-a").iter().collect();
+    let empty = parsed("HTTP/1.1 200 OK\r\nx-empty:\r\nx-blank:   \r\ncontent-length: 0\r\n\r\n");
+    assert_eq!(empty.parts.headers["x-empty"], "");
+    assert_eq!(empty.parts.headers["x-blank"], "");
     assert_eq!(all, ["1", "2"]);
     assert_eq!(h.body, Decoder::Length(3));
     assert!(h.keep_alive);
