@@ -1,6 +1,28 @@
 //! Node's llhttp parser corpus (`../shared/testdata/http1-parsing/llhttp`): its cases
 //! decoded as llhttp's own md-test does, with how far llhttp gets in each.
 
+/// What the corpus tests proxy through: listener `l` (HTTP/1 only) sends everything to
+/// cluster `upstream`, at `127.0.0.1:{{upstream}}`.
+pub const CONFIG: &str = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: l
+          codec_type: HTTP1
+          route_config:
+            virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: ""}, route: {cluster: upstream}}]}]
+          http_filters: [{name: envoy.filters.http.router}]
+  clusters:
+  - name: upstream
+    load_assignment: {cluster_name: upstream, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{upstream}}}}}}]}]}
+"#;
+
 /// One case of the corpus.
 pub struct Case {
     /// The file and the case's heading.
@@ -67,13 +89,13 @@ pub fn cases(kind: &str) -> Vec<Case> {
     let dir = crate::testdata(&format!("http1-parsing/llhttp/{kind}"));
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .map(|e| e.path())
         .collect();
     files.sort();
     for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let mut title = String::new();
         let mut lines = text.lines().peekable();
         while let Some(line) = lines.next() {
@@ -81,7 +103,8 @@ pub fn cases(kind: &str) -> Vec<Case> {
                 .strip_prefix("### ")
                 .or_else(|| line.strip_prefix("## "))
             {
-                title = format!("{}: {t}", f.file_name().unwrap().to_string_lossy());
+                let file = f.file_name().unwrap_or_default().to_string_lossy();
+                title = format!("{file}: {t}");
             }
             let Some(meta) = line
                 .strip_prefix("<!-- meta=")

@@ -8,26 +8,6 @@ use std::time::Duration;
 use tests::client::{self, raw};
 use tests::proxy::Proxy;
 
-const CONFIG: &str = r#"
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: hcm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: l
-          codec_type: HTTP1
-          route_config:
-            virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: ""}, route: {cluster: echo}}]}]
-          http_filters: [{name: envoy.filters.http.router}]
-  clusters:
-  - name: echo
-    load_assignment: {cluster_name: echo, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{echo}}}}}}]}]}
-"#;
-
 /// Deliberate differences, each an accepted leniency of hyper's HTTP/1 parser that cannot
 /// smuggle: Remora re-frames every request it forwards, so the upstream sees one
 /// unambiguous message. RFC 9112 §2.2 lets a recipient accept a bare LF as a line end;
@@ -55,7 +35,10 @@ async fn never_looser_than_llhttp() {
     );
     // The echo upstream reads each body before answering, so body errors count.
     let echo = tests::upstream::HttpUpstream::start("echo").await;
-    let cfg = tests::render(CONFIG, &[("echo", echo.addr.port().to_string())]);
+    let cfg = tests::render(
+        tests::llhttp::CONFIG,
+        &[("upstream", echo.addr.port().to_string())],
+    );
     let p = tokio::task::spawn_blocking(move || Proxy::start(&cfg))
         .await
         .unwrap();

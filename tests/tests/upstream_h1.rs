@@ -14,26 +14,6 @@ use tokio::sync::mpsc;
 use tests::client::{self, Conn};
 use tests::proxy::Proxy;
 
-const CONFIG: &str = r#"
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: hcm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: l
-          codec_type: HTTP1
-          route_config:
-            virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: ""}, route: {cluster: raw}}]}]
-          http_filters: [{name: envoy.filters.http.router}]
-  clusters:
-  - name: raw
-    load_assignment: {cluster_name: raw, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{raw}}}}}}]}]}
-"#;
-
 /// An upstream that answers each request head with `reply`'s bytes and then closes the
 /// connection, telling `closed` it has.
 async fn raw_upstream(reply: Arc<Mutex<Vec<u8>>>) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
@@ -62,7 +42,10 @@ async fn raw_upstream(reply: Arc<Mutex<Vec<u8>>>) -> (SocketAddr, mpsc::Unbounde
 }
 
 async fn proxy_to(raw: SocketAddr) -> Proxy {
-    let cfg = tests::render(CONFIG, &[("raw", raw.port().to_string())]);
+    let cfg = tests::render(
+        tests::llhttp::CONFIG,
+        &[("upstream", raw.port().to_string())],
+    );
     tokio::task::spawn_blocking(move || Proxy::start(&cfg))
         .await
         .expect("proxy")
@@ -139,7 +122,7 @@ async fn idle_connections_the_upstream_closed_are_not_reused() {
         // so in the response: the next request must not go on it.
         closed.recv().await.expect("upstream closed");
     }
-    assert_eq!(p.stat("cluster.raw.upstream_cx_total"), 3);
-    assert_eq!(p.stat("cluster.raw.upstream_rq_total"), 3);
+    assert_eq!(p.stat("cluster.upstream.upstream_cx_total"), 3);
+    assert_eq!(p.stat("cluster.upstream.upstream_rq_total"), 3);
     assert_eq!(p.stat("http.l.downstream_rq_5xx"), 0);
 }

@@ -193,17 +193,10 @@ impl PooledBody {
             active,
             timers,
         };
-        if b.inner_ended() {
+        if b.inner.is_end_stream() {
             b.finish();
         }
         b
-    }
-
-    fn inner_ended(&self) -> bool {
-        match &self.inner {
-            ResponseBody::H1(r) => r.is_end_stream(),
-            ResponseBody::H2(b) => b.is_end_stream(),
-        }
     }
 
     /// The next frame of the upstream body (an HTTP/1.1 one read from the leased
@@ -254,7 +247,7 @@ impl Body for PooledBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if this.inner_ended() {
+                if this.inner.is_end_stream() {
                     this.finish();
                 } else {
                     this.timers.reset();
@@ -268,14 +261,11 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner_ended()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            ResponseBody::H1(r) => r.size_hint(),
-            ResponseBody::H2(b) => b.size_hint(),
-        }
+        self.inner.size_hint()
     }
 }
 

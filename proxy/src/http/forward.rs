@@ -272,7 +272,7 @@ pub async fn forward<'r>(
         mutations.attempt_count = Some(attempted);
     }
     let answer = answer?;
-    let (resp, lease, slot, host_request) = (
+    let (resp, mut lease, slot, host_request) = (
         answer.response,
         answer.lease,
         answer.slot,
@@ -286,7 +286,6 @@ pub async fn forward<'r>(
         headers::number(service_time),
     );
 
-    let mut lease = lease;
     if let (http::StatusCode::SWITCHING_PROTOCOLS, Some(down_up)) =
         (parts.status, downstream_upgrade)
     {

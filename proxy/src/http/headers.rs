@@ -103,25 +103,24 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n.as_str() == "proxy-connection"
 }
 
-/// Whether `TE` asks for trailers (the only `TE` value forwarded, as gRPC needs it).
-pub fn te_trailers(headers: &HeaderMap) -> bool {
+/// Whether any `name` header lists `token` (comma-separated, case-insensitive).
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
-        .get_all(header::TE)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether `TE` asks for trailers (the only `TE` value forwarded, as gRPC needs it).
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    has_token(headers, header::TE, "trailers")
 }
 
 /// The upgrade type of a request (`Connection: upgrade` + `Upgrade: x`), lowercased.
 pub fn upgrade_type(headers: &HeaderMap) -> Option<String> {
-    let conn_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if !conn_upgrade {
+    if !has_token(headers, header::CONNECTION, "upgrade") {
         return None;
     }
     headers

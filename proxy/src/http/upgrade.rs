@@ -12,12 +12,12 @@ use crate::upstream::pool::Upgraded;
 /// go to the downstream first.
 pub fn tunnel(downstream: OnUpgrade, upstream: Upgraded) {
     tokio::spawn(async move {
+        // `_held` keeps the connection counted (and its breaker slot) while it lasts.
         let Upgraded {
             io: mut up,
             buffered,
-            held,
+            held: _held,
         } = upstream;
-        let _held = held;
         let down = match downstream.await {
             Ok(d) => d,
             Err(e) => {

@@ -251,6 +251,22 @@ pub enum ResponseBody {
     H2(Incoming),
 }
 
+impl ResponseBody {
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::H1(r) => r.is_end_stream(),
+            ResponseBody::H2(b) => hyper::body::Body::is_end_stream(b),
+        }
+    }
+
+    pub fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ResponseBody::H1(r) => r.size_hint(),
+            ResponseBody::H2(b) => hyper::body::Body::size_hint(b),
+        }
+    }
+}
+
 /// An upgraded (`101`) HTTP/1.1 connection: its stream, the bytes already read past the
 /// response head, and what the connection holds until it closes.
 pub struct Upgraded {

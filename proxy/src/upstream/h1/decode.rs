@@ -10,6 +10,7 @@ use hyper::body::Frame;
 
 use super::encode::last_coding_is_chunked;
 use super::{Error, MAX_HEAD, MAX_HEADERS};
+use crate::http::headers::has_token;
 
 /// A parsed response head.
 pub(super) struct Head {
@@ -200,13 +201,7 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 /// Whether the response lets the connection stay open: HTTP/1.1 unless it says
 /// `close`, HTTP/1.0 only if it says `keep-alive`.
 fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
+    let has = |token| has_token(headers, header::CONNECTION, token);
     if version == Version::HTTP_10 {
         has("keep-alive")
     } else {

@@ -41,12 +41,7 @@ pub(super) fn head(
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    fields(headers, out);
     let framing = framing(headers, body_empty);
     let declared = headers.contains_key(header::CONTENT_LENGTH)
         || headers.contains_key(header::TRANSFER_ENCODING);
@@ -55,6 +50,16 @@ pub(super) fn head(
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// Appends `name: value` lines, one per value.
+fn fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 fn framing(headers: &HeaderMap, body_empty: bool) -> Framing {
@@ -154,12 +159,7 @@ impl Writer {
         // Trailers end the body; only chunked coding can carry them.
         if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing) {
             wbuf.extend_from_slice(b"0\r\n");
-            for (name, value) in &trailers {
-                wbuf.extend_from_slice(name.as_str().as_bytes());
-                wbuf.extend_from_slice(b": ");
-                wbuf.extend_from_slice(value.as_bytes());
-                wbuf.extend_from_slice(b"\r\n");
-            }
+            fields(&trailers, wbuf);
             wbuf.extend_from_slice(b"\r\n");
             self.body_done = true;
             return Ok(());

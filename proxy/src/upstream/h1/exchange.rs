@@ -62,7 +62,7 @@ impl<'c> Exchange<'c> {
         Failed { error, unsent }
     }
 
-    fn respond(&mut self, head: decode::Head, req: Request<ProxyBody>) -> Response<BodyReader> {
+    fn respond(&mut self, head: decode::Head) -> Response<BodyReader> {
         let conn = &mut *self.conn;
         conn.reusable &= head.keep_alive;
         // A response already complete leaves the connection unfit if the request was
@@ -70,14 +70,13 @@ impl<'c> Exchange<'c> {
         if head.body.is_done() && (!self.written || !conn.rbuf.is_empty()) {
             conn.reusable = false;
         }
-        let rest =
-            (!self.written && head.parts.status != StatusCode::SWITCHING_PROTOCOLS).then(|| {
+        let body = self.req.take().map(Request::into_body);
+        let rest = body
+            .filter(|_| !self.written && head.parts.status != StatusCode::SWITCHING_PROTOCOLS)
+            .map(|body| {
                 let writer =
                     std::mem::replace(&mut self.writer, Writer::new(encode::Framing::None));
-                Box::new(Rest {
-                    writer,
-                    body: req.into_body(),
-                })
+                Box::new(Rest { writer, body })
             });
         Response::from_parts(
             head.parts,
@@ -120,12 +119,7 @@ impl Future for Exchange<'_> {
         loop {
             let conn = &mut *this.conn;
             match decode::head(&mut conn.rbuf, this.head_request, &mut conn.spans) {
-                Ok(Some(head)) => {
-                    let Some(req) = this.req.take() else {
-                        return Poll::Ready(Err(this.fail(Error::Closed)));
-                    };
-                    return Poll::Ready(Ok(this.respond(head, req)));
-                }
+                Ok(Some(head)) => return Poll::Ready(Ok(this.respond(head))),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(this.fail(e))),
             }
