@@ -62,16 +62,28 @@ fn parse_total(text: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Measures Remora's instructions per request with `n` requests per step.
-pub fn run(bin: &Path, cfg: &str, n: u64, cpus: (usize, usize)) -> Result<Sample, String> {
-    let dir = std::env::temp_dir().join(format!("remora-callgrind-{}", std::process::id()));
+/// Measures Remora's instructions per request with `n` requests per step. The output
+/// files go to `keep` and stay there when it is given; otherwise they are deleted.
+pub fn run(
+    bin: &Path,
+    cfg: &str,
+    n: u64,
+    cpus: (usize, usize),
+    keep: Option<&Path>,
+) -> Result<Sample, String> {
+    let dir = match keep {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("remora-callgrind-{}", std::process::id())),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let result = (|| {
         let one = instructions(bin, cfg, n, cpus, &dir)?;
         let two = instructions(bin, cfg, 2 * n, cpus, &dir)?;
         Ok::<_, String>((one, two))
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let (one, two) = result?;
     let mut s = Sample::new(
         Scenario::Callgrind,

@@ -67,6 +67,10 @@ struct Args {
     /// Do not write the report into BENCHMARKS.md and the charts into docs/bench/.
     #[arg(long)]
     no_write: bool,
+    /// Keep the callgrind output files in this directory (for `callgrind_annotate`)
+    /// instead of deleting them.
+    #[arg(long)]
+    callgrind_keep: Option<PathBuf>,
 }
 
 fn main() {
@@ -196,7 +200,13 @@ fn run(args: &Args) -> Result<Vec<String>, String> {
             args.callgrind_requests
         };
         eprintln!("[bench] callgrind: remora, {n} and {} requests", 2 * n);
-        samples.push(callgrind::run(&remora, &cfg, n, (proxy_cpu, load_cpu))?);
+        samples.push(callgrind::run(
+            &remora,
+            &cfg,
+            n,
+            (proxy_cpu, load_cpu),
+            args.callgrind_keep.as_deref(),
+        )?);
     } else if !callgrind::available() {
         eprintln!("[bench] valgrind is not installed: callgrind skipped");
     }

@@ -20,6 +20,13 @@ pub(super) struct Head {
     pub keep_alive: bool,
 }
 
+/// Room in a response's header map beyond its own headers, for what the proxy adds
+/// (`server`, `x-envoy-upstream-service-time`, route additions). hyper's server reuses a
+/// response's map for the connection's next request, where the proxy adds
+/// `x-forwarded-proto`, `x-request-id` and `x-envoy-expected-rq-timeout-ms`: without the
+/// room, both maps would grow (rehashing every header) on every request.
+const HEADER_ROOM: usize = 8;
+
 /// Where a header's name and value lie in the head: `(name start, name end, value
 /// start, value end)`.
 pub(super) type Span = (usize, usize, usize, usize);
@@ -73,7 +80,7 @@ pub(super) fn head(
             (name, name_end, value, value.wrapping_add(h.value.len()))
         }));
         let bytes = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(spans.len());
+        let mut map = HeaderMap::with_capacity(spans.len() + HEADER_ROOM);
         for &(ns, ne, vs, ve) in spans.iter() {
             let name = bytes.get(ns..ne).ok_or(Error::Head("header name"))?;
             let name = HeaderName::from_bytes(name).map_err(|_| Error::Head("header name"))?;
