@@ -18,6 +18,7 @@ pub mod tcp;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod upstream;
+pub mod wake_gate;
 pub mod xds;
 
 /// Envoy's API descriptors, compiled from the protos in `envoy-types` by `build.rs`.

@@ -14,6 +14,7 @@ use crate::config::hcm::{Codec, HttpManager};
 use crate::io::Activity;
 use crate::stats::GaugeGuard;
 use crate::upstream::connect::Io;
+use crate::wake_gate::WakeGate;
 
 /// Runs a hyper connection until it ends; drain and the idle timeout ask it to finish its
 /// in-flight streams and close. (A macro: the three connection types share no trait.)
@@ -34,7 +35,13 @@ macro_rules! drive {
         tokio::pin!(grace);
         let wind_down = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(wind_down);
+        // The drain signal and the idle timer are polled only when they fired, not on
+        // every wake-up of the connection.
+        let idle_gate = WakeGate::default();
+        let drain_gate = WakeGate::default();
         loop {
+            // The drain futures below are made anew on each turn.
+            drain_gate.open();
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -42,7 +49,7 @@ macro_rules! drive {
                     }
                     break;
                 }
-                _ = drain.signaled(), if !late && !shutting_down && !gentle => {
+                _ = drain_gate.gate(drain.signaled()), if !late && !shutting_down && !gentle => {
                     if drain.is_closing() {
                         shutting_down = true;
                         conn.as_mut().graceful_shutdown();
@@ -55,7 +62,7 @@ macro_rules! drive {
                             .reset(tokio::time::Instant::now() + $ctx.config.drain_timeout);
                     }
                 }
-                _ = closing.closing(), if gentle && !shutting_down => {
+                _ = drain_gate.gate(closing.closing()), if gentle && !shutting_down => {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -67,7 +74,7 @@ macro_rules! drive {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = &mut idle, if !shutting_down => {
+                _ = idle_gate.gate(&mut idle), if !shutting_down => {
                     $ctx.stats.downstream_cx_idle_timeout.inc();
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
