@@ -81,9 +81,11 @@ pub(super) fn head(
         }));
         let bytes = buf.split_to(len).freeze();
         let mut map = HeaderMap::with_capacity(spans.len() + HEADER_ROOM);
+        let mut present = Present::default();
         for &(ns, ne, vs, ve) in spans.iter() {
             let name = bytes.get(ns..ne).ok_or(Error::Head("header name"))?;
             let name = HeaderName::from_bytes(name).map_err(|_| Error::Head("header name"))?;
+            present.note(&name);
             let value = match bytes.get(vs..ve) {
                 Some([]) | None if vs == ve => HeaderValue::from_static(""),
                 Some(_) => HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
@@ -96,8 +98,8 @@ pub(super) fn head(
         parts.status = status;
         parts.version = version;
         parts.headers = map;
-        let (body, framed) = framing(&parts, head_request)?;
-        let keep_alive = framed && keep_alive(&parts.headers, version);
+        let (body, framed) = framing(&parts, head_request, &present)?;
+        let keep_alive = framed && keep_alive(&parts.headers, version, present.connection);
         return Ok(Some(Head {
             parts,
             body,
@@ -108,7 +110,32 @@ pub(super) fn head(
 
 /// How the body is framed (RFC 9112 §6.3), and whether that framing leaves the
 /// connection fit for another request.
-fn framing(parts: &response::Parts, head_request: bool) -> Result<(Decoder, bool), Error> {
+/// Which of the headers that frame a response it has, noted as its map is built, so
+/// that the usual response (a length, no `connection`) needs no lookups.
+#[derive(Default)]
+struct Present {
+    coding: bool,
+    length: bool,
+    connection: bool,
+}
+
+impl Present {
+    fn note(&mut self, name: &HeaderName) {
+        if *name == header::TRANSFER_ENCODING {
+            self.coding = true;
+        } else if *name == header::CONTENT_LENGTH {
+            self.length = true;
+        } else if *name == header::CONNECTION {
+            self.connection = true;
+        }
+    }
+}
+
+fn framing(
+    parts: &response::Parts,
+    head_request: bool,
+    present: &Present,
+) -> Result<(Decoder, bool), Error> {
     let status = parts.status;
     if head_request
         || status.is_informational()
@@ -118,13 +145,14 @@ fn framing(parts: &response::Parts, head_request: bool) -> Result<(Decoder, bool
         return Ok((Decoder::Done, status != StatusCode::SWITCHING_PROTOCOLS));
     }
     let h = &parts.headers;
-    let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_some() {
-        let chunked = codings
+    if present.coding {
+        let chunked = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
             .next_back()
             .is_some_and(|v| last_coding_is_chunked(v.as_bytes()));
         // With a content-length too, the coding wins; such a connection is not reused.
-        let alone = !h.contains_key(header::CONTENT_LENGTH);
+        let alone = !present.length;
         return Ok(if chunked {
             (Decoder::Chunked(Chunk::Size), alone)
         } else {
@@ -132,7 +160,8 @@ fn framing(parts: &response::Parts, head_request: bool) -> Result<(Decoder, bool
         });
     }
     let mut length = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
+    let lengths = present.length.then(|| h.get_all(header::CONTENT_LENGTH));
+    for v in lengths.into_iter().flatten() {
         for part in v.as_bytes().split(|&b| b == b',') {
             let n = parse_length(part.trim_ascii()).ok_or(Error::Head("content-length"))?;
             if length.is_some_and(|l| l != n) {
@@ -207,8 +236,8 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 
 /// Whether the response lets the connection stay open: HTTP/1.1 unless it says
 /// `close`, HTTP/1.0 only if it says `keep-alive`.
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token| has_token(headers, header::CONNECTION, token);
+fn keep_alive(headers: &HeaderMap, version: Version, connection: bool) -> bool {
+    let has = |token| connection && has_token(headers, header::CONNECTION, token);
     if version == Version::HTTP_10 {
         has("keep-alive")
     } else {

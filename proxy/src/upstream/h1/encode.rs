@@ -41,39 +41,54 @@ pub(super) fn head(
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    fields(headers, out);
-    let framing = framing(headers, body_empty);
-    let declared = headers.contains_key(header::CONTENT_LENGTH)
-        || headers.contains_key(header::TRANSFER_ENCODING);
-    if framing == Framing::Chunked && !declared {
+    let declared = fields(headers, out);
+    let framing = framing(&declared, body_empty);
+    if framing == Framing::Chunked && declared.is_empty() {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
     framing
 }
 
-/// Appends `name: value` lines, one per value.
-fn fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+/// The framing headers of a message, noted while its fields are written (no lookups).
+#[derive(Default)]
+struct Declared<'a> {
+    /// The last `transfer-encoding` value.
+    coding: Option<&'a [u8]>,
+    /// The first `content-length` value.
+    length: Option<&'a [u8]>,
+}
+
+impl Declared<'_> {
+    fn is_empty(&self) -> bool {
+        self.coding.is_none() && self.length.is_none()
+    }
+}
+
+/// Appends `name: value` lines, one per value, and notes the framing headers.
+fn fields<'a>(headers: &'a HeaderMap, out: &mut Vec<u8>) -> Declared<'a> {
+    let mut declared = Declared::default();
     for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING {
+            declared.coding = Some(value.as_bytes());
+        } else if *name == header::CONTENT_LENGTH && declared.length.is_none() {
+            declared.length = Some(value.as_bytes());
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    declared
 }
 
-fn framing(headers: &HeaderMap, body_empty: bool) -> Framing {
-    let chunked = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .is_some_and(|v| last_coding_is_chunked(v.as_bytes()));
-    if chunked {
+fn framing(declared: &Declared<'_>, body_empty: bool) -> Framing {
+    if declared.coding.is_some_and(last_coding_is_chunked) {
         return Framing::Chunked;
     }
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+    let length = declared
+        .length
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match length {
         Some(n) => Framing::Length(n),
