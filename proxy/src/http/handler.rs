@@ -311,18 +311,19 @@ fn prepare_request_headers(
 ) {
     let cfg = &ctx.config;
     let h = req.headers_mut();
+    let seen = Seen::scan(h, host);
     // HTTP/1 requests keep their Host header unless routing changed it; HTTP/2 requests
     // get one from :authority.
-    if h.get(header::HOST)
-        .is_none_or(|v| v.as_bytes() != host.as_bytes())
-    {
+    if !seen.host_matches {
         if let Ok(v) = HeaderValue::from_str(host) {
             h.insert(header::HOST, v);
         }
     }
     // A client's own x-envoy-internal is never believed; the request is internal only
     // when, with use_remote_address, the peer is an internal address.
-    h.remove(names::X_ENVOY_INTERNAL);
+    if seen.envoy {
+        h.remove(names::X_ENVOY_INTERNAL);
+    }
     let internal = cfg.use_remote_address
         && match down.peer {
             Some(peer) => {
@@ -340,7 +341,7 @@ fn prepare_request_headers(
     }
     if internal {
         h.insert(names::X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
-    } else if headers::has_envoy_headers(h) {
+    } else if seen.envoy {
         for name in EXTERNAL_STRIPPED {
             h.remove(*name);
         }
@@ -355,13 +356,46 @@ fn prepare_request_headers(
             h.insert(names::X_ENVOY_EXTERNAL_ADDRESS, v.clone());
         }
     }
-    if cfg.use_remote_address || !h.contains_key(names::X_FORWARDED_PROTO) {
+    if cfg.use_remote_address || !seen.forwarded_proto {
         h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     // Edge requests get a fresh id unless told to keep the client's.
     let replace = edge && !cfg.preserve_external_request_id;
-    if cfg.generate_request_id && (replace || !h.contains_key(names::X_REQUEST_ID)) {
+    if cfg.generate_request_id && (replace || !seen.request_id) {
         h.insert(names::X_REQUEST_ID, headers::new_request_id());
+    }
+}
+
+/// What [`prepare_request_headers`] needs to know of a request's headers, from one pass
+/// over them (most requests have a handful, and then a pass costs less than the lookups
+/// it replaces, each of which hashes a name).
+#[derive(Default)]
+struct Seen {
+    /// The first `host` value is the request's host (as routed).
+    host_matches: bool,
+    /// Some `x-envoy-*` header.
+    envoy: bool,
+    forwarded_proto: bool,
+    request_id: bool,
+}
+
+impl Seen {
+    fn scan(h: &http::HeaderMap, host: &str) -> Seen {
+        let mut seen = Seen::default();
+        let mut first_host = true;
+        for (name, value) in h {
+            if *name == header::HOST {
+                seen.host_matches |= first_host && value.as_bytes() == host.as_bytes();
+                first_host = false;
+            } else if *name == names::X_FORWARDED_PROTO {
+                seen.forwarded_proto = true;
+            } else if *name == names::X_REQUEST_ID {
+                seen.request_id = true;
+            } else if name.as_str().starts_with("x-envoy-") {
+                seen.envoy = true;
+            }
+        }
+        seen
     }
 }
 
