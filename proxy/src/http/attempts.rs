@@ -214,7 +214,12 @@ async fn send(
         }
     }
     let host_request = x.track_active.then(|| host.state.request());
-    let exchange = async {
+    let attempt = x
+        .attempt_limit()
+        .map(|(t, idle)| (Instant::now() + t, idle));
+    // Pinned where it is made (not made and then moved: it is the larger of the timers'
+    // two futures, over a kilobyte).
+    let exchange = std::pin::pin!(async {
         // The attempt's host is recorded above; its connection's address once it has one.
         let connected = |lease: &Lease| {
             if x.record_upstream {
@@ -242,12 +247,7 @@ async fn send(
                 Outcome::Failed(e)
             }
         }
-    };
-    let attempt = x
-        .attempt_limit()
-        .map(|(t, idle)| (Instant::now() + t, idle));
-    // Pinned here, not moved into the timers' future: it is the larger of the two.
-    let exchange = std::pin::pin!(exchange);
+    });
     match timeouts::run(exchange, x.started, x.limits, x.activity, attempt).await {
         Ok(outcome) => Ok(outcome),
         // The attempt failed, not the request: the retry policy decides what follows.
