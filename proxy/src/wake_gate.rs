@@ -94,19 +94,31 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// Counts its polls; ready once `ready` is set (and its waker was called).
-    struct Probe<'a> {
-        polls: &'a AtomicUsize,
-        ready: &'a AtomicBool,
-        waker: &'a AtomicWaker,
+    /// What a [`Probe`] shares with its test: its poll count, whether it is ready, and
+    /// the waker it registered.
+    #[derive(Default)]
+    struct ProbeState {
+        polls: AtomicUsize,
+        ready: AtomicBool,
+        waker: AtomicWaker,
     }
+
+    impl ProbeState {
+        fn polls(&self) -> usize {
+            self.polls.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Counts its polls; ready once `ready` is set (and its waker was called).
+    struct Probe<'a>(&'a ProbeState);
 
     impl Future for Probe<'_> {
         type Output = ();
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            self.polls.fetch_add(1, Ordering::Relaxed);
-            self.waker.register(cx.waker());
-            if self.ready.load(Ordering::Relaxed) {
+            let state = self.0;
+            state.polls.fetch_add(1, Ordering::Relaxed);
+            state.waker.register(cx.waker());
+            if state.ready.load(Ordering::Relaxed) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -116,17 +128,9 @@ mod tests {
 
     #[test]
     fn polls_only_after_its_own_waker_fired() {
-        let (polls, ready, waker) = (
-            AtomicUsize::new(0),
-            AtomicBool::new(false),
-            AtomicWaker::new(),
-        );
+        let state = ProbeState::default();
         let gate = WakeGate::default();
-        let mut fut = std::pin::pin!(gate.gate(Probe {
-            polls: &polls,
-            ready: &ready,
-            waker: &waker,
-        }));
+        let mut fut = std::pin::pin!(gate.gate(Probe(&state)));
         let parent_woken = Arc::new(Flag::default());
         let parent = Waker::from(parent_woken.clone());
         let mut cx = Context::from_waker(&parent);
@@ -134,35 +138,27 @@ mod tests {
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         assert!(fut.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(polls.load(Ordering::Relaxed), 1);
+        assert_eq!(state.polls(), 1);
         // The inner future's waker wakes the parent, and the next poll reaches it.
-        ready.store(true, Ordering::Relaxed);
-        waker.wake();
+        state.ready.store(true, Ordering::Relaxed);
+        state.waker.wake();
         assert!(parent_woken.0.load(Ordering::Relaxed));
         assert!(fut.as_mut().poll(&mut cx).is_ready());
-        assert_eq!(polls.load(Ordering::Relaxed), 2);
+        assert_eq!(state.polls(), 2);
     }
 
     #[test]
     fn open_lets_the_next_poll_through() {
-        let (polls, ready, waker) = (
-            AtomicUsize::new(0),
-            AtomicBool::new(false),
-            AtomicWaker::new(),
-        );
+        let state = ProbeState::default();
         let gate = WakeGate::default();
         let parent = Waker::from(Arc::new(Flag::default()));
         let mut cx = Context::from_waker(&parent);
         for round in 1..=2 {
             gate.open();
-            let mut fut = std::pin::pin!(gate.gate(Probe {
-                polls: &polls,
-                ready: &ready,
-                waker: &waker,
-            }));
+            let mut fut = std::pin::pin!(gate.gate(Probe(&state)));
             assert!(fut.as_mut().poll(&mut cx).is_pending());
             assert!(fut.as_mut().poll(&mut cx).is_pending());
-            assert_eq!(polls.load(Ordering::Relaxed), round);
+            assert_eq!(state.polls(), round);
         }
     }
 

@@ -391,7 +391,7 @@ impl Seen {
                 seen.forwarded_proto = true;
             } else if *name == names::X_REQUEST_ID {
                 seen.request_id = true;
-            } else if name.as_str().starts_with("x-envoy-") {
+            } else if headers::is_envoy_header(name) {
                 seen.envoy = true;
             }
         }

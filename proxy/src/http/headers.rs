@@ -39,7 +39,12 @@ pub mod names {
 /// Whether any request-control `x-envoy-*` header is present (one pass over the names;
 /// most requests have none, and then nothing needs looking up or removing).
 pub fn has_envoy_headers(h: &HeaderMap) -> bool {
-    h.keys().any(|k| k.as_str().starts_with("x-envoy-"))
+    h.keys().any(is_envoy_header)
+}
+
+/// Whether `name` is an `x-envoy-*` header.
+pub fn is_envoy_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-envoy-")
 }
 
 /// A small non-negative number as a header value; 0..100 come from a static table.

@@ -108,8 +108,6 @@ pub(super) fn head(
     }
 }
 
-/// How the body is framed (RFC 9112 §6.3), and whether that framing leaves the
-/// connection fit for another request.
 /// Which of the headers that frame a response it has, noted as its map is built, so
 /// that the usual response (a length, no `connection`) needs no lookups.
 #[derive(Default)]
@@ -131,6 +129,8 @@ impl Present {
     }
 }
 
+/// How the body is framed (RFC 9112 §6.3), and whether that framing leaves the
+/// connection fit for another request.
 fn framing(
     parts: &response::Parts,
     head_request: bool,
