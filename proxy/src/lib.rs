@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod h1;
 pub mod http;
 pub mod io;
 pub mod listener;

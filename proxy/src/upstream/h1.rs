@@ -12,8 +12,10 @@
 //! or chunks, nothing unread, and neither side asking to close.
 //!
 //! - `encode`: the request head and the request body's framing (length or chunked).
-//! - `decode`: the response head, its body's framing, and the body decoder.
+//! - `decode`: the response head and its body's framing.
 //! - `exchange`: writing the request while reading the response, and the body reader.
+//!
+//! The body decoder and writer are shared with the server (`crate::h1`).
 
 mod decode;
 mod encode;
@@ -57,6 +59,25 @@ pub enum Error {
     /// The chunked response body is malformed.
     #[error("invalid chunked response body")]
     Chunk,
+}
+
+impl From<crate::h1::BodyError> for Error {
+    fn from(e: crate::h1::BodyError) -> Error {
+        match e {
+            crate::h1::BodyError::Chunk => Error::Chunk,
+            crate::h1::BodyError::TrailersTooLarge => Error::HeadTooLarge,
+        }
+    }
+}
+
+impl From<crate::h1::WriteError> for Error {
+    fn from(e: crate::h1::WriteError) -> Error {
+        match e {
+            crate::h1::WriteError::Io(e) => Error::Io(e),
+            crate::h1::WriteError::Body(e) => Error::RequestBody(e),
+            crate::h1::WriteError::Length => Error::RequestLength,
+        }
+    }
 }
 
 /// A failed request and whether any of it reached the connection.

@@ -1,15 +1,15 @@
-//! Decoding a response: its head (parsed with `httparse`, values sharing the read
-//! buffer), how its body is framed, and the body itself.
+//! Decoding a response head (parsed with `httparse`, values sharing the read buffer)
+//! and how its body is framed.
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, StatusCode, Version};
-use hyper::body::Frame;
 
-use super::encode::last_coding_is_chunked;
 use super::{Error, MAX_HEAD, MAX_HEADERS};
+use crate::h1::decoder::{Chunk, Decoder};
+use crate::h1::framing::{crlf_only, last_coding_is_chunked, parse_length};
 use crate::http::headers::has_token;
 
 /// A parsed response head.
@@ -177,63 +177,6 @@ fn framing(
     })
 }
 
-/// Whether every line in `bytes` ends with CRLF: `httparse` also takes a bare LF, which
-/// llhttp and Envoy refuse (a message two parsers split differently can smuggle).
-fn crlf_only(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
-}
-
-/// A chunk-size line (RFC 9112 §7.1), strictly: hex digits, then CRLF, or `;` and a
-/// non-empty extension up to CRLF. No whitespace after the size, no empty extension
-/// (`httparse::parse_chunk_size` takes both; llhttp and Envoy refuse them).
-/// `None` until the whole line is buffered.
-fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
-    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let mut size: u64 = 0;
-    for &d in &buf[..digits] {
-        let v = u64::from((d as char).to_digit(16).unwrap_or(0));
-        size = size
-            .checked_mul(16)
-            .and_then(|s| s.checked_add(v))
-            .ok_or(Error::Chunk)?;
-    }
-    let Some(cr) = buf.iter().position(|&b| b == b'\r' || b == b'\n') else {
-        return if buf.len() > MAX_CHUNK_LINE {
-            Err(Error::Chunk)
-        } else {
-            Ok(None)
-        };
-    };
-    let ext = &buf[digits..cr];
-    let ext_ok = match ext.split_first() {
-        None => true,
-        Some((b';', rest)) => {
-            rest.first()
-                .is_some_and(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
-                && rest.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f)
-        }
-        Some(_) => false,
-    };
-    if digits == 0 || !ext_ok || buf[cr] != b'\r' {
-        return Err(Error::Chunk);
-    }
-    match buf.get(cr + 1) {
-        None => Ok(None),
-        Some(b'\n') => Ok(Some((cr + 2, size))),
-        Some(_) => Err(Error::Chunk),
-    }
-}
-
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 /// Whether the response lets the connection stay open: HTTP/1.1 unless it says
 /// `close`, HTTP/1.0 only if it says `keep-alive`.
 fn keep_alive(headers: &HeaderMap, version: Version, connection: bool) -> bool {
@@ -242,184 +185,6 @@ fn keep_alive(headers: &HeaderMap, version: Version, connection: bool) -> bool {
         has("keep-alive")
     } else {
         !has("close")
-    }
-}
-
-/// Where a chunked body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Chunk {
-    /// Before a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes left.
-    Data(u64),
-    /// After a chunk's data, before its CRLF.
-    DataEnd,
-    /// After the last chunk: trailers, or the empty line.
-    Trailers,
-}
-
-/// The response body's decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Decoder {
-    /// This many bytes left.
-    Length(u64),
-    Chunked(Chunk),
-    /// Everything until the connection closes.
-    Eof,
-    /// The body has ended.
-    Done,
-}
-
-/// Longest chunk-size line (with extensions) or trailer block accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-
-impl Decoder {
-    /// The next frame from what `buf` holds, consuming it; `None` when more bytes are
-    /// needed (or the body is done). Framing that produces nothing (chunk boundaries, an
-    /// empty last chunk) is consumed as far as `buf` goes, so that `Done` shows as soon
-    /// as the end is buffered.
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
-        loop {
-            match *self {
-                Decoder::Done => return Ok(None),
-                Decoder::Length(_) | Decoder::Eof | Decoder::Chunked(Chunk::Data(_))
-                    if buf.is_empty() =>
-                {
-                    return Ok(None)
-                }
-                Decoder::Eof => return Ok(Some(Frame::data(buf.split().freeze()))),
-                Decoder::Length(left) => {
-                    let n = take(left, buf);
-                    *self = match left - n as u64 {
-                        0 => Decoder::Done,
-                        left => Decoder::Length(left),
-                    };
-                    return Ok(Some(Frame::data(buf.split_to(n).freeze())));
-                }
-                Decoder::Chunked(Chunk::Data(left)) => {
-                    let n = take(left, buf);
-                    *self = Decoder::Chunked(match left - n as u64 {
-                        0 => Chunk::DataEnd,
-                        left => Chunk::Data(left),
-                    });
-                    let data = buf.split_to(n).freeze();
-                    self.settle(buf)?;
-                    return Ok(Some(Frame::data(data)));
-                }
-                Decoder::Chunked(state) => {
-                    if !self.chunk_step(state, buf)? {
-                        return Ok(None);
-                    }
-                    if let Decoder::Chunked(Chunk::Trailers) = *self {
-                        if let Some(trailers) = trailers(buf)? {
-                            *self = Decoder::Done;
-                            return Ok(trailers.map(Frame::trailers));
-                        }
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Steps through the framing that yields nothing, as far as `buf` goes: the end of
-    /// a chunk, size lines, and an empty trailer section.
-    fn settle(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
-        while let Decoder::Chunked(state @ (Chunk::DataEnd | Chunk::Size)) = *self {
-            if !self.chunk_step(state, buf)? {
-                return Ok(());
-            }
-        }
-        if *self == Decoder::Chunked(Chunk::Trailers) && buf.starts_with(b"\r\n") {
-            let _ = buf.split_to(2);
-            *self = Decoder::Done;
-        }
-        Ok(())
-    }
-
-    /// One step through the chunk framing that yields no data; `false` if `buf` holds
-    /// too little to take it.
-    fn chunk_step(&mut self, state: Chunk, buf: &mut BytesMut) -> Result<bool, Error> {
-        match state {
-            Chunk::Size => match chunk_size(buf)? {
-                Some((len, size)) => {
-                    let _ = buf.split_to(len);
-                    *self = Decoder::Chunked(if size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(size)
-                    });
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    return Ok(false);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(Error::Chunk);
-                }
-                let _ = buf.split_to(2);
-                *self = Decoder::Chunked(Chunk::Size);
-                Ok(true)
-            }
-            Chunk::Trailers => Ok(true),
-            Chunk::Data(_) => Ok(false),
-        }
-    }
-
-    pub(super) fn is_done(&self) -> bool {
-        *self == Decoder::Done
-    }
-
-    /// Whether the body runs until the connection closes.
-    pub(super) fn is_eof(&self) -> bool {
-        *self == Decoder::Eof
-    }
-
-    /// The bytes still to come, when known.
-    pub(super) fn remaining(&self) -> Option<u64> {
-        match self {
-            Decoder::Length(n) => Some(*n),
-            Decoder::Done => Some(0),
-            _ => None,
-        }
-    }
-}
-
-fn take(left: u64, buf: &BytesMut) -> usize {
-    usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()))
-}
-
-/// The trailer section after the last chunk: `Some(None)` for none (just the empty
-/// line), `Some(Some(map))` for trailers, `None` until all of it is buffered.
-fn trailers(buf: &mut BytesMut) -> Result<Option<Option<HeaderMap>>, Error> {
-    if buf.len() < 2 {
-        return Ok(None);
-    }
-    if &buf[..2] == b"\r\n" {
-        let _ = buf.split_to(2);
-        return Ok(Some(None));
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::parse_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete((len, parsed))) => {
-            if !crlf_only(&buf[..len]) {
-                return Err(Error::Chunk);
-            }
-            let mut map = HeaderMap::with_capacity(parsed.len());
-            for h in parsed.iter() {
-                let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Chunk)?;
-                let value = HeaderValue::from_bytes(h.value).map_err(|_| Error::Chunk)?;
-                map.append(name, value);
-            }
-            let _ = buf.split_to(len);
-            Ok(Some(Some(map)))
-        }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(Error::HeadTooLarge),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(Error::Chunk),
     }
 }
 

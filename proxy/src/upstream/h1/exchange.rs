@@ -10,9 +10,13 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::decode::{self, Decoder};
-use super::encode::{self, Writer};
+use super::decode;
+use super::encode;
 use super::{Conn, Error, Failed};
+use crate::h1::decoder::Decoder;
+use crate::h1::framing::Framing;
+use crate::h1::writer::Writer;
+use crate::h1::WriteError;
 use crate::http::body::ProxyBody;
 
 /// Read buffer space asked for when little is left; doubled while reads fill it.
@@ -74,8 +78,7 @@ impl<'c> Exchange<'c> {
         let rest = body
             .filter(|_| !self.written && head.parts.status != StatusCode::SWITCHING_PROTOCOLS)
             .map(|body| {
-                let writer =
-                    std::mem::replace(&mut self.writer, Writer::new(encode::Framing::None));
+                let writer = std::mem::replace(&mut self.writer, Writer::new(Framing::None));
                 Box::new(Rest { writer, body })
             });
         Response::from_parts(
@@ -108,11 +111,11 @@ impl Future for Exchange<'_> {
                 Poll::Ready(Ok(())) => this.written = true,
                 // The upstream may have answered already (and closed); its response is
                 // read below, and failing that, the read's error is the one reported.
-                Poll::Ready(Err(Error::Io(_))) => {
+                Poll::Ready(Err(WriteError::Io(_))) => {
                     this.written = true;
                     this.conn.reusable = false;
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(this.fail(e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(this.fail(e.into()))),
                 Poll::Pending => {}
             }
         }
@@ -179,7 +182,7 @@ impl BodyReader {
                 .poll_write(&mut conn.io, &mut conn.wbuf, &mut rest.body, cx)
             {
                 Poll::Ready(Ok(())) => self.rest = None,
-                Poll::Ready(Err(e)) => return self.fail(conn, e),
+                Poll::Ready(Err(e)) => return self.fail(conn, e.into()),
                 Poll::Pending => {}
             }
         }
@@ -196,7 +199,7 @@ impl BodyReader {
                     return Poll::Ready(None);
                 }
                 Ok(None) => {}
-                Err(e) => return self.fail(conn, e),
+                Err(e) => return self.fail(conn, e.into()),
             }
             match conn.poll_read(cx) {
                 Poll::Ready(Ok(0)) if self.decoder.is_eof() => {

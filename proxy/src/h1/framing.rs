@@ -1,0 +1,98 @@
+//! How a message's body is framed on the wire (RFC 9112 §6): the framing headers noted
+//! while a head is written, and the checks both directions share when one is read.
+
+use http::header::{self, HeaderMap};
+
+/// How a body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body follows the head.
+    None,
+    /// `content-length` bytes, this many still to come.
+    Length(u64),
+    Chunked,
+}
+
+/// The framing headers of a message, noted while its fields are written (no lookups).
+#[derive(Default)]
+pub struct Declared<'a> {
+    /// The last `transfer-encoding` value.
+    pub coding: Option<&'a [u8]>,
+    /// The first `content-length` value.
+    pub length: Option<&'a [u8]>,
+}
+
+impl Declared<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.coding.is_none() && self.length.is_none()
+    }
+}
+
+/// Appends `name: value` lines, one per value, and notes the framing headers.
+pub fn fields<'a>(headers: &'a HeaderMap, out: &mut Vec<u8>) -> Declared<'a> {
+    let mut declared = Declared::default();
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING {
+            declared.coding = Some(value.as_bytes());
+        } else if *name == header::CONTENT_LENGTH && declared.length.is_none() {
+            declared.length = Some(value.as_bytes());
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    declared
+}
+
+pub fn framing(declared: &Declared<'_>, body_empty: bool) -> Framing {
+    if declared.coding.is_some_and(last_coding_is_chunked) {
+        return Framing::Chunked;
+    }
+    let length = declared
+        .length
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) => Framing::Length(n),
+        None if body_empty => Framing::None,
+        None => Framing::Chunked,
+    }
+}
+
+/// Whether a `transfer-encoding` value ends with the chunked coding.
+pub fn last_coding_is_chunked(v: &[u8]) -> bool {
+    v.rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether every line in `bytes` ends with CRLF: `httparse` also takes a bare LF, which
+/// llhttp and Envoy refuse (a message two parsers split differently can smuggle).
+pub fn crlf_only(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
+}
+
+/// A `content-length` value's digits as a number (at most 19 digits, nothing else).
+pub fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_coding_is_found_last() {
+        assert!(last_coding_is_chunked(b"chunked"));
+        assert!(last_coding_is_chunked(b"gzip, Chunked "));
+        assert!(!last_coding_is_chunked(b"chunked, gzip"));
+        assert!(!last_coding_is_chunked(b""));
+    }
+}
