@@ -1,8 +1,10 @@
 //! The HTTP/1.1 wire format shared by the upstream client (`upstream::h1`) and the
-//! downstream server (`http::h1`): how a message's body is framed (`framing`), the body
-//! decoder (`decoder`) and the body writer (`writer`).
+//! downstream server (`http::h1`): a head's fields as a header map (`fields`), how a
+//! message's body is framed (`framing`), the body decoder (`decoder`) and the body
+//! writer (`writer`).
 
 pub mod decoder;
+pub mod fields;
 pub mod framing;
 pub mod writer;
 

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod flags;
 pub mod forward;
 pub mod grpc_timeout;
+pub mod h1;
 pub mod handler;
 pub mod hash_policy;
 pub mod headers;

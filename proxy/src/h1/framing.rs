@@ -11,6 +11,9 @@ pub enum Framing {
     /// `content-length` bytes, this many still to come.
     Length(u64),
     Chunked,
+    /// Everything until the connection closes (a response to an HTTP/1.0 client that
+    /// has no length).
+    Close,
 }
 
 /// The framing headers of a message, noted while its fields are written (no lookups).
@@ -20,6 +23,10 @@ pub struct Declared<'a> {
     pub coding: Option<&'a [u8]>,
     /// The first `content-length` value.
     pub length: Option<&'a [u8]>,
+    /// The first `connection` value.
+    pub connection: Option<&'a [u8]>,
+    /// There is a `date` field.
+    pub date: bool,
 }
 
 impl Declared<'_> {
@@ -36,6 +43,10 @@ pub fn fields<'a>(headers: &'a HeaderMap, out: &mut Vec<u8>) -> Declared<'a> {
             declared.coding = Some(value.as_bytes());
         } else if *name == header::CONTENT_LENGTH && declared.length.is_none() {
             declared.length = Some(value.as_bytes());
+        } else if *name == header::CONNECTION && declared.connection.is_none() {
+            declared.connection = Some(value.as_bytes());
+        } else if *name == header::DATE {
+            declared.date = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -74,6 +85,22 @@ pub fn crlf_only(bytes: &[u8]) -> bool {
         .iter()
         .enumerate()
         .all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
+}
+
+/// The length `content-length` declares: `Some(None)` without one, `None` if any value is
+/// not a number or two differ (a list of equal values counts as one).
+pub fn content_length(headers: &HeaderMap) -> Option<Option<u64>> {
+    let mut length = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = parse_length(part.trim_ascii())?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    Some(length)
 }
 
 /// A `content-length` value's digits as a number (at most 19 digits, nothing else).

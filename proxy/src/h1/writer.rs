@@ -20,8 +20,10 @@ pub struct Writer {
     written: usize,
     /// The body has ended (its end encoded in `wbuf`).
     body_done: bool,
-    /// Some of the request has reached the connection.
+    /// Some of the message has reached the connection.
     started: bool,
+    /// Trailers are written (chunked only); otherwise the body ends without them.
+    trailers: bool,
 }
 
 impl Writer {
@@ -31,7 +33,15 @@ impl Writer {
             written: 0,
             body_done: framing == Framing::None,
             started: false,
+            trailers: true,
         }
+    }
+
+    /// A writer that ends a chunked body without the trailers it may carry (a response
+    /// to a client that did not ask for them with `te: trailers`).
+    pub fn without_trailers(mut self) -> Writer {
+        self.trailers = false;
+        self
     }
 
     /// Whether any byte has been written.
@@ -39,7 +49,7 @@ impl Writer {
         self.started
     }
 
-    /// Drives the write: `Ready(Ok)` once the whole request is written.
+    /// Drives the write: `Ready(Ok)` once the whole message is written.
     pub fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
         io: &mut W,
@@ -80,7 +90,9 @@ impl Writer {
             Err(frame) => frame,
         };
         // Trailers end the body; only chunked coding can carry them.
-        if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing) {
+        if let (Ok(trailers), Framing::Chunked, true) =
+            (frame.into_trailers(), self.framing, self.trailers)
+        {
             wbuf.extend_from_slice(b"0\r\n");
             fields(&trailers, wbuf);
             wbuf.extend_from_slice(b"\r\n");
@@ -107,6 +119,7 @@ impl Writer {
                     .ok_or(WriteError::Length)?;
                 wbuf.extend_from_slice(data.chunk());
             }
+            Framing::Close => wbuf.extend_from_slice(data.chunk()),
             Framing::None => return Err(WriteError::Length),
         }
         Ok(())
@@ -117,7 +130,7 @@ impl Writer {
         self.body_done = true;
         match self.framing {
             Framing::Chunked => wbuf.extend_from_slice(b"0\r\n\r\n"),
-            Framing::Length(0) | Framing::None => {}
+            Framing::Length(0) | Framing::None | Framing::Close => {}
             Framing::Length(_) => return Err(WriteError::Length),
         }
         Ok(())

@@ -18,8 +18,8 @@ use crate::upstream::pool::{BoxError, Lease, ResponseBody};
 pub enum ProxyBody {
     Empty,
     Full(Option<Bytes>),
-    /// A body received from a peer, passed through as is.
-    Incoming(Incoming),
+    /// A request body as it comes from the downstream, passed through as is.
+    Downstream(RequestBody),
     /// An upstream response that returns its connection to the pool when it ends. Boxed:
     /// requests and responses are moved through several layers, and this variant would
     /// otherwise make every body 240 bytes.
@@ -27,12 +27,56 @@ pub enum ProxyBody {
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
+/// A request body as it comes from the downstream.
+pub enum RequestBody {
+    /// None (an HTTP/1.1 request with neither a length nor chunks).
+    Empty,
+    /// Read from Remora's HTTP/1.1 connection as it is polled.
+    H1(super::h1::RequestBody),
+    /// An HTTP/2 stream's, from hyper.
+    H2(Incoming),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::H1(b) => b.poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            RequestBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::H1(b) => b.is_end_stream(),
+            RequestBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::H1(b) => b.size_hint(),
+            RequestBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ProxyBody::Empty => "Empty",
             ProxyBody::Full(_) => "Full",
-            ProxyBody::Incoming(_) => "Incoming",
+            ProxyBody::Downstream(_) => "Downstream",
             ProxyBody::Pooled(_) => "Pooled",
             ProxyBody::Boxed(_) => "Boxed",
         })
@@ -50,9 +94,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Incoming(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as BoxError),
+            ProxyBody::Downstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Pooled(b) => Pin::new(&mut **b).poll_frame(cx),
             ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -62,7 +104,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Incoming(b) => b.is_end_stream(),
+            ProxyBody::Downstream(b) => b.is_end_stream(),
             ProxyBody::Pooled(b) => b.is_end_stream(),
             ProxyBody::Boxed(b) => b.is_end_stream(),
         }
@@ -72,7 +114,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Incoming(b) => b.size_hint(),
+            ProxyBody::Downstream(b) => b.size_hint(),
             ProxyBody::Pooled(b) => b.size_hint(),
             ProxyBody::Boxed(b) => b.size_hint(),
         }

@@ -8,9 +8,8 @@ use tokio::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
-use super::body::{BodyTimers, InFlight, MoreTimers, PooledBody};
+use super::body::{BodyTimers, InFlight, MoreTimers, PooledBody, RequestBody};
 use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
@@ -47,7 +46,7 @@ pub struct Routed<'r, 'a> {
 /// a one-byte one was laid out past the future's largest state, so that starting each
 /// request copied the whole 5 KiB state machine.)
 pub async fn forward<'r>(
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     routed: &Routed<'r, '_>,
     ctx: &HttpContext,
     down: &Downstream,
@@ -173,7 +172,7 @@ pub async fn forward<'r>(
             authority: authority.unwrap_or(host).to_string(),
         }));
     }
-    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let downstream_upgrade = is_upgrade.then(|| upgrade::Pending::take(&mut req));
     let (mut parts, body) = req.into_parts();
     let wants_trailers = headers::te_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
@@ -200,7 +199,7 @@ pub async fn forward<'r>(
         );
     }
     let body = if fwd.mirrors.is_empty() {
-        ProxyBody::Incoming(body)
+        ProxyBody::Downstream(body)
     } else {
         mirror::spawn_mirrors(&parts, body, fwd, ctx, down)
     };

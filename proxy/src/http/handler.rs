@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use tokio::time::Instant;
 
+use super::body::RequestBody;
 use super::headers::names;
 use super::local_reply::{LocalReply, Marked, Reply};
 use super::stream_info::StreamInfo;
@@ -23,7 +24,7 @@ use crate::upstream::pool::ProxyBody;
 
 /// Serves one request. Never fails: every error becomes a local reply.
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     ctx: Arc<HttpContext>,
     down: Arc<Downstream>,
 ) -> Result<Response<ProxyBody>, Infallible> {
@@ -102,7 +103,7 @@ impl ResponseMutations<'_> {
 }
 
 async fn process(
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     ctx: &HttpContext,
     down: &Downstream,
     routes: &RouteTable,
@@ -304,7 +305,7 @@ const EDGE_STRIPPED: &[&str] = &[
 /// loopback peers), `x-envoy-external-address` / `x-envoy-internal`, `x-forwarded-proto`
 /// and `x-request-id`.
 fn prepare_request_headers(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     ctx: &HttpContext,
     down: &Downstream,
     host: &str,
@@ -417,7 +418,7 @@ fn apply_request_mutations(
 }
 
 /// Final touches every response gets: the `server` header.
-fn finish(resp: &mut Response<ProxyBody>, ctx: &HttpContext, close: bool) {
+pub(super) fn finish(resp: &mut Response<ProxyBody>, ctx: &HttpContext, close: bool) {
     if close {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -55,6 +55,13 @@ pub enum LocalReply {
     BadPath,
     /// The request body could not be read (malformed chunked encoding, truncated).
     MalformedBody,
+    /// The request head is not valid HTTP/1.1, or its framing is ambiguous.
+    MalformedRequest,
+    /// The request head is larger than `max_request_headers_kb` or has more fields
+    /// than `max_headers_count`.
+    HeadersTooLarge,
+    /// The request's transfer coding is not `chunked` alone.
+    UnsupportedCoding,
 }
 
 impl LocalReply {
@@ -77,9 +84,12 @@ impl LocalReply {
             | LocalReply::StreamIdleTimeout { .. }
             | LocalReply::StreamDuration { .. } => StatusCode::REQUEST_TIMEOUT,
             LocalReply::Http10NotAllowed => StatusCode::UPGRADE_REQUIRED,
-            LocalReply::MissingHost | LocalReply::BadPath | LocalReply::MalformedBody => {
-                StatusCode::BAD_REQUEST
-            }
+            LocalReply::MissingHost
+            | LocalReply::BadPath
+            | LocalReply::MalformedBody
+            | LocalReply::MalformedRequest => StatusCode::BAD_REQUEST,
+            LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalReply::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             LocalReply::UpgradeNotAllowed => StatusCode::FORBIDDEN,
         }
     }
@@ -98,7 +108,10 @@ impl LocalReply {
             LocalReply::Http10NotAllowed
             | LocalReply::MissingHost
             | LocalReply::BadPath
-            | LocalReply::MalformedBody => Some(Flag::DPE),
+            | LocalReply::MalformedBody
+            | LocalReply::MalformedRequest
+            | LocalReply::HeadersTooLarge
+            | LocalReply::UnsupportedCoding => Some(Flag::DPE),
             // Envoy 1.40 sets no flag for these.
             LocalReply::RequestTimeout
             | LocalReply::StreamDuration { .. }
@@ -137,7 +150,11 @@ impl LocalReply {
             LocalReply::StreamIdleTimeout { .. } => "stream timeout",
             LocalReply::StreamDuration { .. } => "downstream duration timeout",
             LocalReply::Http10NotAllowed => "Upgrade Required",
-            LocalReply::BadPath | LocalReply::MalformedBody => "Bad Request",
+            LocalReply::BadPath | LocalReply::MalformedBody | LocalReply::MalformedRequest => {
+                "Bad Request"
+            }
+            LocalReply::HeadersTooLarge => "Request Header Fields Too Large",
+            LocalReply::UnsupportedCoding => "Not Implemented",
         }
     }
 
@@ -164,7 +181,9 @@ impl LocalReply {
             LocalReply::MissingHost => "missing_host_header",
             LocalReply::UpgradeNotAllowed => "upgrade_failed",
             LocalReply::BadPath => "path_normalization_failed",
-            LocalReply::MalformedBody => "http1.codec_error",
+            LocalReply::MalformedBody | LocalReply::MalformedRequest => "http1.codec_error",
+            LocalReply::HeadersTooLarge => "http1.headers_too_large",
+            LocalReply::UnsupportedCoding => "http1.invalid_transfer_encoding",
         }
     }
 
@@ -177,6 +196,9 @@ impl LocalReply {
                 | LocalReply::UpgradeNotAllowed
                 | LocalReply::BadPath
                 | LocalReply::MalformedBody
+                | LocalReply::MalformedRequest
+                | LocalReply::HeadersTooLarge
+                | LocalReply::UnsupportedCoding
                 | LocalReply::StreamDuration {
                     request_complete: false
                 }

@@ -10,10 +10,10 @@ use http::header::HeaderValue;
 use http::request::Parts;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::{Body, Frame};
 use tokio::sync::mpsc;
 
-use super::body::{BodyTimers, PooledBody};
+use super::body::{BodyTimers, PooledBody, RequestBody};
 use super::{Downstream, HttpContext};
 use crate::config::route::{Forward, MirrorTarget};
 use crate::upstream::pool::{BoxError, Proto, ProxyBody};
@@ -21,7 +21,7 @@ use crate::upstream::pool::{BoxError, Proto, ProxyBody};
 /// Starts the selected mirrors and returns the body to send to the primary upstream.
 pub fn spawn_mirrors(
     parts: &Parts,
-    body: Incoming,
+    body: RequestBody,
     fwd: &Forward,
     ctx: &HttpContext,
     down: &Downstream,
@@ -87,7 +87,7 @@ pub fn spawn_mirrors(
         });
     }
     if senders.is_empty() {
-        return ProxyBody::Incoming(body);
+        return ProxyBody::Downstream(body);
     }
     ProxyBody::boxed(TeeBody {
         inner: body,
@@ -109,7 +109,7 @@ fn tokio_stream_from(
 }
 
 struct TeeBody {
-    inner: Incoming,
+    inner: RequestBody,
     mirrors: Vec<mpsc::Sender<Result<Frame<Bytes>, BoxError>>>,
 }
 
@@ -135,7 +135,7 @@ impl Body for TeeBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.mirrors.clear();
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.mirrors.clear();

@@ -1,17 +1,20 @@
-//! Serving one downstream connection with hyper: codec selection (HTTP/1.1 only, HTTP/2
-//! only, or automatic with h2c prior-knowledge detection), header limits, idle timeout and
-//! drain.
+//! Serving one downstream connection: codec selection (HTTP/1.1 only, HTTP/2 only, or
+//! automatic with h2c prior-knowledge detection). HTTP/1.1 is Remora's own server
+//! (`http::h1`); HTTP/2 is hyper's, with header limits, idle timeout and drain.
 
 use std::sync::Arc;
 
-use hyper::server::conn::{http1, http2};
+use bytes::BytesMut;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 
-use super::{handler, Downstream, HttpContext};
+use super::body::RequestBody;
+use super::{h1, handler, Downstream, HttpContext};
 use crate::config::hcm::{Codec, HttpManager};
-use crate::io::Activity;
+use crate::io::{Activity, ActivityClock, Prefixed};
 use crate::stats::GaugeGuard;
 use crate::upstream::connect::Io;
 use crate::wake_gate::WakeGate;
@@ -88,7 +91,9 @@ macro_rules! drive {
 /// then copied: a request's state machine is about 11 KiB, of which a fresh one uses a few
 /// hundred bytes, and `Box::pin(f)` copies all of it. `make` runs in a function that is not
 /// inlined, so the compiler hands it the box's memory as the place for its result.
-fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+pub(super) fn boxed_in_place<F: std::future::Future>(
+    make: impl FnOnce() -> F,
+) -> std::pin::Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), build(make)))
 }
 
@@ -106,84 +111,97 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>) {
     let stats = ctx.stats.clone();
     stats.downstream_cx_total.inc();
     let _active = GaugeGuard::new(&stats.downstream_cx_active);
-    let io = Activity::new(io);
+    let mut io = Activity::new(io);
     let clock = io.clock();
-    let io = TokioIo::new(io);
-    let window = ctx.buffer_limit.max(65_535);
-    let c = ctx.clone();
-    // hyper keeps room for one in-flight request future per connection for as long as the
-    // connection lives; boxed, an idle keep-alive connection holds a pointer instead of
-    // the whole request state machine (11 KiB), for one allocation per request.
-    let svc =
-        service_fn(move |req| boxed_in_place(|| handler::handle(req, c.clone(), down.clone())));
     // A connection accepted while its listener drains gracefully is still served: HTTP/1.1
     // answers once with `connection: close` (as Envoy does); HTTP/2 gets GOAWAY at once.
     // (A gentle drain, of a listener replaced by LDS, serves such a connection as usual:
     // its responses say `connection: close`.)
     let late = drain.is_closing();
-    // `auto` ignores http1_only/http2_only when upgrades are served, so the fixed codecs
-    // use hyper's own builders.
-    match cfg.codec {
-        Codec::Http1 => {
-            let mut b = http1::Builder::new();
-            h1_options(&mut b, &cfg);
-            b.keep_alive(!late);
-            drive!(
-                b.serve_connection(io, svc).with_upgrades(),
-                ctx,
-                clock,
-                drain,
-                late
-            );
-        }
+    let h1 = |clock| h1::Options {
+        late,
+        grace: LATE_GRACE,
+        clock,
+    };
+    let first = match cfg.codec {
+        Codec::Http1 => BytesMut::new(),
         Codec::Http2 => {
-            let mut b = http2::Builder::new(TokioExecutor::new());
-            h2_options(&mut b, &cfg, window);
-            drive!(b.serve_connection(io, svc), ctx, clock, drain, false);
+            return serve_h2(TokioIo::new(io), ctx, down, clock, false).await;
         }
         Codec::Auto => {
-            let mut b = auto::Builder::new(TokioExecutor::new());
-            h1_options(&mut b.http1(), &cfg);
-            h2_options(&mut b.http2(), &cfg, window);
-            b.http1().keep_alive(!late);
-            drive!(
-                b.serve_connection_with_upgrades(io, svc),
-                ctx,
-                clock,
-                drain,
-                late
-            );
+            // HTTP/2 with prior knowledge starts with its preface; anything else is
+            // HTTP/1.1.
+            let mut first = BytesMut::new();
+            let mut closing = drain.clone();
+            let sniffed = tokio::select! {
+                s = sniff(&mut io, &mut first) => s,
+                _ = clock.idle(cfg.idle_timeout) => {
+                    stats.downstream_cx_idle_timeout.inc();
+                    return;
+                }
+                _ = closing.closing(), if !late => return,
+                _ = tokio::time::sleep(LATE_GRACE), if late => return,
+            };
+            match sniffed {
+                Ok(true) => {
+                    let io = TokioIo::new(Prefixed::new(first, io));
+                    return serve_h2(io, ctx, down, clock, late).await;
+                }
+                Ok(false) => first,
+                Err(_) => return,
+            }
+        }
+    };
+    h1::serve(io, first, ctx, down, h1(clock)).await;
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until `first` holds the HTTP/2 preface (`true`) or something else (`false`).
+async fn sniff<I: Io>(io: &mut I, first: &mut BytesMut) -> std::io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let n = first.len().min(PREFACE.len());
+        if first[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        if io.read_buf(first).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
+}
+
+/// Serves HTTP/2 with hyper.
+async fn serve_h2<I>(
+    io: TokioIo<I>,
+    ctx: Arc<HttpContext>,
+    down: Arc<Downstream>,
+    clock: ActivityClock,
+    late: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let drain = down.drain.clone();
+    let window = ctx.buffer_limit.max(65_535);
+    let c = ctx.clone();
+    // hyper keeps room for one in-flight request future per stream; boxed, it holds a
+    // pointer instead of the whole request state machine (11 KiB).
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let req = req.map(RequestBody::H2);
+        boxed_in_place(|| handler::handle(req, c.clone(), down.clone()))
+    });
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    h2_options(&mut b, &ctx.config, window);
+    drive!(b.serve_connection(io, svc), ctx, clock, drain, late);
 }
 
 fn header_bytes(cfg: &HttpManager) -> usize {
     (cfg.max_request_headers_kb as usize) * 1024
 }
-
-/// HTTP/1.1 limits: header bytes (431 beyond), header count, header read timeout.
-trait H1Options {
-    fn apply(&mut self, cfg: &HttpManager);
-}
-
-fn h1_options(b: &mut impl H1Options, cfg: &HttpManager) {
-    b.apply(cfg);
-}
-
-macro_rules! h1_options_impl {
-    ($t:ty) => {
-        impl H1Options for $t {
-            fn apply(&mut self, cfg: &HttpManager) {
-                self.timer(TokioTimer::new())
-                    .max_buf_size(header_bytes(cfg).max(8192))
-                    .max_headers(cfg.max_headers_count)
-                    .header_read_timeout(cfg.request_headers_timeout);
-            }
-        }
-    };
-}
-h1_options_impl!(http1::Builder);
-h1_options_impl!(auto::Http1Builder<'_, TokioExecutor>);
 
 /// HTTP/2 limits: header list size and flow-control windows.
 trait H2Options {
@@ -207,4 +225,3 @@ macro_rules! h2_options_impl {
     };
 }
 h2_options_impl!(http2::Builder<TokioExecutor>);
-h2_options_impl!(auto::Http2Builder<'_, TokioExecutor>);

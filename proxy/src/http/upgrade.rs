@@ -1,39 +1,71 @@
 //! Upgraded connections (WebSocket): after both sides switch protocols, bytes are copied
 //! in both directions until either side closes.
 
-use hyper::upgrade::OnUpgrade;
+use http::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
+use super::body::RequestBody;
+use super::h1::OnUpgrade;
 use crate::upstream::pool::Upgraded;
 
-/// Joins the downstream connection, once hyper hands it over, to the upstream one
+/// The downstream side of an upgrade, until its server hands the connection over (once
+/// the `101` has been written).
+pub enum Pending {
+    /// From Remora's HTTP/1.1 server.
+    H1(Option<OnUpgrade>),
+    /// From hyper's server.
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+impl Pending {
+    /// Takes the pending upgrade out of a request.
+    pub fn take(req: &mut Request<RequestBody>) -> Pending {
+        match req.body() {
+            RequestBody::H2(_) => Pending::Hyper(hyper::upgrade::on(req)),
+            _ => Pending::H1(req.extensions_mut().remove::<OnUpgrade>()),
+        }
+    }
+}
+
+/// Joins the downstream connection, once its server hands it over, to the upstream one
 /// (which never returns to the pool). Bytes the upstream sent right after its `101`
 /// go to the downstream first.
-pub fn tunnel(downstream: OnUpgrade, upstream: Upgraded) {
+pub fn tunnel(downstream: Pending, upstream: Upgraded) {
     tokio::spawn(async move {
-        // `_held` keeps the connection counted (and its breaker slot) while it lasts.
-        let Upgraded {
-            io: mut up,
-            buffered,
-            held: _held,
-        } = upstream;
-        let down = match downstream.await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::debug!(error = %e, "downstream upgrade failed");
-                return;
-            }
-        };
-        let mut down = TokioIo::new(down);
-        if !buffered.is_empty() {
-            if let Err(e) = down.write_all(&buffered).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
-                return;
-            }
-        }
-        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            tracing::debug!(error = %e, "upgraded connection ended");
+        match downstream {
+            Pending::H1(on) => match on.as_ref().and_then(OnUpgrade::take) {
+                Some(rx) => match rx.await {
+                    Ok(down) => join(down, upstream).await,
+                    Err(_) => tracing::debug!("downstream upgrade failed"),
+                },
+                None => tracing::debug!("downstream cannot be upgraded"),
+            },
+            Pending::Hyper(on) => match on.await {
+                Ok(down) => join(TokioIo::new(down), upstream).await,
+                Err(e) => tracing::debug!(error = %e, "downstream upgrade failed"),
+            },
         }
     });
+}
+
+async fn join<D>(mut down: D, upstream: Upgraded)
+where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // `_held` keeps the connection counted (and its breaker slot) while it lasts.
+    let Upgraded {
+        io: mut up,
+        buffered,
+        held: _held,
+    } = upstream;
+    if !buffered.is_empty() {
+        if let Err(e) = down.write_all(&buffered).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+            return;
+        }
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
 }

@@ -101,7 +101,7 @@ pub struct Conn {
     /// How much read buffer space to ask for (grows while reads fill it).
     read_size: usize,
     /// Scratch space for parsing response heads.
-    spans: Vec<decode::Span>,
+    spans: Vec<crate::h1::fields::Span>,
 }
 
 impl Conn {

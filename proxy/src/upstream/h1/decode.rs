@@ -4,12 +4,13 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{response, StatusCode, Version};
 
 use super::{Error, MAX_HEAD, MAX_HEADERS};
 use crate::h1::decoder::{Chunk, Decoder};
-use crate::h1::framing::{crlf_only, last_coding_is_chunked, parse_length};
+use crate::h1::fields::{self, Present, Span};
+use crate::h1::framing::{content_length, crlf_only, last_coding_is_chunked};
 use crate::http::headers::has_token;
 
 /// A parsed response head.
@@ -26,10 +27,6 @@ pub(super) struct Head {
 /// `x-forwarded-proto`, `x-request-id` and `x-envoy-expected-rq-timeout-ms`: without the
 /// room, both maps would grow (rehashing every header) on every request.
 const HEADER_ROOM: usize = 8;
-
-/// Where a header's name and value lie in the head: `(name start, name end, value
-/// start, value end)`.
-pub(super) type Span = (usize, usize, usize, usize);
 
 /// Parses a response head from the front of `buf`, consuming it; `None` until it is all
 /// there. Interim (1xx) responses other than `101` are consumed and skipped. `spans` is
@@ -69,31 +66,9 @@ pub(super) fn head(
             let _ = buf.split_to(len);
             continue;
         }
-        // Where each name and value lies in the head, to slice them from it.
-        // (Offsets are checked against the head below rather than trusted.)
-        let base = buf.as_ptr() as usize;
-        let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base);
-        spans.clear();
-        spans.extend(resp.headers.iter().map(|h| {
-            let (name, value) = (at(h.name.as_bytes()), at(h.value));
-            let name_end = name.wrapping_add(h.name.len());
-            (name, name_end, value, value.wrapping_add(h.value.len()))
-        }));
+        fields::record(resp.headers, buf, spans);
         let bytes = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(spans.len() + HEADER_ROOM);
-        let mut present = Present::default();
-        for &(ns, ne, vs, ve) in spans.iter() {
-            let name = bytes.get(ns..ne).ok_or(Error::Head("header name"))?;
-            let name = HeaderName::from_bytes(name).map_err(|_| Error::Head("header name"))?;
-            present.note(&name);
-            let value = match bytes.get(vs..ve) {
-                Some([]) | None if vs == ve => HeaderValue::from_static(""),
-                Some(_) => HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
-                    .map_err(|_| Error::Head("header value"))?,
-                None => return Err(Error::Head("header value")),
-            };
-            map.append(name, value);
-        }
+        let (map, present) = fields::map(&bytes, spans, HEADER_ROOM).map_err(Error::Head)?;
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -105,27 +80,6 @@ pub(super) fn head(
             body,
             keep_alive,
         }));
-    }
-}
-
-/// Which of the headers that frame a response it has, noted as its map is built, so
-/// that the usual response (a length, no `connection`) needs no lookups.
-#[derive(Default)]
-struct Present {
-    coding: bool,
-    length: bool,
-    connection: bool,
-}
-
-impl Present {
-    fn note(&mut self, name: &HeaderName) {
-        if *name == header::TRANSFER_ENCODING {
-            self.coding = true;
-        } else if *name == header::CONTENT_LENGTH {
-            self.length = true;
-        } else if *name == header::CONNECTION {
-            self.connection = true;
-        }
     }
 }
 
@@ -159,17 +113,10 @@ fn framing(
             (Decoder::Eof, false)
         });
     }
-    let mut length = None;
-    let lengths = present.length.then(|| h.get_all(header::CONTENT_LENGTH));
-    for v in lengths.into_iter().flatten() {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(Error::Head("content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Head("content-length"));
-            }
-            length = Some(n);
-        }
-    }
+    let length = match present.length {
+        true => content_length(h).ok_or(Error::Head("content-length"))?,
+        false => None,
+    };
     Ok(match length {
         Some(0) => (Decoder::Done, true),
         Some(n) => (Decoder::Length(n), true),

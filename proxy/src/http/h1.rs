@@ -1,0 +1,359 @@
+//! Remora's HTTP/1.1 server: one loop per connection reads a request head, hands the
+//! request to the connection manager, writes its response, and goes on with the next
+//! head (pipelined requests wait their turn in the read buffer).
+//!
+//! The request body is read from the connection by whoever polls it (the upstream
+//! client, usually), not pumped through a channel: the connection's state (`conn`) is
+//! shared, behind a lock that is never contended, between the loop and the body.
+//!
+//! - `request`: the request head and its body's framing, strictly (400 and 431 otherwise).
+//! - `response`: the response head and its body's framing; `date` is added.
+//! - `conn`: the shared state, the request body reader and the upgraded connection.
+//!
+//! As in Envoy: `expect: 100-continue` is answered at once and removed; a request body
+//! left unread when its response ends closes the connection (unless all of it is
+//! already buffered); a listener drain asks for `connection: close` on the next
+//! response and closes idle connections.
+
+mod conn;
+mod request;
+mod response;
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{Method, Request, Response, StatusCode};
+use tokio::io::AsyncWrite;
+use tokio::sync::oneshot;
+
+use super::body::RequestBody as Body;
+use super::local_reply::LocalReply;
+use super::{handler, Downstream, HttpContext};
+use crate::h1::fields::Span;
+use crate::h1::writer::Writer;
+use crate::io::ActivityClock;
+use crate::upstream::connect::Io;
+use crate::upstream::pool::ProxyBody;
+use crate::wake_gate::WakeGate;
+use conn::{lock, Conn};
+pub use conn::{BodyReadError, RequestBody, Upgraded};
+use request::{Head, Limits, Refused};
+
+/// Where the connection is handed over after `101 Switching Protocols` (in the
+/// request's extensions, for the connection manager to take; extensions must be
+/// `Clone`, so the receiver is shared, and taken once).
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<std::sync::Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    /// The receiver, the first time.
+    pub fn take(&self) -> Option<oneshot::Receiver<Upgraded>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// How the connection is served.
+pub struct Options {
+    /// Accepted during a drain: one request, answered with `connection: close`, and
+    /// closed after `grace` if none comes.
+    pub late: bool,
+    pub grace: Duration,
+    pub clock: ActivityClock,
+}
+
+/// Serves HTTP/1.1 on `io` (after `first`, bytes already read from it) until the
+/// client closes, the connection must close, or it is upgraded.
+pub async fn serve<I: Io>(
+    io: I,
+    first: BytesMut,
+    ctx: Arc<HttpContext>,
+    down: Arc<Downstream>,
+    opts: Options,
+) {
+    let conn: Conn = conn::new(io);
+    lock(&conn).rbuf = first;
+    let cfg = &ctx.config;
+    let mut server = Server {
+        conn,
+        ctx: ctx.clone(),
+        down,
+        spans: Vec::new(),
+        wbuf: Vec::new(),
+    };
+    let idle = opts.clock.idle(cfg.idle_timeout);
+    tokio::pin!(idle);
+    let mut drain = server.down.drain.clone();
+    let grace = tokio::time::sleep(opts.grace);
+    tokio::pin!(grace);
+    let wind_down = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(wind_down);
+    let mut gentle = false;
+    // The drain signal and the idle timer are polled only when they fired, not on every
+    // wake-up of the connection.
+    let idle_gate = WakeGate::default();
+    let drain_gate = WakeGate::default();
+    loop {
+        if !opts.late && server.down.drain.is_closing() {
+            break;
+        }
+        drain_gate.open();
+        let next = server.next_head(cfg.request_headers_timeout);
+        let head = tokio::select! {
+            biased;
+            next = next => match next {
+                Ok(h) => h,
+                Err(NoHead::Refused(r)) => {
+                    server.refuse(r).await;
+                    break;
+                }
+                Err(NoHead::Closed) => break,
+            },
+            _ = drain_gate.gate(drain.signaled()), if !opts.late && !gentle => {
+                if drain.is_closing() {
+                    break;
+                }
+                // Idle connections close after drain_timeout; a request that comes
+                // first is answered with `connection: close` (the handler sees the
+                // drain).
+                gentle = true;
+                wind_down
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + cfg.drain_timeout);
+                continue;
+            }
+            _ = &mut wind_down, if gentle => break,
+            _ = &mut grace, if opts.late => break,
+            _ = idle_gate.gate(&mut idle) => {
+                ctx.stats.downstream_cx_idle_timeout.inc();
+                break;
+            }
+        };
+        match server.exchange(head, opts.late).await {
+            After::KeepAlive => {}
+            After::Close => break,
+            After::Upgraded => return,
+        }
+    }
+    let conn = server.conn;
+    let _ = poll_fn(|cx| Pin::new(&mut lock(&conn).io).poll_shutdown(cx)).await;
+}
+
+/// Why waiting for a request head gave none.
+enum NoHead {
+    Refused(Refused),
+    /// The client closed (or the connection failed, or the head took too long).
+    Closed,
+}
+
+/// What follows a response.
+enum After {
+    KeepAlive,
+    Close,
+    /// The connection went to the tunnel.
+    Upgraded,
+}
+
+struct Server {
+    conn: Conn,
+    ctx: Arc<HttpContext>,
+    down: Arc<Downstream>,
+    /// Scratch space for parsing request heads.
+    spans: Vec<Span>,
+    /// The response head (and small body frames) being written; its capacity is kept
+    /// from one response to the next.
+    wbuf: Vec<u8>,
+}
+
+impl Server {
+    /// The next request head: parsed from what is buffered, reading more as needed. With
+    /// `timeout`, the head must be complete that long after its first byte.
+    async fn next_head(&mut self, timeout: Option<Duration>) -> Result<Head, NoHead> {
+        let limits = Limits {
+            bytes: (self.ctx.config.max_request_headers_kb as usize) * 1024,
+            count: self.ctx.config.max_headers_count,
+        };
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let (conn, spans) = (&self.conn, &mut self.spans);
+        poll_fn(|cx| {
+            let mut s = lock(conn);
+            let s = &mut *s;
+            loop {
+                match request::parse(&mut s.rbuf, limits, spans) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(r) => return Poll::Ready(Err(NoHead::Refused(r))),
+                }
+                if let (Some(t), true, None) = (timeout, !s.rbuf.is_empty(), &timer) {
+                    timer = Some(Box::pin(tokio::time::sleep(t)));
+                }
+                if let Some(t) = timer.as_mut() {
+                    if t.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(NoHead::Closed));
+                    }
+                }
+                match s.poll_read(cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(NoHead::Closed))
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    }
+
+    /// One request and its response.
+    async fn exchange(&mut self, head: Head, late: bool) -> After {
+        let Head {
+            mut parts,
+            body,
+            close,
+            expect_continue,
+            upgrade,
+        } = head;
+        if expect_continue {
+            parts.headers.remove(http::header::EXPECT);
+            if self.write_all(response::CONTINUE).await.is_err() {
+                return After::Close;
+            }
+        }
+        let has_body = !body.is_done();
+        lock(&self.conn).body = body;
+        let upgraded = upgrade.then(|| {
+            let (tx, rx) = oneshot::channel();
+            parts
+                .extensions
+                .insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
+            tx
+        });
+        let method_head = parts.method == Method::HEAD;
+        let connect = parts.method == Method::CONNECT;
+        let version = parts.version;
+        let te_trailers = super::headers::te_trailers(&parts.headers);
+        let body = if has_body {
+            Body::H1(RequestBody::new(self.conn.clone()))
+        } else {
+            Body::Empty
+        };
+        let req = Request::from_parts(parts, body);
+        let resp = super::server::boxed_in_place(|| {
+            handler::handle(req, self.ctx.clone(), self.down.clone())
+        })
+        .await;
+        let Ok(resp) = resp;
+        let status = resp.status();
+        let switching = upgraded.is_some()
+            && (status == StatusCode::SWITCHING_PROTOCOLS || connect && status.is_success());
+        let asked = response::Asked {
+            method_head: method_head || (connect && status.is_success()),
+            version,
+            keep_alive: !close && !late && !self.down.drain.is_closing() && self.request_over(),
+        };
+        let written = self.respond(resp, asked, te_trailers).await;
+        match (written, upgraded) {
+            (Ok(_), Some(tx)) if switching => {
+                let _ = tx.send(Upgraded::new(self.conn.clone()));
+                After::Upgraded
+            }
+            (Ok(true), _) => After::KeepAlive,
+            _ => After::Close,
+        }
+    }
+
+    /// Whether the request has all been read, so that another can follow its response.
+    /// A body nobody is reading any more (the handler answered without it) is skipped as
+    /// far as it is buffered; one still being read, or not all here, is not over (the
+    /// response says `connection: close`, as Envoy's does).
+    fn request_over(&self) -> bool {
+        let unread = Arc::strong_count(&self.conn) == 1;
+        let mut s = lock(&self.conn);
+        let s = &mut *s;
+        while unread && !s.broken && !s.body.is_done() {
+            match s.body.decode(&mut s.rbuf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => s.broken = true,
+            }
+        }
+        s.body.is_done() && !s.broken
+    }
+
+    /// Writes a response; `Ok(keep_alive)` once all of it is written.
+    async fn respond(
+        &mut self,
+        resp: Response<ProxyBody>,
+        asked: response::Asked,
+        te_trailers: bool,
+    ) -> Result<bool, crate::h1::WriteError> {
+        let (parts, mut body) = resp.into_parts();
+        self.wbuf.clear();
+        let encoded = response::head(&parts, &body, asked, &mut self.wbuf);
+        let mut writer = Writer::new(encoded.framing);
+        if !te_trailers {
+            writer = writer.without_trailers();
+        }
+        let mut io = Locked(&self.conn);
+        let wbuf = &mut self.wbuf;
+        poll_fn(|cx| writer.poll_write(&mut io, wbuf, &mut body, cx)).await?;
+        Ok(encoded.keep_alive)
+    }
+
+    /// Answers a head that was refused, and the connection closes.
+    async fn refuse(&mut self, refused: Refused) {
+        let reply = match refused {
+            Refused::Malformed(why) => {
+                tracing::debug!(reason = why, "malformed request head");
+                LocalReply::MalformedRequest
+            }
+            Refused::TooLarge => LocalReply::HeadersTooLarge,
+            Refused::Coding => LocalReply::UnsupportedCoding,
+        };
+        let mut resp = reply.into_response(false);
+        handler::finish(&mut resp, &self.ctx, false);
+        let asked = response::Asked {
+            method_head: false,
+            version: http::Version::HTTP_11,
+            keep_alive: false,
+        };
+        let _ = self.respond(resp, asked, false).await;
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut written = 0;
+        let conn = &self.conn;
+        poll_fn(|cx| lock(conn).poll_write_all(cx, bytes, &mut written)).await
+    }
+}
+
+/// The connection's socket, locked for each write (never while the body being written is
+/// polled: that body may be reading the request from this same connection).
+struct Locked<'a>(&'a Conn);
+
+impl AsyncWrite for Locked<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut lock(self.0).io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut lock(self.0).io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut lock(self.0).io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
