@@ -10,6 +10,9 @@ use tokio::io::AsyncWrite;
 
 use super::framing::{fields, Framing};
 use super::WriteError;
+
+/// How much to gather into one write before writing it.
+const GATHER_MAX: usize = 64 * 1024;
 use crate::http::body::ProxyBody;
 
 /// Writes a message: the head in `wbuf`, then the body frame by frame, until all is
@@ -49,7 +52,9 @@ impl Writer {
         self.started
     }
 
-    /// Drives the write: `Ready(Ok)` once the whole message is written.
+    /// Drives the write: `Ready(Ok)` once the whole message is written. Body frames that
+    /// are ready go into the same write as what precedes them (the head and the first
+    /// frame leave in one system call and, on a socket, one segment).
     pub fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
         io: &mut W,
@@ -58,25 +63,34 @@ impl Writer {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), WriteError>> {
         loop {
-            while self.written < wbuf.len() {
-                let n = ready!(Pin::new(&mut *io).poll_write(cx, &wbuf[self.written..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(
-                        std::io::Error::from(std::io::ErrorKind::WriteZero).into()
-                    ));
+            while !self.body_done && wbuf.len() - self.written < GATHER_MAX {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => self.encode(frame, wbuf)?,
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(WriteError::Body(e))),
+                    Poll::Ready(None) => self.end(wbuf)?,
+                    Poll::Pending => break,
                 }
-                self.written += n;
-                self.started = true;
             }
-            wbuf.clear();
-            self.written = 0;
-            if self.body_done {
-                return Poll::Ready(Ok(()));
+            if self.written == wbuf.len() {
+                wbuf.clear();
+                self.written = 0;
+                // Nothing to write: done, or the body has to wait (and will wake us).
+                return match self.body_done {
+                    true => Poll::Ready(Ok(())),
+                    false => Poll::Pending,
+                };
             }
-            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-                Some(Ok(frame)) => self.encode(frame, wbuf)?,
-                Some(Err(e)) => return Poll::Ready(Err(WriteError::Body(e))),
-                None => self.end(wbuf)?,
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, &wbuf[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                ));
+            }
+            self.written += n;
+            self.started = true;
+            if self.written == wbuf.len() {
+                wbuf.clear();
+                self.written = 0;
             }
         }
     }
