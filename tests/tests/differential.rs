@@ -425,7 +425,8 @@ async fn malformed_requests_alike() {
     }
     // Deliberate difference: an empty chunk extension (`2;`). Envoy takes it; Remora's
     // chunk decoder (shared with its upstream client, which must never be looser than
-    // llhttp) refuses it, as llhttp does.
+    // llhttp) refuses it, as llhttp does, when the body is read: a 400 if that is before
+    // the upstream answers, else the upstream's answer; either way the connection closes.
     let empty_ext =
         b"POST /x HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n2;\r\naa\r\n0\r\n\r\n";
     let e = raw(
@@ -441,5 +442,7 @@ async fn malformed_requests_alike() {
         Duration::from_millis(500),
     )
     .await;
-    assert_eq!(raw_status(&r), Some(400), "{}", String::from_utf8_lossy(&r));
+    let text = String::from_utf8_lossy(&r);
+    assert!(matches!(raw_status(&r), Some(400 | 200)), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
 }

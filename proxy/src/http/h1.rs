@@ -176,7 +176,7 @@ impl Server {
     /// `timeout`, the head must be complete that long after its first byte.
     async fn next_head(&mut self, timeout: Option<Duration>) -> Result<Head, NoHead> {
         let limits = Limits {
-            bytes: (self.ctx.config.max_request_headers_kb as usize) * 1024,
+            bytes: super::server::header_bytes(&self.ctx.config),
             count: self.ctx.config.max_headers_count,
         };
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;

@@ -19,74 +19,6 @@ use crate::stats::GaugeGuard;
 use crate::upstream::connect::Io;
 use crate::wake_gate::WakeGate;
 
-/// Runs a hyper connection until it ends; drain and the idle timeout ask it to finish its
-/// in-flight streams and close. (A macro: the three connection types share no trait.)
-/// `$late`: the connection was accepted during a drain. It is served (HTTP/1.1 closes after
-/// its first response) and asked to close after [`LATE_GRACE`] if it is still open.
-macro_rules! drive {
-    ($conn:expr, $ctx:expr, $clock:expr, $drain:expr, $late:expr) => {{
-        let conn = $conn;
-        tokio::pin!(conn);
-        let idle = $clock.idle($ctx.config.idle_timeout);
-        tokio::pin!(idle);
-        let mut drain = $drain;
-        let mut closing = drain.clone();
-        let mut shutting_down = false;
-        let mut gentle = false;
-        let late: bool = $late;
-        let grace = tokio::time::sleep(LATE_GRACE);
-        tokio::pin!(grace);
-        let wind_down = tokio::time::sleep(std::time::Duration::ZERO);
-        tokio::pin!(wind_down);
-        // The drain signal and the idle timer are polled only when they fired, not on
-        // every wake-up of the connection.
-        let idle_gate = WakeGate::default();
-        let drain_gate = WakeGate::default();
-        loop {
-            // The drain futures below are made anew on each turn.
-            drain_gate.open();
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(error = %e, "downstream connection ended with error");
-                    }
-                    break;
-                }
-                _ = drain_gate.gate(drain.signaled()), if !late && !shutting_down && !gentle => {
-                    if drain.is_closing() {
-                        shutting_down = true;
-                        conn.as_mut().graceful_shutdown();
-                    } else {
-                        // HTTP/1.1 responses now say `connection: close` (the handler
-                        // sees the drain); idle connections close after drain_timeout.
-                        gentle = true;
-                        wind_down
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + $ctx.config.drain_timeout);
-                    }
-                }
-                _ = drain_gate.gate(closing.closing()), if gentle && !shutting_down => {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = &mut wind_down, if gentle && !shutting_down => {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = &mut grace, if late && !shutting_down => {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = idle_gate.gate(&mut idle), if !shutting_down => {
-                    $ctx.stats.downstream_cx_idle_timeout.inc();
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }};
-}
-
 /// Boxes the future `make` returns, built in its heap slot rather than on the stack and
 /// then copied: a request's state machine is about 11 KiB, of which a fresh one uses a few
 /// hundred bytes, and `Box::pin(f)` copies all of it. `make` runs in a function that is not
@@ -175,7 +107,8 @@ async fn sniff<I: Io>(io: &mut I, first: &mut BytesMut) -> std::io::Result<bool>
     }
 }
 
-/// Serves HTTP/2 with hyper.
+/// Serves HTTP/2 with hyper, with its header limit, flow-control windows, idle timeout
+/// and drain.
 async fn serve_h2<I>(
     io: TokioIo<I>,
     ctx: Arc<HttpContext>,
@@ -195,33 +128,74 @@ async fn serve_h2<I>(
         boxed_in_place(|| handler::handle(req, c.clone(), down.clone()))
     });
     let mut b = http2::Builder::new(TokioExecutor::new());
-    h2_options(&mut b, &ctx.config, window);
-    drive!(b.serve_connection(io, svc), ctx, clock, drain, late);
-}
-
-fn header_bytes(cfg: &HttpManager) -> usize {
-    (cfg.max_request_headers_kb as usize) * 1024
-}
-
-/// HTTP/2 limits: header list size and flow-control windows.
-trait H2Options {
-    fn apply(&mut self, cfg: &HttpManager, window: u32);
-}
-
-fn h2_options(b: &mut impl H2Options, cfg: &HttpManager, window: u32) {
-    b.apply(cfg, window);
-}
-
-macro_rules! h2_options_impl {
-    ($t:ty) => {
-        impl H2Options for $t {
-            fn apply(&mut self, cfg: &HttpManager, window: u32) {
-                self.timer(TokioTimer::new())
-                    .max_header_list_size(header_bytes(cfg) as u32)
-                    .initial_stream_window_size(window)
-                    .initial_connection_window_size(window);
+    b.timer(TokioTimer::new())
+        .max_header_list_size(header_bytes(&ctx.config) as u32)
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window);
+    // Drain and the idle timeout ask the connection to finish its in-flight streams and
+    // close. A connection accepted during a drain (`late`) is asked to close after
+    // [`LATE_GRACE`] if it is still open.
+    let conn = b.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let idle = clock.idle(ctx.config.idle_timeout);
+    tokio::pin!(idle);
+    let mut drain = drain;
+    let mut closing = drain.clone();
+    let mut shutting_down = false;
+    let mut gentle = false;
+    let grace = tokio::time::sleep(LATE_GRACE);
+    tokio::pin!(grace);
+    let wind_down = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(wind_down);
+    // The drain signal and the idle timer are polled only when they fired, not on
+    // every wake-up of the connection.
+    let idle_gate = WakeGate::default();
+    let drain_gate = WakeGate::default();
+    loop {
+        // The drain futures below are made anew on each turn.
+        drain_gate.open();
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "downstream connection ended with error");
+                }
+                break;
+            }
+            _ = drain_gate.gate(drain.signaled()), if !late && !shutting_down && !gentle => {
+                if drain.is_closing() {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    // A gentle drain (the listener was replaced): the connection is
+                    // asked to close after drain_timeout.
+                    gentle = true;
+                    wind_down
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + ctx.config.drain_timeout);
+                }
+            }
+            _ = drain_gate.gate(closing.closing()), if gentle && !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut wind_down, if gentle && !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut grace, if late && !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_gate.gate(&mut idle), if !shutting_down => {
+                ctx.stats.downstream_cx_idle_timeout.inc();
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
-    };
+    }
 }
-h2_options_impl!(http2::Builder<TokioExecutor>);
+
+/// `max_request_headers_kb` in bytes.
+pub(super) fn header_bytes(cfg: &HttpManager) -> usize {
+    (cfg.max_request_headers_kb as usize) * 1024
+}

@@ -97,6 +97,9 @@ pub enum BodyReadError {
     Closed,
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    /// Polled again after one of the above.
+    #[error("the request body failed earlier")]
+    Failed,
 }
 
 /// The body of a request, read from its connection as it is polled.
@@ -115,6 +118,9 @@ impl RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
         let mut s = lock(&self.conn);
         let s = &mut *s;
+        if s.broken {
+            return Poll::Ready(Some(Err(BodyReadError::Failed)));
+        }
         loop {
             match s.body.decode(&mut s.rbuf) {
                 Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),

@@ -55,10 +55,12 @@ impl<'c> Exchange<'c> {
     }
 
     /// The exchange failed: the connection is done for, and the request comes back if
-    /// none of it was written.
+    /// none of it was written and the failure was not its own (a request whose body
+    /// failed, or broke its length, must not be sent again).
     fn fail(&mut self, error: Error) -> Failed {
         self.conn.reusable = false;
-        let unsent = if self.writer.started() {
+        let own = matches!(error, Error::RequestBody(_) | Error::RequestLength);
+        let unsent = if self.writer.started() || own {
             None
         } else {
             self.req.take().map(Box::new)

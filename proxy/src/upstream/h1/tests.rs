@@ -257,4 +257,8 @@ async fn a_request_body_longer_than_its_length_is_the_request_s_fault() {
         "{}",
         failed.error
     );
+    assert!(
+        failed.unsent.is_none(),
+        "a faulty request is not sent again"
+    );
 }
