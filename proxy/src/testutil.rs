@@ -1,4 +1,7 @@
-//! Helpers for unit tests: configs from YAML snippets.
+//! Helpers for unit tests: configs from YAML snippets, and a connection manager made
+//! from one.
+
+use std::sync::Arc;
 
 use crate::config::cluster::Cluster;
 use crate::config::load::{decode, parse_text, UnknownFields};
@@ -24,4 +27,32 @@ pub fn static_cluster(name: &str, addr: std::net::SocketAddr) -> Cluster {
         ),
         "envoy.config.cluster.v3.Cluster",
     )
+}
+
+/// The address tests give as this host's.
+pub fn local_ip() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1))
+}
+
+/// A connection manager from an `HttpConnectionManager` snippet with inline routes, over
+/// `clusters`.
+pub fn http_context(hcm_yaml: &str, clusters: Vec<Cluster>) -> Arc<crate::http::HttpContext> {
+    type Hcm = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let store = crate::stats::Store::default();
+    let clusters = Arc::new(crate::upstream::ClusterManager::new(clusters, &store));
+    let hcm: crate::config::hcm::HttpManager = from_yaml::<Hcm, _>(
+        hcm_yaml,
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    );
+    let crate::config::hcm::RouteSpec::Static(table) = &hcm.routes else {
+        panic!("tests use inline routes");
+    };
+    let routes = crate::routing::Routes::Fixed(table.clone());
+    Arc::new(crate::http::HttpContext::new(
+        Arc::new(hcm),
+        routes,
+        clusters,
+        &store,
+        local_ip(),
+    ))
 }

@@ -9,14 +9,9 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::{server, Downstream, HttpContext};
-use crate::config::hcm::HttpManager;
 use crate::drain::Drain;
-use crate::stats::Store;
-use crate::testutil::{from_yaml, static_cluster};
+use crate::testutil::{http_context, local_ip, static_cluster};
 use crate::upstream::pool::Pools;
-use crate::upstream::ClusterManager;
-
-type Hcm = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 
 /// An upstream that accepts connections and never answers.
 async fn silent_upstream() -> std::net::SocketAddr {
@@ -80,23 +75,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let store = Store::default();
-    let clusters = Arc::new(ClusterManager::new(vec![static_cluster("c", up)], &store));
-    let hcm: HttpManager = from_yaml::<Hcm, _>(
-        hcm_yaml,
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-    );
-    let crate::config::hcm::RouteSpec::Static(table) = &hcm.routes else {
-        panic!("tests use inline routes");
-    };
-    let routes = crate::routing::Routes::Fixed(table.clone());
-    let ctx = Arc::new(HttpContext::new(
-        Arc::new(hcm),
-        routes,
-        clusters,
-        &store,
-        "192.0.2.1".parse().unwrap(),
-    ));
+    let ctx = http_context(hcm_yaml, vec![static_cluster("c", up)]);
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let drain = Drain::default();
     if drained {
@@ -106,7 +85,7 @@ where
         None,
         None,
         Arc::new(Pools::default()),
-        "192.0.2.1".parse().unwrap(),
+        local_ip(),
         drain.watch(),
     ));
     tokio::spawn(server::serve(server_io, ctx.clone(), down));

@@ -111,7 +111,7 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             reusable: true,
-            read_size: exchange::READ_MIN,
+            read_size: crate::h1::READ_MIN,
             spans: Vec::new(),
         }
     }

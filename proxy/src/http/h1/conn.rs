@@ -14,10 +14,6 @@ use crate::h1::decoder::Decoder;
 use crate::h1::BodyError;
 use crate::upstream::connect::Io;
 
-/// Read buffer space asked for when little is left; doubled while reads fill it.
-const READ_MIN: usize = 8 * 1024;
-const READ_MAX: usize = 256 * 1024;
-
 /// The connection, behind a lock that is never contended: the loop and the body run on
 /// the same worker thread, and neither holds it across a wait.
 pub type Conn = Arc<Mutex<Shared<dyn Io>>>;
@@ -38,7 +34,7 @@ pub struct Shared<I: ?Sized> {
 pub fn new<I: Io>(io: I) -> Conn {
     Arc::new(Mutex::new(Shared {
         rbuf: BytesMut::new(),
-        read_size: READ_MIN,
+        read_size: crate::h1::READ_MIN,
         body: Decoder::Done,
         broken: false,
         io,
@@ -55,19 +51,7 @@ pub fn lock(conn: &Conn) -> MutexGuard<'_, Shared<dyn Io>> {
 impl Shared<dyn Io> {
     /// Reads what the socket has into the read buffer.
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_MIN / 2 {
-            self.rbuf.reserve(self.read_size);
-        }
-        let spare = self.rbuf.capacity() - self.rbuf.len();
-        let n = std::task::ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.rbuf
-        ))?;
-        if n == spare && self.read_size < READ_MAX {
-            self.read_size *= 2;
-        }
-        Poll::Ready(Ok(n))
+        crate::h1::poll_fill(&mut self.io, &mut self.rbuf, &mut self.read_size, cx)
     }
 
     /// Writes all of `buf`, from `*written` on.

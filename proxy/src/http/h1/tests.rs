@@ -5,14 +5,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
-use crate::config::hcm::HttpManager;
 use crate::drain::Drain;
-use crate::stats::Store;
-use crate::testutil::from_yaml;
+use crate::testutil::{http_context, local_ip};
 use crate::upstream::pool::Pools;
-use crate::upstream::ClusterManager;
-
-type Hcm = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 
 const HCM: &str = r#"
 stat_prefix: t
@@ -27,30 +22,13 @@ http_filters: [{name: envoy.filters.http.router}]
 
 /// A client end whose server end is served by the loop.
 fn start() -> (DuplexStream, Drain) {
-    let store = Store::default();
-    let hcm: HttpManager = from_yaml::<Hcm, _>(
-        HCM,
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-    );
-    let crate::config::hcm::RouteSpec::Static(table) = &hcm.routes else {
-        panic!("inline routes");
-    };
-    let routes = crate::routing::Routes::Fixed(table.clone());
-    let clusters = Arc::new(ClusterManager::new(vec![], &store));
-    let local = "192.0.2.1".parse().expect("ip");
-    let ctx = Arc::new(HttpContext::new(
-        Arc::new(hcm),
-        routes,
-        clusters,
-        &store,
-        local,
-    ));
+    let ctx = http_context(HCM, vec![]);
     let drain = Drain::default();
     let down = Arc::new(Downstream::new(
         None,
         None,
         Arc::new(Pools::default()),
-        local,
+        local_ip(),
         drain.watch(),
     ));
     let (client, server) = tokio::io::duplex(64 * 1024);

@@ -19,10 +19,6 @@ use crate::h1::writer::Writer;
 use crate::h1::WriteError;
 use crate::http::body::ProxyBody;
 
-/// Read buffer space asked for when little is left; doubled while reads fill it.
-pub(super) const READ_MIN: usize = 8 * 1024;
-const READ_MAX: usize = 256 * 1024;
-
 /// Sends a request and resolves with the response head.
 pub(super) struct Exchange<'c> {
     conn: &'c mut Conn,
@@ -141,19 +137,7 @@ impl Future for Exchange<'_> {
 impl Conn {
     /// Reads what the socket has into the read buffer.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_MIN / 2 {
-            self.rbuf.reserve(self.read_size);
-        }
-        let spare = self.rbuf.capacity() - self.rbuf.len();
-        let n = std::task::ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.rbuf
-        ))?;
-        if n == spare && self.read_size < READ_MAX {
-            self.read_size *= 2;
-        }
-        Poll::Ready(Ok(n))
+        crate::h1::poll_fill(&mut self.io, &mut self.rbuf, &mut self.read_size, cx)
     }
 }
 
