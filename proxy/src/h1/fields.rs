@@ -31,6 +31,7 @@ pub struct Present {
     pub connection: bool,
     pub expect: bool,
     pub upgrade: bool,
+    pub te: bool,
 }
 
 impl Present {
@@ -45,6 +46,8 @@ impl Present {
             self.expect = true;
         } else if *name == header::UPGRADE {
             self.upgrade = true;
+        } else if *name == header::TE {
+            self.te = true;
         }
     }
 }

@@ -89,7 +89,10 @@ pub async fn serve<I: Io>(
     };
     let idle = opts.clock.idle(cfg.idle_timeout);
     tokio::pin!(idle);
+    // One drain future for the connection's life: polled once, then only when it fires.
     let mut drain = server.down.drain.clone();
+    let signaled = drain.signaled();
+    tokio::pin!(signaled);
     let grace = tokio::time::sleep(opts.grace);
     tokio::pin!(grace);
     let wind_down = tokio::time::sleep(Duration::ZERO);
@@ -103,7 +106,6 @@ pub async fn serve<I: Io>(
         if !opts.late && server.down.drain.is_closing() {
             break;
         }
-        drain_gate.open();
         let next = server.next_head(cfg.request_headers_timeout);
         let head = tokio::select! {
             biased;
@@ -115,8 +117,8 @@ pub async fn serve<I: Io>(
                 }
                 Err(NoHead::Closed) => break,
             },
-            _ = drain_gate.gate(drain.signaled()), if !opts.late && !gentle => {
-                if drain.is_closing() {
+            _ = drain_gate.gate(signaled.as_mut()), if !opts.late && !gentle => {
+                if server.down.drain.is_closing() {
                     break;
                 }
                 // Idle connections close after drain_timeout; a request that comes
@@ -218,6 +220,7 @@ impl Server {
             close,
             expect_continue,
             upgrade,
+            te,
         } = head;
         if expect_continue {
             parts.headers.remove(http::header::EXPECT);
@@ -237,7 +240,7 @@ impl Server {
         let method_head = parts.method == Method::HEAD;
         let connect = parts.method == Method::CONNECT;
         let version = parts.version;
-        let te_trailers = super::headers::te_trailers(&parts.headers);
+        let te_trailers = te && super::headers::te_trailers(&parts.headers);
         let body = if has_body {
             Body::H1(RequestBody::new(self.conn.clone()))
         } else {

@@ -33,6 +33,8 @@ pub struct Head {
     pub expect_continue: bool,
     /// It asks to switch protocols (`upgrade`), or is a `CONNECT`.
     pub upgrade: bool,
+    /// It has a `te` field.
+    pub te: bool,
 }
 
 /// Why a request head was refused.
@@ -123,6 +125,7 @@ pub fn parse(
         close,
         expect_continue,
         upgrade,
+        te: present.te,
     }))
 }
 
