@@ -415,10 +415,12 @@ fn dispatch<I: crate::upstream::connect::Io>(
     let drain = listener.drain.watch();
     let pools = conn.pools.clone();
     let peer = conn.peer;
-    conn.tracker.spawn(async move {
-        let _active = active;
-        match handler {
-            ChainHandler::Http(ctx) => {
+    // One task per kind, so that each connection's task is the size of its own kind's
+    // state (an idle HTTP connection does not carry room for a TCP relay's).
+    match handler {
+        ChainHandler::Http(ctx) => {
+            conn.tracker.spawn(async move {
+                let _active = active;
                 let down = Arc::new(Downstream::new(
                     peer,
                     destination,
@@ -427,8 +429,13 @@ fn dispatch<I: crate::upstream::connect::Io>(
                     drain,
                 ));
                 crate::http::server::serve(stream, ctx, down).await;
-            }
-            ChainHandler::Tcp(ctx) => crate::tcp::proxy(stream, peer, destination, ctx).await,
+            });
         }
-    });
+        ChainHandler::Tcp(ctx) => {
+            conn.tracker.spawn(async move {
+                let _active = active;
+                crate::tcp::proxy(stream, peer, destination, ctx).await
+            });
+        }
+    }
 }

@@ -112,7 +112,7 @@ pub async fn serve<I: Io>(
             next = next => match next {
                 Ok(h) => h,
                 Err(NoHead::Refused(r)) => {
-                    server.refuse(r).await;
+                    Box::pin(server.refuse(r)).await;
                     break;
                 }
                 Err(NoHead::Closed) => break,
@@ -137,7 +137,9 @@ pub async fn serve<I: Io>(
                 break;
             }
         };
-        match server.exchange(head, opts.late).await {
+        // Boxed per request: an idle connection's task keeps no room for an exchange.
+        let exchange = super::server::boxed_in_place(|| server.exchange(head, opts.late));
+        match exchange.await {
             After::KeepAlive => {}
             After::Close => break,
             After::Upgraded => return,
@@ -205,7 +207,14 @@ impl Server {
                         return Poll::Ready(Err(NoHead::Closed))
                     }
                     Poll::Ready(Ok(_)) => {}
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // An idle connection holds no read buffer (8 KiB or more):
+                        // the next request's first read takes a fresh one.
+                        if s.rbuf.is_empty() {
+                            s.rbuf = BytesMut::new();
+                        }
+                        return Poll::Pending;
+                    }
                 }
             }
         })

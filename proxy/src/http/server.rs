@@ -40,9 +40,8 @@ const LATE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>) {
     let drain = down.drain.clone();
     let cfg = ctx.config.clone();
-    let stats = ctx.stats.clone();
-    stats.downstream_cx_total.inc();
-    let _active = GaugeGuard::new(&stats.downstream_cx_active);
+    ctx.stats.downstream_cx_total.inc();
+    let _active = GaugeGuard::new(&ctx.stats.downstream_cx_active);
     let mut io = Activity::new(io);
     let clock = io.clock();
     // A connection accepted while its listener drains gracefully is still served: HTTP/1.1
@@ -58,7 +57,9 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>) {
     let first = match cfg.codec {
         Codec::Http1 => BytesMut::new(),
         Codec::Http2 => {
-            return serve_h2(TokioIo::new(io), ctx, down, clock, false).await;
+            // Boxed, here and below: an HTTP/1.1 connection's task does not carry room
+            // for hyper's HTTP/2 connection state.
+            return Box::pin(serve_h2(TokioIo::new(io), ctx, down, clock, false)).await;
         }
         Codec::Auto => {
             // HTTP/2 with prior knowledge starts with its preface; anything else is
@@ -68,7 +69,7 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>) {
             let sniffed = tokio::select! {
                 s = sniff(&mut io, &mut first) => s,
                 _ = clock.idle(cfg.idle_timeout) => {
-                    stats.downstream_cx_idle_timeout.inc();
+                    ctx.stats.downstream_cx_idle_timeout.inc();
                     return;
                 }
                 _ = closing.closing(), if !late => return,
@@ -77,7 +78,7 @@ pub async fn serve<I: Io>(io: I, ctx: Arc<HttpContext>, down: Arc<Downstream>) {
             match sniffed {
                 Ok(true) => {
                     let io = TokioIo::new(Prefixed::new(first, io));
-                    return serve_h2(io, ctx, down, clock, late).await;
+                    return Box::pin(serve_h2(io, ctx, down, clock, late)).await;
                 }
                 Ok(false) => first,
                 Err(_) => return,
