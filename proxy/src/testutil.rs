@@ -56,3 +56,14 @@ pub fn http_context(hcm_yaml: &str, clusters: Vec<Cluster>) -> Arc<crate::http::
         local_ip(),
     ))
 }
+
+/// A downstream connection's context with no peer address, watching `drain`.
+pub fn downstream(drain: &crate::drain::Drain) -> Arc<crate::http::Downstream> {
+    Arc::new(crate::http::Downstream::new(
+        None,
+        None,
+        Arc::new(crate::upstream::pool::Pools::default()),
+        local_ip(),
+        drain.watch(),
+    ))
+}

@@ -22,12 +22,11 @@ mod response;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{Method, Request, Response, StatusCode};
-use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 
 use super::body::RequestBody as Body;
@@ -39,7 +38,7 @@ use crate::io::ActivityClock;
 use crate::upstream::connect::Io;
 use crate::upstream::pool::ProxyBody;
 use crate::wake_gate::WakeGate;
-use conn::{lock, Conn};
+use conn::{lock, Conn, Locked};
 pub use conn::{BodyReadError, RequestBody, Upgraded};
 use request::{Head, Limits, Refused};
 
@@ -50,6 +49,10 @@ use request::{Head, Limits, Refused};
 pub struct OnUpgrade(Arc<std::sync::Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 
 impl OnUpgrade {
+    fn new(rx: oneshot::Receiver<Upgraded>) -> OnUpgrade {
+        OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx))))
+    }
+
     /// The receiver, the first time.
     pub fn take(&self) -> Option<oneshot::Receiver<Upgraded>> {
         self.0
@@ -84,6 +87,10 @@ pub async fn serve<I: Io>(
         conn,
         ctx: ctx.clone(),
         down,
+        limits: Limits {
+            bytes: super::server::header_bytes(cfg),
+            count: cfg.max_headers_count,
+        },
         spans: Vec::new(),
         wbuf: Vec::new(),
     };
@@ -146,7 +153,7 @@ pub async fn serve<I: Io>(
         }
     }
     let conn = server.conn;
-    let _ = poll_fn(|cx| Pin::new(&mut lock(&conn).io).poll_shutdown(cx)).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut Locked(&conn)).await;
 }
 
 /// Why waiting for a request head gave none.
@@ -168,6 +175,8 @@ struct Server {
     conn: Conn,
     ctx: Arc<HttpContext>,
     down: Arc<Downstream>,
+    /// The connection manager's header limits.
+    limits: Limits,
     /// Scratch space for parsing request heads.
     spans: Vec<Span>,
     /// The response head (and small body frames) being written; its capacity is kept
@@ -179,10 +188,7 @@ impl Server {
     /// The next request head: parsed from what is buffered, reading more as needed. With
     /// `timeout`, the head must be complete that long after its first byte.
     async fn next_head(&mut self, timeout: Option<Duration>) -> Result<Head, NoHead> {
-        let limits = Limits {
-            bytes: super::server::header_bytes(&self.ctx.config),
-            count: self.ctx.config.max_headers_count,
-        };
+        let limits = self.limits;
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let (conn, spans) = (&self.conn, &mut self.spans);
         poll_fn(|cx| {
@@ -241,9 +247,7 @@ impl Server {
         lock(&self.conn).body = body;
         let upgraded = upgrade.then(|| {
             let (tx, rx) = oneshot::channel();
-            parts
-                .extensions
-                .insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
+            parts.extensions.insert(OnUpgrade::new(rx));
             tx
         });
         let method_head = parts.method == Method::HEAD;
@@ -342,28 +346,6 @@ impl Server {
         let mut written = 0;
         let conn = &self.conn;
         poll_fn(|cx| lock(conn).poll_write_all(cx, bytes, &mut written)).await
-    }
-}
-
-/// The connection's socket, locked for each write (never while the body being written is
-/// polled: that body may be reading the request from this same connection).
-struct Locked<'a>(&'a Conn);
-
-impl AsyncWrite for Locked<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut lock(self.0).io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut lock(self.0).io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut lock(self.0).io).poll_shutdown(cx)
     }
 }
 

@@ -113,9 +113,15 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .filter(|v| v.to_str().is_ok())
+        .any(|v| lists_token(v.as_bytes(), token))
+}
+
+/// Whether a comma-separated value lists `token` (case-insensitively).
+pub fn lists_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Whether `TE` asks for trailers (the only `TE` value forwarded, as gRPC needs it).

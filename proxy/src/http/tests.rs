@@ -8,10 +8,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::{server, Downstream, HttpContext};
+use super::{server, HttpContext};
 use crate::drain::Drain;
-use crate::testutil::{http_context, local_ip, static_cluster};
-use crate::upstream::pool::Pools;
+use crate::testutil::{downstream, http_context, static_cluster};
 
 /// An upstream that accepts connections and never answers.
 async fn silent_upstream() -> std::net::SocketAddr {
@@ -81,13 +80,7 @@ where
     if drained {
         drain.start();
     }
-    let down = Arc::new(Downstream::new(
-        None,
-        None,
-        Arc::new(Pools::default()),
-        local_ip(),
-        drain.watch(),
-    ));
+    let down = downstream(&drain);
     tokio::spawn(server::serve(server_io, ctx.clone(), down));
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
         .await

@@ -176,14 +176,36 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut lock(&self.conn).io).poll_write(cx, buf)
+        Pin::new(&mut Locked(&self.conn)).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut lock(&self.conn).io).poll_flush(cx)
+        Pin::new(&mut Locked(&self.conn)).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut lock(&self.conn).io).poll_shutdown(cx)
+        Pin::new(&mut Locked(&self.conn)).poll_shutdown(cx)
+    }
+}
+
+/// The connection's socket, locked for each write (never while the body being written is
+/// polled: that body may be reading the request from this same connection).
+pub struct Locked<'a>(pub &'a Conn);
+
+impl AsyncWrite for Locked<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut lock(self.0).io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut lock(self.0).io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut lock(self.0).io).poll_shutdown(cx)
     }
 }

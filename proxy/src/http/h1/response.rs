@@ -10,6 +10,7 @@ use http::{response, StatusCode, Version};
 use hyper::body::Body;
 
 use crate::h1::framing::{fields, last_coding_is_chunked, parse_length, Framing};
+use crate::http::headers::lists_token;
 use crate::upstream::pool::ProxyBody;
 
 /// What the request says about how its response is sent.
@@ -39,7 +40,7 @@ pub fn head(parts: &response::Parts, body: &ProxyBody, asked: Asked, out: &mut V
     out.extend_from_slice(b"\r\n");
     let declared = fields(&parts.headers, out);
     let mut keep_alive =
-        asked.keep_alive && !declared.connection.is_some_and(|v| has_token(v, b"close"));
+        asked.keep_alive && !declared.connection.is_some_and(|v| lists_token(v, "close"));
     let bodiless = asked.method_head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -89,13 +90,6 @@ pub fn head(parts: &response::Parts, body: &ProxyBody, asked: Asked, out: &mut V
         framing,
         keep_alive,
     }
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitively).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// `100 Continue`, sent as soon as a request that expects it has arrived (as Envoy does

@@ -6,8 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
 use crate::drain::Drain;
-use crate::testutil::{http_context, local_ip};
-use crate::upstream::pool::Pools;
+use crate::testutil::{downstream, http_context};
 
 const HCM: &str = r#"
 stat_prefix: t
@@ -24,13 +23,7 @@ http_filters: [{name: envoy.filters.http.router}]
 fn start() -> (DuplexStream, Drain) {
     let ctx = http_context(HCM, vec![]);
     let drain = Drain::default();
-    let down = Arc::new(Downstream::new(
-        None,
-        None,
-        Arc::new(Pools::default()),
-        local_ip(),
-        drain.watch(),
-    ));
+    let down = downstream(&drain);
     let (client, server) = tokio::io::duplex(64 * 1024);
     let opts = Options {
         late: false,
