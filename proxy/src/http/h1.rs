@@ -9,15 +9,19 @@
 //! - `request`: the request head and its body's framing, strictly (400 and 431 otherwise).
 //! - `response`: the response head and its body's framing; `date` is added.
 //! - `conn`: the shared state, the request body reader and the upgraded connection.
+//! - `closing`: when a connection waiting for its next head closes (drain, idle, grace).
+//! - `scratch`: per-thread buffers for parsing heads and writing responses.
 //!
 //! As in Envoy: `expect: 100-continue` is answered at once and removed; a request body
 //! left unread when its response ends closes the connection (unless all of it is
 //! already buffered); a listener drain asks for `connection: close` on the next
 //! response and closes idle connections.
 
+mod closing;
 mod conn;
 mod request;
 mod response;
+mod scratch;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -32,7 +36,6 @@ use tokio::sync::oneshot;
 use super::body::RequestBody as Body;
 use super::local_reply::LocalReply;
 use super::{handler, Downstream, HttpContext};
-use crate::h1::fields::Span;
 use crate::h1::writer::Writer;
 use crate::io::ActivityClock;
 use crate::upstream::connect::Io;
@@ -91,24 +94,20 @@ pub async fn serve<I: Io>(
             bytes: super::server::header_bytes(cfg),
             count: cfg.max_headers_count,
         },
-        spans: Vec::new(),
-        wbuf: Vec::new(),
     };
-    let idle = opts.clock.idle(cfg.idle_timeout);
-    tokio::pin!(idle);
-    // One drain future for the connection's life: polled once, then only when it fires.
-    let mut drain = server.down.drain.clone();
-    let signaled = drain.signaled();
-    tokio::pin!(signaled);
-    let grace = tokio::time::sleep(opts.grace);
-    tokio::pin!(grace);
-    let wind_down = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(wind_down);
-    let mut gentle = false;
-    // The drain signal and the idle timer are polled only when they fired, not on every
-    // wake-up of the connection.
-    let idle_gate = WakeGate::default();
-    let drain_gate = WakeGate::default();
+    // Drain, idle and grace: one future for the connection's life, polled only when its
+    // timer or the drain signal fired, not on every wake-up of the connection.
+    let closing = closing::closing(
+        server.down.drain.clone(),
+        opts.clock,
+        closing::Timing {
+            idle: cfg.idle_timeout,
+            drain_timeout: cfg.drain_timeout,
+            grace: opts.late.then_some(opts.grace),
+        },
+    );
+    tokio::pin!(closing);
+    let gate = WakeGate::default();
     loop {
         if !opts.late && server.down.drain.is_closing() {
             break;
@@ -124,23 +123,10 @@ pub async fn serve<I: Io>(
                 }
                 Err(NoHead::Closed) => break,
             },
-            _ = drain_gate.gate(signaled.as_mut()), if !opts.late && !gentle => {
-                if server.down.drain.is_closing() {
-                    break;
+            why = gate.gate(closing.as_mut()) => {
+                if why == closing::Closing::Idle {
+                    ctx.stats.downstream_cx_idle_timeout.inc();
                 }
-                // Idle connections close after drain_timeout; a request that comes
-                // first is answered with `connection: close` (the handler sees the
-                // drain).
-                gentle = true;
-                wind_down
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + cfg.drain_timeout);
-                continue;
-            }
-            _ = &mut wind_down, if gentle => break,
-            _ = &mut grace, if opts.late => break,
-            _ = idle_gate.gate(&mut idle) => {
-                ctx.stats.downstream_cx_idle_timeout.inc();
                 break;
             }
         };
@@ -177,11 +163,6 @@ struct Server {
     down: Arc<Downstream>,
     /// The connection manager's header limits.
     limits: Limits,
-    /// Scratch space for parsing request heads.
-    spans: Vec<Span>,
-    /// The response head (and small body frames) being written; its capacity is kept
-    /// from one response to the next.
-    wbuf: Vec<u8>,
 }
 
 impl Server {
@@ -190,12 +171,12 @@ impl Server {
     async fn next_head(&mut self, timeout: Option<Duration>) -> Result<Head, NoHead> {
         let limits = self.limits;
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let (conn, spans) = (&self.conn, &mut self.spans);
+        let conn = &self.conn;
         poll_fn(|cx| {
             let mut s = lock(conn);
             let s = &mut *s;
             loop {
-                match request::parse(&mut s.rbuf, limits, spans) {
+                match scratch::with_spans(|spans| request::parse(&mut s.rbuf, limits, spans)) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
                     Err(r) => return Poll::Ready(Err(NoHead::Refused(r))),
@@ -215,9 +196,10 @@ impl Server {
                     Poll::Ready(Ok(_)) => {}
                     Poll::Pending => {
                         // An idle connection holds no read buffer (8 KiB or more):
-                        // the next request's first read takes a fresh one.
+                        // it goes back to the thread, and the next request's first
+                        // read takes one.
                         if s.rbuf.is_empty() {
-                            s.rbuf = BytesMut::new();
+                            scratch::put_read(std::mem::take(&mut s.rbuf));
                         }
                         return Poll::Pending;
                     }
@@ -310,16 +292,16 @@ impl Server {
         te_trailers: bool,
     ) -> Result<bool, crate::h1::WriteError> {
         let (parts, mut body) = resp.into_parts();
-        self.wbuf.clear();
-        let encoded = response::head(&parts, &body, asked, &mut self.wbuf);
+        let mut wbuf = scratch::take_write();
+        let encoded = response::head(&parts, &body, asked, &mut wbuf);
         let mut writer = Writer::new(encoded.framing);
         if !te_trailers {
             writer = writer.without_trailers();
         }
         let mut io = Locked(&self.conn);
-        let wbuf = &mut self.wbuf;
-        poll_fn(|cx| writer.poll_write(&mut io, wbuf, &mut body, cx)).await?;
-        Ok(encoded.keep_alive)
+        let written = poll_fn(|cx| writer.poll_write(&mut io, &mut wbuf, &mut body, cx)).await;
+        scratch::put_write(wbuf);
+        written.map(|()| encoded.keep_alive)
     }
 
     /// Answers a head that was refused, and the connection closes.

@@ -51,6 +51,9 @@ pub fn lock(conn: &Conn) -> MutexGuard<'_, Shared<dyn Io>> {
 impl Shared<dyn Io> {
     /// Reads what the socket has into the read buffer.
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = super::scratch::take_read();
+        }
         crate::h1::poll_fill(&mut self.io, &mut self.rbuf, &mut self.read_size, cx)
     }
 
