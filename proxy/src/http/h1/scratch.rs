@@ -10,8 +10,11 @@ use bytes::BytesMut;
 use crate::h1::fields::Span;
 use crate::h1::READ_MIN;
 
-/// A buffer larger than this is not kept for reuse.
+/// A write buffer larger than this is not kept for reuse.
 const KEEP_AT_MOST: usize = 64 * 1024;
+/// Nor a read buffer larger than this (a connection that read large bodies grew its
+/// own): the pool holds at most 512 KiB.
+const READ_KEPT_AT_MOST: usize = 2 * READ_MIN;
 /// Read buffers a thread keeps at most.
 const READS_KEPT: usize = 32;
 
@@ -33,7 +36,7 @@ pub fn take_read() -> BytesMut {
 /// refers to its memory and the thread has room.
 pub fn put_read(mut buf: BytesMut) {
     buf.clear();
-    if buf.capacity() > KEEP_AT_MOST || !buf.try_reclaim(READ_MIN) {
+    if buf.capacity() > READ_KEPT_AT_MOST || !buf.try_reclaim(READ_MIN) {
         return;
     }
     let mut kept = READS.take();
@@ -93,7 +96,7 @@ mod tests {
         assert!(again.is_empty());
         assert_eq!(again.capacity(), cap);
         assert_eq!(take_read().capacity(), 0);
-        put_read(BytesMut::with_capacity(KEEP_AT_MOST + 1));
+        put_read(BytesMut::with_capacity(READ_KEPT_AT_MOST + 1));
         assert_eq!(take_read().capacity(), 0);
     }
 
