@@ -120,3 +120,15 @@ async fn a_drain_asks_for_close_and_closes_idle_connections() {
     // Idle when the drain came: closed without a word.
     assert_eq!(read_all(&mut c).await, "");
 }
+
+#[test]
+fn reading_a_connection_for_fuzzing_counts_its_requests() {
+    let two = b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /2 HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nok";
+    assert_eq!(read_requests_for_fuzzing(two), 2);
+    // Refused (both framings), and cut short in its body.
+    let both =
+        b"GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
+    assert_eq!(read_requests_for_fuzzing(both), 0);
+    let short = b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 9\r\n\r\nabc";
+    assert_eq!(read_requests_for_fuzzing(short), 1);
+}
