@@ -43,10 +43,7 @@ pub async fn closing(mut drain: DrainWatch, clock: ActivityClock, t: Timing) -> 
     let timer = tokio::time::sleep_until(start);
     tokio::pin!(timer);
     loop {
-        let next = match (end, check) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = end.into_iter().chain(check).min();
         if let Some(at) = next {
             if timer.deadline() != at {
                 timer.as_mut().reset(at);

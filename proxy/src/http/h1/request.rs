@@ -159,5 +159,42 @@ fn framing(headers: &HeaderMap, version: Version, present: &Present) -> Result<D
     }
 }
 
+/// Reads `data` as the bytes of one client connection: heads one after another, each
+/// body decoded from the bytes after it, until they run out or a head is refused.
+/// Returns the heads read. For the fuzz target (`fuzz/fuzz_targets/request_heads.rs`):
+/// nothing in here may panic, every head consumes bytes, and every decoded body frame
+/// consumes bytes or ends the body (or the server loop would spin).
+#[doc(hidden)]
+pub fn read_requests_for_fuzzing(data: &[u8]) -> usize {
+    let mut buf = BytesMut::from(data);
+    let limits = Limits {
+        bytes: 60 * 1024,
+        count: 100,
+    };
+    let mut spans = Vec::new();
+    let mut heads = 0;
+    loop {
+        let before = buf.len();
+        let head = match parse(&mut buf, limits, &mut spans) {
+            Ok(Some(h)) => h,
+            Ok(None) | Err(_) => return heads,
+        };
+        assert!(buf.len() < before, "a head consumed nothing");
+        heads += 1;
+        let mut body = head.body;
+        loop {
+            let before = buf.len();
+            match body.decode(&mut buf) {
+                Ok(Some(_)) => assert!(
+                    buf.len() < before || body.is_done(),
+                    "a body frame consumed nothing"
+                ),
+                Ok(None) if body.is_done() => break,
+                Ok(None) | Err(_) => return heads,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

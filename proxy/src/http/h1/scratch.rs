@@ -61,16 +61,9 @@ pub fn take_write() -> Vec<u8> {
     WRITE.take()
 }
 
-/// Gives a write buffer back once its response is written (the thread keeps the larger
-/// of it and the one it holds).
+/// Gives a write buffer back once its response is written.
 pub fn put_write(mut buf: Vec<u8>) {
-    if buf.capacity() > KEEP_AT_MOST {
-        return;
-    }
-    let kept = WRITE.take();
-    if kept.capacity() > buf.capacity() {
-        WRITE.set(kept);
-    } else {
+    if buf.capacity() <= KEEP_AT_MOST {
         buf.clear();
         WRITE.set(buf);
     }
