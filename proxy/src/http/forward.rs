@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
-use super::body::{BodyTimers, InFlight, MoreTimers, PooledBody, RequestBody};
-use super::handler::ResponseMutations;
+use super::body::{BodyTimers, InFlight, MoreTimers, PooledBody};
+use super::handler::{BoxedRequest, ResponseMutations};
 use super::headers::names;
 use super::local_reply::LocalReply;
 use super::retry::RetryState;
@@ -46,7 +46,7 @@ pub struct Routed<'r, 'a> {
 /// a one-byte one was laid out past the future's largest state, so that starting each
 /// request copied the whole 5 KiB state machine.)
 pub async fn forward<'r>(
-    mut req: Request<RequestBody>,
+    mut req: BoxedRequest,
     routed: &Routed<'r, '_>,
     ctx: &HttpContext,
     down: &Downstream,
@@ -173,35 +173,35 @@ pub async fn forward<'r>(
         }));
     }
     let downstream_upgrade = is_upgrade.then(|| upgrade::Pending::take(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let wants_trailers = headers::te_trailers(&parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    set_upstream_uri(&mut parts, proto, host, &new_path)?;
-    parts.version = match proto {
+    let wants_trailers = headers::te_trailers(req.headers());
+    headers::strip_hop_by_hop(req.headers_mut(), is_upgrade);
+    set_upstream_uri(&mut req, proto, host, &new_path)?;
+    *req.version_mut() = match proto {
         Proto::Http2 => {
-            parts.headers.remove(header::HOST);
+            req.headers_mut().remove(header::HOST);
             Version::HTTP_2
         }
         Proto::Http1 => Version::HTTP_11,
     };
     if wants_trailers {
-        parts
-            .headers
+        req.headers_mut()
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // A body without a length goes upstream chunked, whatever the method: hyper's client
     // would otherwise send a GET (or HEAD, ...) with no body at all.
+    let body = std::mem::replace(req.body_mut(), ProxyBody::Empty);
     let has_body = !hyper::body::Body::is_end_stream(&body);
-    if proto == Proto::Http1 && has_body && !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        parts.headers.insert(
+    if proto == Proto::Http1 && has_body && !req.headers().contains_key(header::CONTENT_LENGTH) {
+        req.headers_mut().insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
     }
-    let body = if fwd.mirrors.is_empty() {
-        ProxyBody::Downstream(body)
-    } else {
-        mirror::spawn_mirrors(&parts, body, fwd, ctx, down)
+    let body = match body {
+        ProxyBody::Downstream(body) if !fwd.mirrors.is_empty() => {
+            mirror::spawn_mirrors(&req, body, fwd, ctx, down)
+        }
+        body => body,
     };
     let cfg = &ctx.config;
     // The route's idle_timeout replaces the connection manager's from here on.
@@ -252,7 +252,8 @@ pub async fn forward<'r>(
         last_upstream: Default::default(),
         record_upstream: info.logging,
     };
-    let answer = attempts::run(parts, body, upstream_host, lb_ctx, retry, &exchange).await;
+    *req.body_mut() = body;
+    let answer = attempts::run(req, upstream_host, lb_ctx, retry, &exchange).await;
     let attempted = exchange.attempts.load(std::sync::atomic::Ordering::Relaxed);
     if info.logging {
         if let Ok(mut used) = exchange.last_upstream.lock() {
@@ -270,13 +271,12 @@ pub async fn forward<'r>(
     if fwd.attempt_count.response && attempted > 0 {
         mutations.attempt_count = Some(attempted);
     }
-    let answer = answer?;
-    let (resp, mut lease, slot, host_request) = (
-        answer.response,
-        answer.lease,
-        answer.slot,
-        answer.host_request,
-    );
+    let attempts::Answer {
+        response: resp,
+        mut lease,
+        slot,
+        host_request,
+    } = *answer?;
     cluster.stats.response(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
     let service_time = started.elapsed().as_millis() as u64;
@@ -325,7 +325,7 @@ pub async fn forward<'r>(
 /// Sends on a pooled connection; a request that a stale pooled connection never wrote is
 /// sent once more on a fresh one.
 pub(super) async fn send(
-    req: Request<ProxyBody>,
+    req: BoxedRequest,
     cluster: &Arc<ClusterState>,
     host: &crate::upstream::host::Host,
     proto: Proto,
@@ -340,7 +340,7 @@ pub(super) async fn send(
         connected(&lease);
         match lease.send(req).await {
             Ok(resp) => return Ok((resp, lease)),
-            Err(SendError::NotSent(r)) if attempt < ATTEMPTS => req = *r,
+            Err(SendError::NotSent(r)) if attempt < ATTEMPTS => req = r,
             Err(SendError::NotSent(_)) => break,
             Err(SendError::Failed(e)) => return Err(e),
         }
@@ -357,16 +357,16 @@ pub(super) async fn send(
 /// changed it, the common case); HTTP/2 upstreams get scheme and authority, the authority
 /// from the (possibly rewritten) Host header.
 fn set_upstream_uri(
-    parts: &mut http::request::Parts,
+    req: &mut Request<ProxyBody>,
     proto: Proto,
     host: &str,
     path: &str,
 ) -> Result<(), LocalReply> {
     let uri = match proto {
         Proto::Http1 => {
-            let unchanged = parts.uri.authority().is_none()
-                && parts
-                    .uri
+            let unchanged = req.uri().authority().is_none()
+                && req
+                    .uri()
                     .path_and_query()
                     .is_some_and(|pq| pq.as_str() == path);
             if unchanged {
@@ -375,15 +375,15 @@ fn set_upstream_uri(
             path.parse::<Uri>()
         }
         Proto::Http2 => {
-            let authority = parts
-                .headers
+            let authority = req
+                .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or(host);
             format!("http://{authority}{path}").parse::<Uri>()
         }
     };
-    parts.uri = uri.map_err(|_| LocalReply::BadPath)?;
+    *req.uri_mut() = uri.map_err(|_| LocalReply::BadPath)?;
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use tokio::sync::oneshot;
 
 use super::body::RequestBody as Body;
@@ -213,7 +213,7 @@ impl Server {
     /// One request and its response.
     async fn exchange(&mut self, head: Head, late: bool) -> After {
         let Head {
-            mut parts,
+            mut req,
             body,
             close,
             expect_continue,
@@ -221,7 +221,7 @@ impl Server {
             te,
         } = head;
         if expect_continue {
-            parts.headers.remove(http::header::EXPECT);
+            req.headers_mut().remove(http::header::EXPECT);
             if self.write_all(response::CONTINUE).await.is_err() {
                 return After::Close;
             }
@@ -230,19 +230,19 @@ impl Server {
         lock(&self.conn).body = body;
         let upgraded = upgrade.then(|| {
             let (tx, rx) = oneshot::channel();
-            parts.extensions.insert(OnUpgrade::new(rx));
+            req.extensions_mut().insert(OnUpgrade::new(rx));
             tx
         });
-        let method_head = parts.method == Method::HEAD;
-        let connect = parts.method == Method::CONNECT;
-        let version = parts.version;
-        let te_trailers = te && super::headers::te_trailers(&parts.headers);
+        let method_head = req.method() == Method::HEAD;
+        let connect = req.method() == Method::CONNECT;
+        let version = req.version();
+        let te_trailers = te && super::headers::te_trailers(req.headers());
         let body = if has_body {
             Body::H1(RequestBody::new(self.conn.clone()))
         } else {
             Body::Empty
         };
-        let req = Request::from_parts(parts, body);
+        *req.body_mut() = ProxyBody::Downstream(body);
         let resp = super::server::boxed_in_place(|| {
             handler::handle(req, self.ctx.clone(), self.down.clone())
         })

@@ -1,6 +1,8 @@
 //! Header and path handling shared by the request and response paths.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::Request;
 
 /// Names of the headers the proxy adds, as constants (no allocation per request).
 pub mod names {
@@ -247,6 +249,17 @@ pub fn new_request_id() -> HeaderValue {
     let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s)
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+}
+
+/// A copy of a request's head: method, URI, version and headers (extensions are not
+/// carried over), for another attempt or a mirror.
+pub fn copy_head<B>(req: &Request<B>) -> Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy.into_parts().0
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::request::Parts;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Body, Frame};
@@ -20,7 +19,7 @@ use crate::upstream::pool::{BoxError, Proto, ProxyBody};
 
 /// Starts the selected mirrors and returns the body to send to the primary upstream.
 pub fn spawn_mirrors(
-    parts: &Parts,
+    head: &Request<ProxyBody>,
     body: RequestBody,
     fwd: &Forward,
     ctx: &HttpContext,
@@ -33,8 +32,8 @@ pub fn spawn_mirrors(
         }
         let name = match &m.target {
             MirrorTarget::Cluster(c) => &**c,
-            MirrorTarget::Header(h) => parts
-                .headers
+            MirrorTarget::Header(h) => head
+                .headers()
                 .get(h)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
@@ -48,7 +47,7 @@ pub fn spawn_mirrors(
         };
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(64);
         senders.push(tx);
-        let mut p = parts.clone();
+        let mut p = super::headers::copy_head(head);
         // Envoy marks mirrored requests by suffixing the host with "-shadow".
         let host_header = p
             .headers
@@ -74,7 +73,7 @@ pub fn spawn_mirrors(
         let pools = down.pools.clone();
         tokio::spawn(async move {
             cluster.stats.upstream_rq_total.inc();
-            let req = Request::from_parts(p, body);
+            let req = Box::new(Request::from_parts(p, body));
             let Ok(mut lease) = pools.acquire(&cluster, &host, proto).await else {
                 return;
             };

@@ -11,7 +11,7 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::RequestBody;
+use super::body::{ProxyBody, RequestBody};
 use super::{h1, handler, Downstream, HttpContext};
 use crate::config::hcm::{Codec, HttpManager};
 use crate::io::{Activity, ActivityClock, Prefixed};
@@ -125,7 +125,7 @@ async fn serve_h2<I>(
     // hyper keeps room for one in-flight request future per stream; boxed, it holds a
     // pointer instead of the whole request state machine (11 KiB).
     let svc = service_fn(move |req: Request<Incoming>| {
-        let req = req.map(RequestBody::H2);
+        let req = Box::new(req.map(|b| ProxyBody::Downstream(RequestBody::H2(b))));
         boxed_in_place(|| handler::handle(req, c.clone(), down.clone()))
     });
     let mut b = http2::Builder::new(TokioExecutor::new());

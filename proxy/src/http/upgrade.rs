@@ -5,7 +5,7 @@ use http::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
-use super::body::RequestBody;
+use super::body::{ProxyBody, RequestBody};
 use super::h1::OnUpgrade;
 use crate::upstream::pool::Upgraded;
 
@@ -20,9 +20,9 @@ pub enum Pending {
 
 impl Pending {
     /// Takes the pending upgrade out of a request.
-    pub fn take(req: &mut Request<RequestBody>) -> Pending {
+    pub fn take(req: &mut Request<ProxyBody>) -> Pending {
         match req.body() {
-            RequestBody::H2(_) => Pending::Hyper(hyper::upgrade::on(req)),
+            ProxyBody::Downstream(RequestBody::H2(_)) => Pending::Hyper(hyper::upgrade::on(req)),
             _ => Pending::H1(req.extensions_mut().remove::<OnUpgrade>()),
         }
     }

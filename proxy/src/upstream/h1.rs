@@ -140,7 +140,10 @@ impl Conn {
 
     /// Sends `req` and reads the response head. The body comes from the `BodyReader`,
     /// polled with this connection.
-    pub async fn send(&mut self, req: Request<ProxyBody>) -> Result<Response<BodyReader>, Failed> {
+    pub async fn send(
+        &mut self,
+        req: Box<Request<ProxyBody>>,
+    ) -> Result<Response<BodyReader>, Failed> {
         exchange::Exchange::new(self, req).await
     }
 

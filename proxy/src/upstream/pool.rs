@@ -527,7 +527,7 @@ impl Lease {
     /// before the request was written, the caller gets the request back to try afresh.
     pub async fn send(
         &mut self,
-        req: Request<ProxyBody>,
+        req: Box<Request<ProxyBody>>,
     ) -> Result<Response<ResponseBody>, SendError> {
         self.uses += 1;
         match &mut self.sender {
@@ -542,7 +542,7 @@ impl Lease {
                 if let Err(e) = s.ready().await {
                     return Err(SendError::Failed(UpstreamError::from_h2(e)));
                 }
-                match s.send_request(req).await {
+                match s.send_request(*req).await {
                     Ok(resp) => Ok(resp.map(ResponseBody::H2)),
                     Err(e) => Err(SendError::Failed(UpstreamError::from_h2(e))),
                 }

@@ -7,11 +7,13 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap};
-use http::{request, Method, Uri, Version};
+use http::{Method, Uri, Version};
 
 use crate::h1::decoder::{Chunk, Decoder};
 use crate::h1::fields::{self, Present, Span};
 use crate::h1::framing::content_length;
+use crate::http::body::ProxyBody;
+use crate::http::handler::BoxedRequest;
 use crate::http::headers::has_token;
 
 /// Room in a request's header map beyond its own headers, for what the proxy adds
@@ -24,7 +26,9 @@ const STACK_HEADERS: usize = 100;
 
 /// A parsed request head.
 pub struct Head {
-    pub parts: request::Parts,
+    /// The request, boxed where it is made (it travels far); its body is set once the
+    /// connection has read the head.
+    pub req: BoxedRequest,
     pub body: Decoder,
     /// The client asks for the connection to close after this request
     /// (`connection: close`, or HTTP/1.0 without `keep-alive`).
@@ -114,13 +118,13 @@ pub fn parse(
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let upgrade = present.upgrade || method == Method::CONNECT;
-    let mut parts = http::Request::new(()).into_parts().0;
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
+    let mut req = Box::new(http::Request::new(ProxyBody::Empty));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
     Ok(Some(Head {
-        parts,
+        req,
         body,
         close,
         expect_continue,

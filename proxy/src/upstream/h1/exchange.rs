@@ -23,7 +23,7 @@ use crate::http::body::ProxyBody;
 pub(super) struct Exchange<'c> {
     conn: &'c mut Conn,
     /// The request until its response head arrives (or the exchange fails).
-    req: Option<Request<ProxyBody>>,
+    req: Option<Box<Request<ProxyBody>>>,
     writer: Writer,
     /// The whole request has been written.
     written: bool,
@@ -31,7 +31,7 @@ pub(super) struct Exchange<'c> {
 }
 
 impl<'c> Exchange<'c> {
-    pub(super) fn new(conn: &'c mut Conn, req: Request<ProxyBody>) -> Exchange<'c> {
+    pub(super) fn new(conn: &'c mut Conn, req: Box<Request<ProxyBody>>) -> Exchange<'c> {
         conn.wbuf.clear();
         let empty = req.body().is_end_stream();
         let framing = encode::head(
@@ -59,7 +59,7 @@ impl<'c> Exchange<'c> {
         let unsent = if self.writer.started() || own {
             None
         } else {
-            self.req.take().map(Box::new)
+            self.req.take()
         };
         Failed { error, unsent }
     }
@@ -72,7 +72,7 @@ impl<'c> Exchange<'c> {
         if head.body.is_done() && (!self.written || !conn.rbuf.is_empty()) {
             conn.reusable = false;
         }
-        let body = self.req.take().map(Request::into_body);
+        let body = self.req.take().map(|req| req.into_body());
         let rest = body
             .filter(|_| !self.written && head.parts.status != StatusCode::SWITCHING_PROTOCOLS)
             .map(|body| {

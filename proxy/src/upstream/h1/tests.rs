@@ -50,7 +50,7 @@ async fn body(reader: &mut BodyReader, conn: &mut Conn) -> Result<Vec<u8>, Error
 }
 
 async fn send(conn: &mut Conn, req: Request<ProxyBody>) -> Response<BodyReader> {
-    match conn.send(req).await {
+    match conn.send(Box::new(req)).await {
         Ok(r) => r,
         Err(f) => panic!("exchange failed: {}", f.error),
     }
@@ -163,7 +163,7 @@ async fn an_upstream_closing_is_seen() {
     // Before the response: the exchange fails, the request having been sent.
     let (mut conn, mut up) = pair().await;
     let req = Request::get("/").body(empty()).expect("request");
-    let (failed, ()) = tokio::join!(conn.send(req), async {
+    let (failed, ()) = tokio::join!(conn.send(Box::new(req)), async {
         read_head(&mut up).await;
         drop(up);
     });
@@ -251,7 +251,7 @@ async fn a_request_body_longer_than_its_length_is_the_request_s_fault() {
         .body(full("three"))
         .expect("request");
     // The body is all there at once, so the mismatch is seen before anything is written.
-    let failed = conn.send(req).await.err().expect("refused");
+    let failed = conn.send(Box::new(req)).await.err().expect("refused");
     assert!(
         matches!(failed.error, Error::RequestLength),
         "{}",

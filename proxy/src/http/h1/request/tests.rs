@@ -31,11 +31,11 @@ fn a_get_is_parsed_into_parts_and_the_next_request_stays_buffered() {
     let (h, rest) =
         parse_all("GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
     let h = h.expect("valid").expect("complete");
-    assert_eq!(h.parts.method, Method::GET);
-    assert_eq!(h.parts.uri, "/a?b=c");
-    assert_eq!(h.parts.version, Version::HTTP_11);
-    assert_eq!(h.parts.headers["host"], "x");
-    assert_eq!(h.parts.headers.get_all("x-two").iter().count(), 2);
+    assert_eq!(*h.req.method(), Method::GET);
+    assert_eq!(*h.req.uri(), "/a?b=c");
+    assert_eq!(h.req.version(), Version::HTTP_11);
+    assert_eq!(h.req.headers()["host"], "x");
+    assert_eq!(h.req.headers().get_all("x-two").iter().count(), 2);
     assert_eq!(h.body, Decoder::Done);
     assert!(!h.close && !h.expect_continue && !h.upgrade);
     assert_eq!(&rest[..], b"GET /next");
@@ -113,7 +113,7 @@ fn connection_expect_and_upgrade_are_noted() {
     let h = parsed("CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n");
     assert!(h.upgrade);
     assert_eq!(
-        h.parts.uri.authority().map(|a| a.as_str()),
+        h.req.uri().authority().map(|a| a.as_str()),
         Some("example.com:443")
     );
 }
