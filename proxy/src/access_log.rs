@@ -155,25 +155,24 @@ impl Start {
 
 /// Wraps `resp`'s body so that the stream is logged by `loggers` when it ends.
 pub fn attach(
-    resp: Response<ProxyBody>,
+    resp: &mut Response<ProxyBody>,
     start: Start,
     info: StreamInfo,
     loggers: Arc<[AccessLogger]>,
-) -> Response<ProxyBody> {
-    let (parts, body) = resp.into_parts();
+) {
     let pending = Pending {
         start,
         info,
-        status: parts.status.as_u16(),
-        response: parts.headers.clone(),
+        status: resp.status().as_u16(),
+        response: resp.headers().clone(),
         loggers,
     };
     let body = LoggedBody {
-        inner: body,
+        inner: std::mem::replace(resp.body_mut(), ProxyBody::Empty),
         sent: 0,
         pending: Some(Box::new(pending)),
     };
-    Response::from_parts(parts, ProxyBody::boxed(body))
+    *resp.body_mut() = ProxyBody::boxed(body);
 }
 
 struct Pending {

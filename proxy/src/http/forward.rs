@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
 use super::body::{BodyTimers, InFlight, MoreTimers, PooledBody};
-use super::handler::{BoxedRequest, ResponseMutations};
+use super::handler::{BoxedRequest, BoxedResponse, ResponseMutations};
 use super::headers::names;
 use super::local_reply::LocalReply;
 use super::retry::RetryState;
@@ -52,7 +52,7 @@ pub async fn forward<'r>(
     down: &Downstream,
     mutations: &mut ResponseMutations<'r>,
     info: &mut StreamInfo,
-) -> Result<Response<ProxyBody>, LocalReply> {
+) -> Result<BoxedResponse, LocalReply> {
     let Routed {
         host,
         path,
@@ -292,7 +292,7 @@ pub async fn forward<'r>(
             Ok(up) => {
                 upgrade::tunnel(down_up, up);
                 drop(rq_active);
-                return Ok(Response::from_parts(parts, super::body::empty()));
+                return Ok(Box::new(Response::from_parts(parts, super::body::empty())));
             }
             Err(back) => lease = back,
         }
@@ -316,10 +316,10 @@ pub async fn forward<'r>(
         more: (try_idle.is_some() || end.is_some()).then(|| Box::new(MoreTimers { try_idle, end })),
     };
     let body = PooledBody::new(body, lease, Some(in_flight), timers);
-    Ok(Response::from_parts(
+    Ok(Box::new(Response::from_parts(
         parts,
         ProxyBody::Pooled(Box::new(body)),
-    ))
+    )))
 }
 
 /// Sends on a pooled connection; a request that a stale pooled connection never wrote is

@@ -30,10 +30,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use tokio::sync::oneshot;
 
 use super::body::RequestBody as Body;
+use super::handler::BoxedResponse;
 use super::local_reply::LocalReply;
 use super::{handler, Downstream, HttpContext};
 use crate::h1::writer::Writer;
@@ -247,7 +248,6 @@ impl Server {
             handler::handle(req, self.ctx.clone(), self.down.clone())
         })
         .await;
-        let Ok(resp) = resp;
         let status = resp.status();
         let switching = upgraded.is_some()
             && (status == StatusCode::SWITCHING_PROTOCOLS || connect && status.is_success());
@@ -288,11 +288,11 @@ impl Server {
     /// Writes a response; `Ok(keep_alive)` once all of it is written.
     async fn respond(
         &mut self,
-        resp: Response<ProxyBody>,
+        resp: BoxedResponse,
         asked: response::Asked,
         te_trailers: bool,
     ) -> Result<bool, crate::h1::WriteError> {
-        let (parts, mut body) = resp.into_parts();
+        let (parts, mut body) = (*resp).into_parts();
         let mut wbuf = scratch::take_write();
         let encoded = response::head(&parts, &body, asked, &mut wbuf);
         let mut writer = Writer::new(encoded.framing);
@@ -315,7 +315,7 @@ impl Server {
             Refused::TooLarge => LocalReply::HeadersTooLarge,
             Refused::Coding => LocalReply::UnsupportedCoding,
         };
-        let mut resp = reply.into_response(false);
+        let mut resp = Box::new(reply.into_response(false));
         handler::finish(&mut resp, &self.ctx, false);
         let asked = response::Asked {
             method_head: false,

@@ -1,7 +1,6 @@
 //! Request entry point: checks the request, normalizes it, picks the route and runs its
 //! action; then finishes the response (header mutations, `server`, stats).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -26,13 +25,16 @@ use crate::upstream::pool::ProxyBody;
 /// 264 bytes (and keep room for it in its state).
 pub type BoxedRequest = Box<Request<ProxyBody>>;
 
+/// A response on its way back, boxed where it is made for the same reason.
+pub type BoxedResponse = Box<Response<ProxyBody>>;
+
 /// Serves one request (its body [`ProxyBody::Downstream`]). Never fails: every error
 /// becomes a local reply.
 pub async fn handle(
     req: BoxedRequest,
     ctx: Arc<HttpContext>,
     down: Arc<Downstream>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> BoxedResponse {
     let stats = &ctx.stats;
     stats.downstream_rq_total.inc();
     match req.version() {
@@ -69,9 +71,9 @@ pub async fn handle(
             info.details =
                 super::local_reply::details(m.details, info.transport_failure.as_deref());
         }
-        resp = access_log::attach(resp, start, info, ctx.access_logs.clone());
+        access_log::attach(&mut resp, start, info, ctx.access_logs.clone());
     }
-    Ok(resp)
+    resp
 }
 
 /// The response header mutations that apply to a routed request, applied most specific
@@ -113,10 +115,10 @@ async fn process(
     down: &Downstream,
     routes: &RouteTable,
     info: &mut StreamInfo,
-) -> Response<ProxyBody> {
+) -> BoxedResponse {
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
-    let reply = |r: LocalReply| r.into_response(grpc);
+    let reply = |r: LocalReply| Box::new(r.into_response(grpc));
     let cfg = &ctx.config;
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
         return reply(LocalReply::Http10NotAllowed);
@@ -202,7 +204,7 @@ async fn process(
                     .await
                 {
                     Ok(active) => active_faults.extend(active),
-                    Err(resp) => return Some(resp),
+                    Err(resp) => return Some(Box::new(resp)),
                 }
             }
             None
@@ -227,11 +229,13 @@ async fn process(
     let result = match &route.action {
         Action::Direct(d) => {
             ctx.stats.rq_direct_response.inc();
-            Ok(Reply::direct(d.status, d.body.clone()).into_response(grpc))
+            Ok(Box::new(
+                Reply::direct(d.status, d.body.clone()).into_response(grpc),
+            ))
         }
         Action::Redirect(rd) => {
             ctx.stats.rq_redirect.inc();
-            Ok(redirect::respond(rd, route, scheme, &host, &path))
+            Ok(Box::new(redirect::respond(rd, route, scheme, &host, &path)))
         }
         Action::Forward(fwd) => {
             if let Some(u) = &upgrade {

@@ -126,7 +126,10 @@ async fn serve_h2<I>(
     // pointer instead of the whole request state machine (11 KiB).
     let svc = service_fn(move |req: Request<Incoming>| {
         let req = Box::new(req.map(|b| ProxyBody::Downstream(RequestBody::H2(b))));
-        boxed_in_place(|| handler::handle(req, c.clone(), down.clone()))
+        let (c, down) = (c.clone(), down.clone());
+        boxed_in_place(|| async move {
+            Ok::<_, std::convert::Infallible>(*handler::handle(req, c, down).await)
+        })
     });
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
