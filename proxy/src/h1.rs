@@ -1,11 +1,13 @@
 //! The HTTP/1.1 wire format shared by the upstream client (`upstream::h1`) and the
 //! downstream server (`http::h1`): a head's fields as a header map (`fields`), how a
 //! message's body is framed (`framing`), the body decoder (`decoder`) and the body
-//! writer (`writer`), and the growing read both use (`poll_fill`).
+//! writer (`writer`), header maps kept for reuse (`maps`), and the growing read both
+//! use (`poll_fill`).
 
 pub mod decoder;
 pub mod fields;
 pub mod framing;
+pub mod maps;
 pub mod writer;
 
 use std::pin::Pin;

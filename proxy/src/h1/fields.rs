@@ -58,7 +58,7 @@ pub fn map(
     spans: &[Span],
     room: usize,
 ) -> Result<(HeaderMap, Present), &'static str> {
-    let mut map = HeaderMap::with_capacity(spans.len() + room);
+    let mut map = super::maps::take(spans.len() + room);
     let mut present = Present::default();
     for &(ns, ne, vs, ve) in spans {
         let name = head.get(ns..ne).ok_or("header name")?;

@@ -295,6 +295,8 @@ impl Server {
         let (parts, mut body) = (*resp).into_parts();
         let mut wbuf = scratch::take_write();
         let encoded = response::head(&parts, &body, asked, &mut wbuf);
+        // The head is encoded: its map goes back to the thread.
+        crate::h1::maps::put(parts.headers);
         let mut writer = Writer::new(encoded.framing);
         if !te_trailers {
             writer = writer.without_trailers();

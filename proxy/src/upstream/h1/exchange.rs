@@ -72,7 +72,11 @@ impl<'c> Exchange<'c> {
         if head.body.is_done() && (!self.written || !conn.rbuf.is_empty()) {
             conn.reusable = false;
         }
-        let body = self.req.take().map(|req| req.into_body());
+        // The request head is written: its map goes back to the thread.
+        let body = self.req.take().map(|mut req| {
+            crate::h1::maps::put(std::mem::take(req.headers_mut()));
+            req.into_body()
+        });
         let rest = body
             .filter(|_| !self.written && head.parts.status != StatusCode::SWITCHING_PROTOCOLS)
             .map(|body| {
