@@ -60,11 +60,7 @@ pub fn framing(declared: &Declared<'_>, body_empty: bool) -> Framing {
     if declared.coding.is_some_and(last_coding_is_chunked) {
         return Framing::Chunked;
     }
-    let length = declared
-        .length
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match length {
+    match declared.length.and_then(|v| parse_length(v.trim_ascii())) {
         Some(n) => Framing::Length(n),
         None if body_empty => Framing::None,
         None => Framing::Chunked,
@@ -81,10 +77,7 @@ pub fn last_coding_is_chunked(v: &[u8]) -> bool {
 /// Whether every line in `bytes` ends with CRLF: `httparse` also takes a bare LF, which
 /// llhttp and Envoy refuse (a message two parsers split differently can smuggle).
 pub fn crlf_only(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
+    memchr::memchr_iter(b'\n', bytes).all(|i| i > 0 && bytes[i - 1] == b'\r')
 }
 
 /// The length `content-length` declares: `Some(None)` without one, `None` if any value is
@@ -108,12 +101,42 @@ pub fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // Nineteen digits at most: below u64::MAX, so this cannot overflow.
+    Some(
+        digits
+            .iter()
+            .fold(0, |n: u64, d| n * 10 + u64::from(d - b'0')),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"1024"), Some(1024));
+        assert_eq!(parse_length(b"0001"), Some(1));
+        assert_eq!(
+            parse_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_length(b"10000000000000000000"), None);
+        assert_eq!(parse_length(b""), None);
+        assert_eq!(parse_length(b"+1"), None);
+        assert_eq!(parse_length(b"1 2"), None);
+        assert_eq!(parse_length(b"0x10"), None);
+    }
+
+    #[test]
+    fn bare_line_feeds_are_found() {
+        assert!(crlf_only(b"HTTP/1.1 200 OK\r\na: b\r\n\r\n"));
+        assert!(crlf_only(b""));
+        assert!(!crlf_only(b"\n"));
+        assert!(!crlf_only(b"HTTP/1.1 200 OK\r\na: b\n\r\n"));
+        assert!(!crlf_only(b"HTTP/1.1 200 OK\r\n\n"));
+    }
 
     #[test]
     fn chunked_coding_is_found_last() {
