@@ -140,10 +140,12 @@ async fn process(
         return reply(LocalReply::BadPath);
     }
     let path = if cfg.normalize_path || cfg.merge_slashes {
-        match headers::normalize(&path, cfg.normalize_path, cfg.merge_slashes) {
-            Some(p) => p,
+        let changed = match headers::normalize(&path, cfg.normalize_path, cfg.merge_slashes) {
+            Some(std::borrow::Cow::Owned(p)) => Some(p),
+            Some(std::borrow::Cow::Borrowed(_)) => None,
             None => return reply(LocalReply::BadPath),
-        }
+        };
+        changed.unwrap_or(path)
     } else {
         path
     };

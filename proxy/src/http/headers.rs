@@ -1,5 +1,7 @@
 //! Header and path handling shared by the request and response paths.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::Request;
@@ -145,15 +147,39 @@ pub fn upgrade_type(headers: &HeaderMap) -> Option<String> {
 /// Path normalization as Envoy's `normalize_path` (RFC 3986 dot-segment removal, with
 /// percent-encoded unreserved characters decoded and backslashes turned into slashes) and
 /// `merge_slashes`. The query string is left alone. `None`: the path cannot be normalized.
+/// A path normalization would not change (most) is returned as it is, without a copy.
 pub fn normalize(
     path_and_query: &str,
     normalize_path: bool,
     merge_slashes: bool,
-) -> Option<String> {
+) -> Option<Cow<'_, str>> {
     let (path, query) = match path_and_query.find('?') {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
     };
+    if already_normal(path, normalize_path, merge_slashes) {
+        return Some(Cow::Borrowed(path_and_query));
+    }
+    rewrite(path, normalize_path, merge_slashes).map(|p| Cow::Owned(p + query))
+}
+
+/// Whether normalizing would leave `path` as it is: it starts with `/` and has nothing
+/// to decode or turn (`%`, `\`), no segment that could be a dot segment (no `/.`), and,
+/// when slashes are merged, no `//`.
+fn already_normal(path: &str, normalize_path: bool, merge_slashes: bool) -> bool {
+    let b = path.as_bytes();
+    if normalize_path
+        && (!b.starts_with(b"/")
+            || memchr::memchr2(b'%', b'\\', b).is_some()
+            || memchr::memmem::find(b, b"/.").is_some())
+    {
+        return false;
+    }
+    !(merge_slashes && memchr::memmem::find(b, b"//").is_some())
+}
+
+/// The normalized path (without its query).
+fn rewrite(path: &str, normalize_path: bool, merge_slashes: bool) -> Option<String> {
     let mut path = path.to_string();
     if normalize_path {
         path = decode_unreserved(&path)?.replace('\\', "/");
@@ -168,7 +194,7 @@ pub fn normalize(
         }
         path = merged;
     }
-    Some(path + query)
+    Some(path)
 }
 
 fn decode_unreserved(path: &str) -> Option<String> {
@@ -282,6 +308,27 @@ mod tests {
         assert_eq!(normalize("/a%2fb", true, false).as_deref(), Some("/a%2Fb"));
         assert_eq!(normalize("/dir/.", true, false).as_deref(), Some("/dir/"));
         assert_eq!(normalize("/bad%zz", true, false), None);
+        assert!(matches!(
+            normalize("/a/b.c/d?x=//./", true, true),
+            Some(Cow::Borrowed("/a/b.c/d?x=//./"))
+        ));
+    }
+
+    #[test]
+    fn paths_left_alone_are_those_normalizing_would_not_change() {
+        for path in [
+            "/", "/a", "/a/", "/a//b", "/a.b/c", "/a/b.", "/~x/y-z_", "/a/b..c",
+        ] {
+            for (n, m) in [(true, false), (false, true), (true, true)] {
+                if already_normal(path, n, m) {
+                    assert_eq!(rewrite(path, n, m).as_deref(), Some(path), "{path} {n} {m}");
+                }
+            }
+        }
+        assert!(!already_normal("/a/./b", true, false));
+        assert!(!already_normal("/a//b", false, true));
+        assert!(!already_normal("a/b", true, false));
+        assert!(!already_normal("/a%41", true, false));
     }
 
     #[test]
