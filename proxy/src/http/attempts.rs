@@ -112,8 +112,14 @@ pub async fn run(
         let mut p = super::headers::copy_head(&head);
         count_attempt(&mut p.headers, attempt, x);
         if attempt > 1 {
-            // A retry tells the upstream what is left of the route timeout.
-            let left = timeouts::expected_ms(x.limits.route, x.per_try, x.started.elapsed());
+            // A retry tells the upstream what is left of the route timeout, counted, as
+            // Envoy's router counts it, from when the downstream request was complete
+            // (a slow upload is not taken off).
+            let complete = x
+                .activity
+                .and_then(timeouts::Activity::completed_at)
+                .unwrap_or(x.started);
+            let left = timeouts::expected_ms(x.limits.route, x.per_try, complete.elapsed());
             if let Some(ms) = left {
                 timeouts::tell_upstream(&mut p.headers, ms, x.grpc_timeout_header);
             }

@@ -70,6 +70,10 @@ impl Activity {
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Relaxed)
     }
+    /// When the whole body had been read (to the millisecond), once it has.
+    pub fn completed_at(&self) -> Option<Instant> {
+        self.is_done().then(|| self.last())
+    }
 }
 
 /// The route timeout and the per-try timeout of one request, as Envoy's router settles
@@ -375,6 +379,17 @@ impl StreamEnd {
 mod tests {
     use super::*;
     use std::pin::pin;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_is_complete_when_its_end_was_read() {
+        let a = Activity::new();
+        assert!(a.completed_at().is_none());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        a.finish();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let at = a.completed_at().expect("complete");
+        assert_eq!(at.elapsed(), Duration::from_millis(30));
+    }
 
     /// A future that never finishes, run under the timers: which one ends it.
     async fn pending_under(
