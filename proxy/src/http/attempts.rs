@@ -9,9 +9,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use tokio::time::Instant;
 
-use super::body::ProxyBody;
+use super::body::{BoxedRequest, ProxyBody};
 use super::flags::Flag;
-use super::handler::BoxedRequest;
 use super::headers::names;
 use super::local_reply::LocalReply;
 use super::replay::Replay;
@@ -99,10 +98,12 @@ pub async fn run(
         let outcome = send(req, &host, x).await?;
         return finish(outcome, x);
     };
-    let (parts, body) = (*req).into_parts();
-    // Each attempt sends a copy of the head.
-    let head = Request::from_parts(parts, ());
-    let replay = Replay::new(body, x.buffer_limit);
+    // Each attempt sends a copy of the head, and a replay of the body.
+    let mut head = req;
+    let replay = Replay::new(
+        std::mem::replace(head.body_mut(), ProxyBody::Empty),
+        x.buffer_limit,
+    );
     let mut host = host;
     let mut tried: Vec<Arc<HostEntry>> = Vec::new();
     // The slot of the retry in flight, given back when its outcome is known.

@@ -13,6 +13,15 @@ use super::timeouts::{DurationTimeout, IdleTimeout, IdleTimer, StreamEnd};
 use crate::stats::{Counter, GaugeGuard};
 use crate::upstream::pool::{BoxError, Lease, ResponseBody};
 
+/// A request on its way through the proxy, from where it is parsed to the upstream
+/// client. Boxed where it is made: it is passed by value down several `async fn`
+/// levels, each of which would otherwise copy its 264 bytes (and keep room for it in
+/// its state).
+pub type BoxedRequest = Box<http::Request<ProxyBody>>;
+
+/// A response on its way back, boxed where it is made for the same reason.
+pub type BoxedResponse = Box<http::Response<ProxyBody>>;
+
 /// The body type of every request and response the proxy sends. The common cases are
 /// variants, so a proxied request allocates no boxed body; anything else is `Boxed`.
 pub enum ProxyBody {

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
-use super::body::{BodyTimers, InFlight, MoreTimers, PooledBody};
-use super::handler::{BoxedRequest, BoxedResponse, ResponseMutations};
+use super::body::{BodyTimers, BoxedRequest, BoxedResponse, InFlight, MoreTimers, PooledBody};
+use super::handler::ResponseMutations;
 use super::headers::names;
 use super::local_reply::LocalReply;
 use super::retry::RetryState;

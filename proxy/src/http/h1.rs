@@ -33,8 +33,8 @@ use bytes::BytesMut;
 use http::{Method, StatusCode};
 use tokio::sync::oneshot;
 
+use super::body::BoxedResponse;
 use super::body::RequestBody as Body;
-use super::handler::BoxedResponse;
 use super::local_reply::LocalReply;
 use super::{handler, Downstream, HttpContext};
 use crate::h1::writer::Writer;

@@ -8,6 +8,7 @@ use http::{Request, Response, Version};
 use hyper::body::Body;
 use tokio::time::Instant;
 
+use super::body::{BoxedRequest, BoxedResponse};
 use super::headers::names;
 use super::local_reply::{LocalReply, Marked, Reply};
 use super::stream_info::StreamInfo;
@@ -19,14 +20,6 @@ use crate::config::route::{Action, Route, RouteTable, VirtualHost};
 use crate::routing::{is_grpc, strip_port, RequestView, Routes};
 use crate::stats::GaugeGuard;
 use crate::upstream::pool::ProxyBody;
-
-/// A request on its way through the proxy. Boxed where it is made: it is passed by
-/// value down several `async fn` levels, each of which would otherwise copy its
-/// 264 bytes (and keep room for it in its state).
-pub type BoxedRequest = Box<Request<ProxyBody>>;
-
-/// A response on its way back, boxed where it is made for the same reason.
-pub type BoxedResponse = Box<Response<ProxyBody>>;
 
 /// Serves one request (its body [`ProxyBody::Downstream`]). Never fails: every error
 /// becomes a local reply.

@@ -22,10 +22,10 @@ mod encode;
 mod exchange;
 
 use bytes::BytesMut;
-use http::{Request, Response};
+use http::Response;
 
 use super::connect::Stream;
-use crate::http::body::ProxyBody;
+use crate::http::body::BoxedRequest;
 
 pub use exchange::BodyReader;
 
@@ -85,7 +85,7 @@ impl From<crate::h1::WriteError> for Error {
 pub struct Failed {
     pub error: Error,
     /// The request, when nothing of it was written (it can go on another connection).
-    pub unsent: Option<Box<Request<ProxyBody>>>,
+    pub unsent: Option<BoxedRequest>,
 }
 
 /// An HTTP/1.1 connection to an upstream host.
@@ -140,10 +140,7 @@ impl Conn {
 
     /// Sends `req` and reads the response head. The body comes from the `BodyReader`,
     /// polled with this connection.
-    pub async fn send(
-        &mut self,
-        req: Box<Request<ProxyBody>>,
-    ) -> Result<Response<BodyReader>, Failed> {
+    pub async fn send(&mut self, req: BoxedRequest) -> Result<Response<BodyReader>, Failed> {
         exchange::Exchange::new(self, req).await
     }
 

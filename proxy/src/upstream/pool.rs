@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, Weak};
 
-use http::{Request, Response};
+use http::Response;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,6 +30,7 @@ use crate::stats::GaugeGuard;
 use tokio::sync::oneshot;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::http::body::BoxedRequest;
 pub use crate::http::body::ProxyBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -525,10 +526,7 @@ async fn connect_new(
 impl Lease {
     /// Sends the request. On a reused HTTP/1.1 connection that turns out to be closed
     /// before the request was written, the caller gets the request back to try afresh.
-    pub async fn send(
-        &mut self,
-        req: Box<Request<ProxyBody>>,
-    ) -> Result<Response<ResponseBody>, SendError> {
+    pub async fn send(&mut self, req: BoxedRequest) -> Result<Response<ResponseBody>, SendError> {
         self.uses += 1;
         match &mut self.sender {
             Sender::H1(c) => match c.conn.send(req).await {
@@ -597,6 +595,6 @@ impl Lease {
 #[derive(Debug)]
 pub enum SendError {
     /// Not written to the upstream: safe to send on another connection.
-    NotSent(Box<Request<ProxyBody>>),
+    NotSent(BoxedRequest),
     Failed(UpstreamError),
 }

@@ -12,8 +12,7 @@ use http::{Method, Uri, Version};
 use crate::h1::decoder::{Chunk, Decoder};
 use crate::h1::fields::{self, Present, Span};
 use crate::h1::framing::content_length;
-use crate::http::body::ProxyBody;
-use crate::http::handler::BoxedRequest;
+use crate::http::body::{BoxedRequest, ProxyBody};
 use crate::http::headers::has_token;
 
 /// Room in a request's header map beyond its own headers, for what the proxy adds

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::decode;
@@ -17,13 +17,13 @@ use crate::h1::decoder::Decoder;
 use crate::h1::framing::Framing;
 use crate::h1::writer::Writer;
 use crate::h1::WriteError;
-use crate::http::body::ProxyBody;
+use crate::http::body::{BoxedRequest, ProxyBody};
 
 /// Sends a request and resolves with the response head.
 pub(super) struct Exchange<'c> {
     conn: &'c mut Conn,
     /// The request until its response head arrives (or the exchange fails).
-    req: Option<Box<Request<ProxyBody>>>,
+    req: Option<BoxedRequest>,
     writer: Writer,
     /// The whole request has been written.
     written: bool,
@@ -31,7 +31,7 @@ pub(super) struct Exchange<'c> {
 }
 
 impl<'c> Exchange<'c> {
-    pub(super) fn new(conn: &'c mut Conn, req: Box<Request<ProxyBody>>) -> Exchange<'c> {
+    pub(super) fn new(conn: &'c mut Conn, req: BoxedRequest) -> Exchange<'c> {
         conn.wbuf.clear();
         let empty = req.body().is_end_stream();
         let framing = encode::head(

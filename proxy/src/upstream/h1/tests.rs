@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::http::body::ProxyBody;
 use crate::http::body::{empty, full};
 use crate::upstream::pool::BoxError;
 
