@@ -10,7 +10,8 @@
 //! `x-body-len` and the `x-envoy-attempt-count` / `x-envoy-expected-rq-timeout-ms` seen
 //! in `x-seen-attempt-count` / `x-seen-expected-timeout`);
 //! `/health` answers the status set with [`HttpUpstream::set_health`] (200 at first)
-//! and keeps the request's headers;
+//! and keeps the request's headers; `/hc-fail` answers 200 with
+//! `x-envoy-immediate-health-check-fail: true`;
 //! anything else answers 200 with a JSON description of the request (method, path,
 //! version, headers, body length).
 
@@ -252,6 +253,14 @@ async fn respond(
             r
         }
         "flaky" => flaky_response(req, arg, &flaky).await?,
+        "hc-fail" => {
+            let mut r = Response::new(full("failing"));
+            r.headers_mut().insert(
+                "x-envoy-immediate-health-check-fail",
+                http::HeaderValue::from_static("true"),
+            );
+            r
+        }
         "reset-mid-body" => {
             // Headers and a first chunk go out; the failure comes a little later.
             let frames = futures_util::stream::unfold(0, |step| async move {

@@ -11,6 +11,9 @@
 //! - `no_traffic_interval`: a cluster that never carried traffic is checked once in the
 //!   first 60 s, whatever its interval.
 //! - `/clusters` shows `/failed_active_hc` for the failing host in both proxies.
+//! - A response with `x-envoy-immediate-health-check-fail` fails its host's active
+//!   health checking at once (a passive failure); `healthy_threshold` passes bring it
+//!   back.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +44,8 @@ static_resources:
                 route: {cluster: http_hc}
               - match: {prefix: /tcp/}
                 route: {cluster: tcp_hc}
+              - match: {prefix: /passive/}
+                route: {cluster: passive, prefix_rewrite: /}
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
@@ -59,6 +64,13 @@ static_resources:
         host: hc.example
         request_headers_to_add: [{header: {key: x-hc, value: "yes"}}]
     load_assignment: {cluster_name: http_hc, endpoints: [{lb_endpoints: [{{a}}, {{b}}]}]}
+  - name: passive
+    common_lb_config: {update_merge_window: 0s}
+    # Checks a second apart, two to come back: a host failed by a response stays out a
+    # second or more.
+    health_checks:
+    - {timeout: 1s, interval: 1s, no_traffic_interval: 1s, unhealthy_threshold: 2, healthy_threshold: 2, http_health_check: {path: /health}}
+    load_assignment: {cluster_name: passive, endpoints: [{lb_endpoints: [{{a}}, {{b}}]}]}
   - name: tcp_hc
     common_lb_config: {update_merge_window: 0s}
     health_checks:
@@ -207,6 +219,38 @@ async fn health_checks_match_envoy() {
         assert_eq!(spread(p, "/http/", 20).await, even);
     }
 
+    // A response saying `x-envoy-immediate-health-check-fail` takes its host out at
+    // once (whichever host answered it); the other one takes all the traffic until two
+    // checks pass.
+    both(&envoy, &remora, "cluster.passive.health_check.healthy", 2).await;
+    for p in [&envoy, &remora] {
+        let mut c = Conn::h1(p.listener("edge")).await;
+        let r = c.get("h", "/passive/hc-fail", &[]).await;
+        assert_eq!(r.status, 200);
+        let failed = r.header("x-upstream").unwrap_or_default().to_owned();
+        let (other, failed_addr) = match failed.as_str() {
+            "a" => ("b", a.addr),
+            "b" => ("a", b.addr),
+            who => panic!("answered by {who:?}"),
+        };
+        assert!(wait_for_stat(p, "cluster.passive.membership_healthy", 1).await);
+        assert_eq!(p.stat("cluster.passive.health_check.passive_failure"), 1);
+        assert_eq!(p.stat("cluster.passive.health_check.healthy"), 1);
+        // Excluded from the counts that decide panic (one healthy of one counted).
+        assert_eq!(p.stat("cluster.passive.membership_excluded"), 1);
+        assert_eq!(
+            health_flags(p, "passive", failed_addr).await,
+            "/failed_active_hc/excluded_via_immediate_hc_fail"
+        );
+        assert_eq!(
+            spread(p, "/passive/", 10).await,
+            BTreeMap::from([(other.to_owned(), 10)])
+        );
+    }
+    both(&envoy, &remora, "cluster.passive.health_check.healthy", 2).await;
+    both(&envoy, &remora, "cluster.passive.membership_healthy", 2).await;
+    both(&envoy, &remora, "cluster.passive.membership_excluded", 0).await;
+
     // gRPC: NOT_SERVING fails at once, SERVING passes.
     reporter
         .set_service_status("svc", ServingStatus::NotServing)
@@ -234,11 +278,11 @@ async fn health_checks_match_envoy() {
     for h in seen {
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default();
         assert_eq!(get("user-agent"), "Envoy/HC", "{h:?}");
-        let want_host = if get("x-hc") == "yes" {
-            "hc.example"
+        // Without a configured host, a check names its cluster.
+        if get("x-hc") == "yes" {
+            assert_eq!(get("host"), "hc.example", "{h:?}");
         } else {
-            "quiet"
-        };
-        assert_eq!(get("host"), want_host, "{h:?}");
+            assert!(["quiet", "passive"].contains(&get("host")), "{h:?}");
+        }
     }
 }

@@ -65,6 +65,10 @@ fn health_flags_text(h: &HostEntry) -> String {
         (h.eds_health == EdsHealth::Unhealthy, "/failed_eds_health"),
         (f & flags::DEGRADED_ACTIVE_HC != 0, "/degraded_active_hc"),
         (h.eds_health == EdsHealth::Degraded, "/degraded_eds_health"),
+        (
+            f & flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL != 0,
+            "/excluded_via_immediate_hc_fail",
+        ),
     ];
     for (on, text) in reasons {
         if on {
@@ -89,6 +93,10 @@ fn health_status_json(h: &HostEntry) -> Value {
         (flags::FAILED_ACTIVE_HC, "failed_active_health_check"),
         (flags::FAILED_OUTLIER_CHECK, "failed_outlier_check"),
         (flags::DEGRADED_ACTIVE_HC, "active_hc_degraded"),
+        (
+            flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL,
+            "excluded_via_immediate_hc_fail",
+        ),
     ] {
         if f & bit != 0 {
             status[key] = Value::Bool(true);

@@ -243,6 +243,14 @@ async fn send(
             Ok((resp, lease)) => {
                 x.cluster
                     .report(host, outlier::Outcome::Status(resp.status().as_u16()));
+                // Looked for only where it can matter (a cluster with health checks).
+                if x.cluster.health.is_some()
+                    && resp
+                        .headers()
+                        .contains_key(names::X_ENVOY_IMMEDIATE_HEALTH_CHECK_FAIL)
+                {
+                    x.cluster.immediate_health_check_fail(host);
+                }
                 Outcome::Response(Box::new(Answer {
                     response: resp,
                     lease,

@@ -38,6 +38,8 @@ pub mod names {
         HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
     // Read from upstream responses:
     pub const X_ENVOY_RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
+    pub const X_ENVOY_IMMEDIATE_HEALTH_CHECK_FAIL: HeaderName =
+        HeaderName::from_static("x-envoy-immediate-health-check-fail");
 }
 
 /// Whether any request-control `x-envoy-*` header is present (one pass over the names;

@@ -237,6 +237,16 @@ impl ClusterState {
         true
     }
 
+    /// An upstream response carried `x-envoy-immediate-health-check-fail`: with active
+    /// health checking, the host leaves rotation until its checks pass again.
+    pub fn immediate_health_check_fail(&self, host: &HostEntry) {
+        if let Some(checker) = &self.health {
+            if checker.immediate_failure(host) {
+                self.health_changed();
+            }
+        }
+    }
+
     /// Rebuilds the view after a host's health changed.
     pub fn health_changed(&self) {
         let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
@@ -249,7 +259,7 @@ impl ClusterState {
         self.stats.membership_total.set(view.hosts.len() as i64);
         self.stats.membership_healthy.set(view.healthy as i64);
         self.stats.membership_degraded.set(view.degraded as i64);
-        self.stats.membership_excluded.set(0);
+        self.stats.membership_excluded.set(view.excluded as i64);
         self.view.store(Arc::new(view));
     }
 

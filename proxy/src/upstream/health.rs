@@ -23,6 +23,7 @@ mod tcp;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +118,24 @@ impl HealthChecker {
     }
 
     /// How long the first round of checks may take (startup waits this long at most).
+    /// An upstream response carried `x-envoy-immediate-health-check-fail`: the host
+    /// fails active health checking now, as a passive failure (a host whose checks are
+    /// disabled has no session and is left alone). Whether its health changed.
+    pub fn immediate_failure(&self, host: &HostEntry) -> bool {
+        if host.check.disabled {
+            return false;
+        }
+        host.state.passive_failures.fetch_add(1, Ordering::AcqRel);
+        self.stats.failure.inc();
+        self.stats.passive_failure.inc();
+        let excluded = host.state.set(flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL);
+        let failed = host.state.set(flags::FAILED_ACTIVE_HC);
+        if failed {
+            self.stats.healthy.dec();
+        }
+        failed || excluded
+    }
+
     pub fn first_round_limit(&self) -> Duration {
         self.config.initial_jitter + self.config.timeout + Duration::from_secs(1)
     }
@@ -180,6 +199,8 @@ pub struct Session {
     first_check: bool,
     healthy_run: u32,
     unhealthy_run: u32,
+    /// The host's count of immediate failures when this session last looked.
+    passive_seen: u32,
 }
 
 impl Default for Session {
@@ -188,11 +209,20 @@ impl Default for Session {
             first_check: true,
             healthy_run: 0,
             unhealthy_run: 0,
+            passive_seen: 0,
         }
     }
 }
 
 impl Session {
+    /// A session for `host`, counting only the immediate failures still to come.
+    pub fn watching(host: &HostState) -> Session {
+        Session {
+            passive_seen: host.passive_failures.load(Ordering::Acquire),
+            ..Session::default()
+        }
+    }
+
     pub fn is_first(&self) -> bool {
         self.first_check
     }
@@ -205,6 +235,14 @@ impl Session {
         config: &HealthCheck,
         stats: &HealthStats,
     ) -> Transition {
+        // A response failed the host at once since the last result: as in Envoy, it now
+        // takes `healthy_threshold` successes to come back, the first check included.
+        let passive = host.passive_failures.load(Ordering::Acquire);
+        if passive != self.passive_seen {
+            self.passive_seen = passive;
+            self.healthy_run = 0;
+            self.first_check = false;
+        }
         let t = match check {
             Check::Healthy => self.success(false, host, config, stats),
             Check::Degraded => self.success(true, host, config, stats),
@@ -225,9 +263,12 @@ impl Session {
         let mut t = Transition::Unchanged;
         if host.has(flags::FAILED_ACTIVE_HC) {
             self.healthy_run = self.healthy_run.saturating_add(1);
-            if self.first_check || self.healthy_run == config.healthy_threshold {
-                host.clear(flags::FAILED_ACTIVE_HC);
-                stats.healthy.inc();
+            if self.first_check || self.healthy_run >= config.healthy_threshold {
+                // Passing again ends an exclusion by an immediate failure.
+                host.clear(flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL);
+                if host.clear(flags::FAILED_ACTIVE_HC) {
+                    stats.healthy.inc();
+                }
                 t = Transition::Changed;
             } else {
                 t = Transition::Pending;
@@ -260,9 +301,10 @@ impl Session {
         let mut t = Transition::Unchanged;
         if !host.has(flags::FAILED_ACTIVE_HC) {
             self.unhealthy_run = self.unhealthy_run.saturating_add(1);
-            if failure == Failure::Active || self.unhealthy_run == config.unhealthy_threshold {
-                host.set(flags::FAILED_ACTIVE_HC);
-                stats.healthy.dec();
+            if failure == Failure::Active || self.unhealthy_run >= config.unhealthy_threshold {
+                if host.set(flags::FAILED_ACTIVE_HC) {
+                    stats.healthy.dec();
+                }
                 t = Transition::Changed;
             } else {
                 t = Transition::Pending;
@@ -388,7 +430,7 @@ async fn run_session(
         let ms = u64::try_from(config.initial_jitter.as_millis()).unwrap_or(u64::MAX);
         tokio::time::sleep(Duration::from_millis(fastrand::u64(..ms.max(1)))).await;
     }
-    let mut session = Session::default();
+    let mut session = Session::watching(&host.state);
     loop {
         checker.stats.attempt.inc();
         let mut check = match tokio::time::timeout(config.timeout, probe.check()).await {

@@ -130,6 +130,9 @@ pub mod flags {
     pub const FAILED_ACTIVE_HC: u8 = 2;
     /// Active health checks answer "degraded" (`x-envoy-degraded`).
     pub const DEGRADED_ACTIVE_HC: u8 = 4;
+    /// Failed at once by a response's `x-envoy-immediate-health-check-fail`: left out of
+    /// the host counts that decide panic and priority loads until its checks pass.
+    pub const EXCLUDED_VIA_IMMEDIATE_HC_FAIL: u8 = 8;
     /// The flags that take a host out of the healthy set.
     pub const FAILED: u8 = FAILED_OUTLIER_CHECK | FAILED_ACTIVE_HC;
 }
@@ -141,6 +144,10 @@ pub struct HostState {
     /// Requests in flight to the host (least-request balancing).
     pub active_requests: AtomicU32,
     pub outlier: HostMonitor,
+    /// How many responses marked the host failed at once
+    /// (`x-envoy-immediate-health-check-fail`); its checking session restarts its count
+    /// of successes when this moves.
+    pub passive_failures: AtomicU32,
 }
 
 impl HostState {
@@ -153,12 +160,14 @@ impl HostState {
         self.flags.load(Ordering::Acquire) & flag != 0
     }
 
-    pub fn set(&self, flag: u8) {
-        self.flags.fetch_or(flag, Ordering::AcqRel);
+    /// Sets `flag`; whether it was clear before.
+    pub fn set(&self, flag: u8) -> bool {
+        self.flags.fetch_or(flag, Ordering::AcqRel) & flag == 0
     }
 
-    pub fn clear(&self, flag: u8) {
-        self.flags.fetch_and(!flag, Ordering::AcqRel);
+    /// Clears `flag`; whether it was set before.
+    pub fn clear(&self, flag: u8) -> bool {
+        self.flags.fetch_and(!flag, Ordering::AcqRel) & flag != 0
     }
 
     /// Counts a request in flight until the guard drops.
@@ -192,7 +201,7 @@ pub fn carry_over(current: &[Arc<HostEntry>], next: Vec<Host>, initial: u8) -> V
                 let checked = !host.check.disabled;
                 let entry = HostEntry::new(host);
                 if checked {
-                    entry.state.set(initial);
+                    let _ = entry.state.set(initial);
                 }
                 entry
             }

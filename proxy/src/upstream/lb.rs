@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::config::lb::{LbConfig, Policy};
 use crate::stats::Counter;
-use crate::upstream::host::{Availability, HostEntry};
+use crate::upstream::host::{flags, Availability, HostEntry};
 use hashing::{Maglev, Member, Ring};
 use priority::{Chosen, Counts, Loads};
 
@@ -33,6 +33,8 @@ pub struct LbView {
     pub hosts: Vec<Arc<HostEntry>>,
     pub healthy: usize,
     pub degraded: usize,
+    /// Hosts left out of the counts behind the loads (an immediate health check failure).
+    pub excluded: usize,
     /// The assignment's overprovisioning factor the loads were computed with.
     pub overprovisioning: u32,
     policy: Policy,
@@ -89,21 +91,27 @@ impl LbView {
             by_priority[h.priority as usize].push(h.clone());
         }
         let mut priorities = Vec::with_capacity(levels);
-        let (mut healthy_total, mut degraded_total) = (0, 0);
+        let (mut healthy_total, mut degraded_total, mut excluded_total) = (0, 0, 0);
         for (p, members) in by_priority.into_iter().enumerate() {
             let (healthy, degraded) = split(&members);
+            // As in Envoy, excluded hosts do not count toward a priority's health.
+            let excluded = members
+                .iter()
+                .filter(|h| h.state.has(flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL))
+                .count();
             counts[p] = Counts {
-                total: members.len(),
+                total: members.len() - excluded,
                 healthy: healthy.len(),
                 degraded: degraded.len(),
             };
             healthy_total += healthy.len();
             degraded_total += degraded.len();
+            excluded_total += excluded;
             let localities = cfg
                 .locality_weighted
                 .then(|| localities(&members, cfg, overprovisioning));
             let healthy_src = Arc::new(Source::new(healthy, cfg));
-            let all = if counts[p].healthy == counts[p].total {
+            let all = if counts[p].healthy == members.len() {
                 healthy_src.clone()
             } else {
                 Arc::new(Source::new(members, cfg))
@@ -119,6 +127,7 @@ impl LbView {
             loads: priority::compute(&counts, overprovisioning, cfg.panic_threshold),
             healthy: healthy_total,
             degraded: degraded_total,
+            excluded: excluded_total,
             policy: cfg.policy,
             overprovisioning,
             hosts,

@@ -155,6 +155,65 @@ fn degraded_answers_flag_the_host_without_failing_it() {
 }
 
 #[test]
+fn an_immediate_failure_excludes_the_host_until_the_threshold_of_passes() {
+    let store = Store::default();
+    let checker = HealthChecker::new(Arc::new(config(2, 3)), &store, "c");
+    let (cfg, stats) = (&checker.config, &checker.stats);
+    let entry = HostEntry::new(crate::upstream::host::Host::new(
+        crate::upstream::host::HostAddr::Tcp(([127, 0, 0, 1], 1).into()),
+        None,
+        1,
+    ));
+    let host = &entry.state;
+    host.set(flags::FAILED_ACTIVE_HC);
+    let mut s = Session::watching(host);
+    assert_eq!(
+        s.record(Check::Healthy, host, cfg, stats),
+        Transition::Changed
+    );
+    // A second pass leaves the count of passes at the threshold.
+    s.record(Check::Healthy, host, cfg, stats);
+
+    assert!(checker.immediate_failure(&entry));
+    assert!(host.has(flags::FAILED_ACTIVE_HC | flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL));
+    assert_eq!(stats.healthy.get(), 0);
+    assert_eq!(stats.passive_failure.get(), 1);
+    assert_eq!(stats.failure.get(), 1);
+    // Told again while failed: counted, nothing changes.
+    assert!(!checker.immediate_failure(&entry));
+    assert_eq!(stats.passive_failure.get(), 2);
+
+    // The passes start over: two are needed, and the exclusion ends with the second.
+    assert_eq!(
+        s.record(Check::Healthy, host, cfg, stats),
+        Transition::Pending
+    );
+    assert!(host.has(flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL));
+    assert_eq!(
+        s.record(Check::Healthy, host, cfg, stats),
+        Transition::Changed
+    );
+    assert_eq!(host.flags(), 0);
+    assert_eq!(stats.healthy.get(), 1);
+}
+
+#[test]
+fn a_host_without_checks_ignores_an_immediate_failure() {
+    let store = Store::default();
+    let checker = HealthChecker::new(Arc::new(config(1, 1)), &store, "c");
+    let mut host = crate::upstream::host::Host::new(
+        crate::upstream::host::HostAddr::Tcp(([127, 0, 0, 1], 1).into()),
+        None,
+        1,
+    );
+    host.check.disabled = true;
+    let entry = HostEntry::new(host);
+    assert!(!checker.immediate_failure(&entry));
+    assert_eq!(entry.state.flags(), 0);
+    assert_eq!(checker.stats.passive_failure.get(), 0);
+}
+
+#[test]
 fn intervals_follow_traffic_health_and_edges() {
     let cfg = config(2, 2);
     let s = Duration::from_secs;

@@ -209,3 +209,32 @@ fn degraded_hosts_serve_only_what_healthy_ones_cannot() {
     let s = spread(&view, 10_000);
     assert!((2_900..3_700).contains(&s[&3]), "{s:?}");
 }
+
+#[test]
+fn excluded_hosts_do_not_count_toward_panic() {
+    let loc = Arc::new(Locality::default());
+    let hosts = vec![
+        host(1, 1, 0, &loc),
+        host(2, 1, 0, &loc),
+        host(3, 1, 0, &loc),
+    ];
+    // One healthy host of three is below the panic threshold (1.4 x 33% < 50%): the
+    // picks spread over all three.
+    hosts[0].state.set(flags::FAILED_ACTIVE_HC);
+    hosts[1].state.set(flags::FAILED_ACTIVE_HC);
+    let view = LbView::build(hosts.clone(), &cfg(Policy::RoundRobin), 140);
+    assert_eq!(spread(&view, 9), [(1, 3), (2, 3), (3, 3)].into());
+    // One of the failed ones excluded: one healthy of two counted, no panic.
+    hosts[0].state.set(flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL);
+    let view = LbView::build(hosts.clone(), &cfg(Policy::RoundRobin), 140);
+    assert_eq!((view.healthy, view.excluded), (1, 1));
+    assert_eq!(spread(&view, 9), [(3, 9)].into());
+    // Every host excluded and failed: nothing counted, panic over all of them.
+    for h in &hosts {
+        h.state
+            .set(flags::FAILED_ACTIVE_HC | flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL);
+    }
+    let view = LbView::build(hosts, &cfg(Policy::RoundRobin), 140);
+    assert_eq!(view.excluded, 3);
+    assert_eq!(spread(&view, 9), [(1, 3), (2, 3), (3, 3)].into());
+}
