@@ -117,7 +117,6 @@ impl HealthChecker {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// How long the first round of checks may take (startup waits this long at most).
     /// An upstream response carried `x-envoy-immediate-health-check-fail`: the host
     /// fails active health checking now, as a passive failure (a host whose checks are
     /// disabled has no session and is left alone). Whether its health changed.
@@ -136,6 +135,7 @@ impl HealthChecker {
         failed || excluded
     }
 
+    /// How long the first round of checks may take (startup waits this long at most).
     pub fn first_round_limit(&self) -> Duration {
         self.config.initial_jitter + self.config.timeout + Duration::from_secs(1)
     }

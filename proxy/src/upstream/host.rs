@@ -160,12 +160,12 @@ impl HostState {
         self.flags.load(Ordering::Acquire) & flag != 0
     }
 
-    /// Sets `flag`; whether it was clear before.
+    /// Sets the bits of `flag`; whether none of them was set before.
     pub fn set(&self, flag: u8) -> bool {
         self.flags.fetch_or(flag, Ordering::AcqRel) & flag == 0
     }
 
-    /// Clears `flag`; whether it was set before.
+    /// Clears the bits of `flag`; whether any of them was set before.
     pub fn clear(&self, flag: u8) -> bool {
         self.flags.fetch_and(!flag, Ordering::AcqRel) & flag != 0
     }

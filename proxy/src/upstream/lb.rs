@@ -93,13 +93,9 @@ impl LbView {
         let mut priorities = Vec::with_capacity(levels);
         let (mut healthy_total, mut degraded_total, mut excluded_total) = (0, 0, 0);
         for (p, members) in by_priority.into_iter().enumerate() {
-            let (healthy, degraded) = split(&members);
-            // As in Envoy, excluded hosts do not count toward a priority's health.
-            let excluded = members
-                .iter()
-                .filter(|h| h.state.has(flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL))
-                .count();
+            let (healthy, degraded, excluded) = split(&members);
             counts[p] = Counts {
+                // As in Envoy, excluded hosts do not count toward a priority's health.
                 total: members.len() - excluded,
                 healthy: healthy.len(),
                 degraded: degraded.len(),
@@ -172,17 +168,22 @@ impl LbView {
     }
 }
 
-fn split(members: &[Arc<HostEntry>]) -> (Vec<Arc<HostEntry>>, Vec<Arc<HostEntry>>) {
+/// A priority's healthy and degraded hosts, and how many of its hosts are excluded.
+fn split(members: &[Arc<HostEntry>]) -> (Vec<Arc<HostEntry>>, Vec<Arc<HostEntry>>, usize) {
     let mut healthy = Vec::new();
     let mut degraded = Vec::new();
+    let mut excluded = 0;
     for h in members {
+        if h.state.has(flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL) {
+            excluded += 1;
+        }
         match h.availability() {
             Availability::Healthy => healthy.push(h.clone()),
             Availability::Degraded => degraded.push(h.clone()),
             Availability::Unhealthy => {}
         }
     }
-    (healthy, degraded)
+    (healthy, degraded, excluded)
 }
 
 /// The healthy and degraded locality picks of one priority's hosts.

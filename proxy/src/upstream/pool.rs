@@ -26,11 +26,11 @@ use super::breakers::Slot;
 use super::cluster::{ClusterState, Host, HostAddr};
 use super::connect::{self, ConnectError};
 use super::h1;
+use crate::http::body::BoxedRequest;
 use crate::stats::GaugeGuard;
 use tokio::sync::oneshot;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-use crate::http::body::BoxedRequest;
 pub use crate::http::body::ProxyBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,8 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::http::body::ProxyBody;
-use crate::http::body::{empty, full};
+use crate::http::body::{empty, full, ProxyBody};
 use crate::upstream::pool::BoxError;
 
 /// A client connection and the upstream's end of it.
