@@ -76,7 +76,47 @@ impl HttpUpstream {
 
     pub async fn start_on(bind: SocketAddr, name: &str) -> HttpUpstream {
         let listener = TcpListener::bind(bind).await.expect("bind upstream");
+        Self::serve(listener, name, Vec::new(), None)
+    }
+
+    /// An upstream whose accept queue is full until the returned sender fires (or is
+    /// dropped): the kernel drops the SYNs of connections to it, so they stay in
+    /// `SYN_SENT`, and complete at their next SYN retransmission (about 1 s after the
+    /// first) once the queue was emptied. The connections that filled the queue are not
+    /// counted in `connections`.
+    pub async fn start_held(name: &str) -> (HttpUpstream, tokio::sync::oneshot::Sender<()>) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind held upstream");
+        let listener = socket.listen(0).expect("listen");
         let addr = listener.local_addr().expect("local addr");
+        // Connections until one does not complete: then the queue is full.
+        let mut fillers = Vec::new();
+        while let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+            assert!(fillers.len() < 16, "the accept queue never filled");
+        }
+        let (release, held) = tokio::sync::oneshot::channel();
+        let up = Self::serve(listener, name, fillers, Some(held));
+        (up, release)
+    }
+
+    /// Serves HTTP on `listener` (after `held` fires, when given); `fillers` are client
+    /// connections of the test's own, closed when serving starts and not counted.
+    fn serve(
+        listener: TcpListener,
+        name: &str,
+        fillers: Vec<tokio::net::TcpStream>,
+        held: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> HttpUpstream {
+        let addr = listener.local_addr().expect("local addr");
+        let skip: Vec<SocketAddr> = fillers.iter().filter_map(|s| s.local_addr().ok()).collect();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let flaky = Flaky::default();
@@ -89,10 +129,17 @@ impl HttpUpstream {
             peers.clone(),
         );
         let task = tokio::spawn(async move {
+            if let Some(held) = held {
+                let _ = held.await;
+            }
+            drop(fillers);
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
+                if skip.contains(&peer) {
+                    continue;
+                }
                 c.fetch_add(1, Ordering::SeqCst);
                 if let Ok(mut p) = p.lock() {
                     p.push(peer);

@@ -4,7 +4,9 @@
 //! `circuit_breakers.default.*` gauges; `max_connections` with `max_pending_requests`
 //! under the same concurrent load (one connection busy, one request waiting for it, the
 //! rest 503 UO), the TCP proxy refusing a connection over `max_connections`; and
-//! Istio's all-maximum thresholds loading.
+//! Istio's all-maximum thresholds loading; HTTP/2 requests pending while the
+//! worker's connection opens (one connection for all), and pending requests failing
+//! together when the connection they wait for times out (HTTP/2 and HTTP/1.1).
 
 use std::time::Duration;
 
@@ -262,4 +264,177 @@ async fn connection_and_pending_limits_behave_as_envoy() {
     // turn, three overflows; the TCP proxy's second connection overflowed.
     assert_eq!(rs, [1, 1, 2, 3, 0, 3, 1, 0, 0, 1, 1], "remora {names:?}");
     assert_eq!(es, rs, "envoy vs remora {names:?}");
+}
+
+const H2_PENDING: &str = r#"
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+static_resources:
+  listeners:
+  - name: edge
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: edge
+          route_config:
+            virtual_hosts:
+            - name: main
+              domains: ["*"]
+              routes:
+              - match: {prefix: /wait/}
+                route: {cluster: h2wait}
+              - match: {prefix: /fail/}
+                route: {cluster: h2fail}
+              - match: {prefix: /h1fail/}
+                route: {cluster: h1fail}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: h2wait
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    circuit_breakers:
+      thresholds:
+      - {max_pending_requests: 3}
+    load_assignment: {cluster_name: h2wait, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{wait}}}}}}]}]}
+  - name: h2fail
+    connect_timeout: 0.3s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment: {cluster_name: h2fail, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{fail}}}}}}]}]}
+  - name: h1fail
+    connect_timeout: 0.3s
+    circuit_breakers:
+      thresholds:
+      - {max_connections: 1}
+    load_assignment: {cluster_name: h1fail, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{fail}}}}}}]}]}
+"#;
+
+/// `n` requests at once, each on its own HTTP/1.1 connection: their spawned tasks
+/// (answering status, overload header and body).
+fn concurrent(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<String>> {
+    (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = Conn::h1(addr).await;
+                let r = c.get("h", path, &[]).await;
+                format!(
+                    "{} {:?} {:?}",
+                    r.status.as_u16(),
+                    r.header("x-envoy-overloaded"),
+                    if r.status.as_u16() == 200 {
+                        String::new()
+                    } else {
+                        r.text()
+                    }
+                )
+            })
+        })
+        .collect()
+}
+
+async fn answers(tasks: Vec<tokio::task::JoinHandle<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("request"));
+    }
+    out.sort();
+    out
+}
+
+/// One proxy on `H2_PENDING` with held upstreams of its own: five requests at once while
+/// the HTTP/2 connection is still opening (three wait for it, two overflow), then the
+/// upstream lets the connection through; and three at once to a host whose connection
+/// times out (all three fail with it). Returns the answers, the connections the waiting
+/// upstream accepted, and the stats.
+async fn h2_pending_case(
+    bin: std::path::PathBuf,
+    args: &'static [&'static str],
+) -> (Vec<String>, usize, Vec<u64>) {
+    let (wait, release) = HttpUpstream::start_held("w").await;
+    let (fail, _never) = HttpUpstream::start_held("f").await;
+    let cfg = render(
+        H2_PENDING,
+        &[
+            ("wait", wait.addr.port().to_string()),
+            ("fail", fail.addr.port().to_string()),
+        ],
+    );
+    let p = tokio::task::spawn_blocking(move || ProxyProcess::start(&bin, &cfg, args))
+        .await
+        .expect("proxy started");
+    let addr = p.listener("edge");
+    let waiting = concurrent(addr, "/wait/x", 5);
+    // The two overflows answer at once; the three others wait for the connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = release.send(());
+    let mut out = answers(waiting).await;
+    out.extend(answers(concurrent(addr, "/fail/x", 3)).await);
+    out.extend(answers(concurrent(addr, "/h1fail/x", 3)).await);
+    let names = [
+        "cluster.h2wait.upstream_cx_total",
+        "cluster.h2wait.upstream_rq_pending_total",
+        "cluster.h2wait.upstream_rq_pending_overflow",
+        "cluster.h2wait.upstream_rq_pending_active",
+        "cluster.h2wait.upstream_rq_total",
+        "cluster.h2fail.upstream_cx_connect_fail",
+        "cluster.h2fail.upstream_cx_connect_timeout",
+        "cluster.h2fail.upstream_rq_pending_total",
+        "cluster.h2fail.upstream_rq_pending_failure_eject",
+        "cluster.h2fail.upstream_rq_total",
+        "cluster.h1fail.upstream_cx_connect_fail",
+        "cluster.h1fail.upstream_rq_pending_total",
+        "cluster.h1fail.upstream_rq_pending_failure_eject",
+        "cluster.h1fail.upstream_rq_total",
+    ];
+    let stats = tokio::task::spawn_blocking(move || names.iter().map(|n| p.stat(n)).collect())
+        .await
+        .expect("stats");
+    (
+        out,
+        wait.connections.load(std::sync::atomic::Ordering::SeqCst),
+        stats,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_wait_for_the_opening_connection_as_envoy() {
+    let e = h2_pending_case(
+        tests::envoy::envoy_bin(),
+        &["--concurrency", "1", "-l", "error", "--disable-hot-restart"],
+    )
+    .await;
+    let r = h2_pending_case(
+        tests::process::remora_bin(),
+        &["--concurrency", "1", "-l", "error"],
+    )
+    .await;
+    let overflow = "503 Some(\"true\") \"upstream connect error or disconnect/reset before headers. reset reason: overflow\"";
+    let timeout = "503 None \"upstream connect error or disconnect/reset before headers. reset reason: connection timeout\"";
+    let mut want = vec!["200 None \"\""; 3];
+    want.extend([overflow; 2]);
+    want.extend([timeout; 6]);
+    assert_eq!(r.0, want, "remora's answers");
+    // One connection carried the three waiting requests.
+    assert_eq!(r.1, 1, "remora's upstream connections");
+    // h2wait: one connection, three pending, two overflows, three requests sent.
+    // h2fail and h1fail (one connection allowed): one connect timeout, three pending
+    // requests failed with it, none sent.
+    assert_eq!(
+        r.2,
+        [1, 3, 2, 0, 3, 1, 1, 3, 3, 0, 1, 3, 3, 0],
+        "remora's stats"
+    );
+    assert_eq!(e, r, "envoy vs remora");
 }

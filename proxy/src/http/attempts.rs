@@ -18,6 +18,7 @@ use super::retry::{Failure, Next, RetryState};
 use super::{forward, timeouts, Downstream, HcmStats};
 use crate::upstream::breakers::Slot;
 use crate::upstream::cluster::ClusterState;
+use crate::upstream::connect::ConnectError;
 use crate::upstream::host::{ActiveRequest, HostAddr, HostEntry};
 use crate::upstream::lb;
 use crate::upstream::outlier;
@@ -212,7 +213,6 @@ async fn send(
         x.cluster.stats.response(503);
         return Err(LocalReply::Overflow { retried: false });
     };
-    x.cluster.stats.upstream_rq_total.inc();
     x.attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if x.record_upstream {
@@ -231,7 +231,10 @@ async fn send(
     // two futures, over a kilobyte).
     let exchange = std::pin::pin!(async {
         // The attempt's host is recorded above; its connection's address once it has one.
+        // A request counts in `upstream_rq_total` once it has a connection (Envoy counts
+        // it when its stream is attached), so not when pending overflows or fails.
         let connected = |lease: &Lease| {
+            x.cluster.stats.upstream_rq_total.inc();
             if x.record_upstream {
                 if let Ok(mut last) = x.last_upstream.lock() {
                     last.local = lease.local_addr();
@@ -324,9 +327,12 @@ fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Box<Answer>, LocalReply>
         // The downstream request body failed (malformed chunking, client gone): a bad
         // request, not an upstream failure.
         Outcome::Failed(UpstreamError::RequestBody(_)) => Err(LocalReply::MalformedBody),
-        Outcome::Failed(UpstreamError::Connect(_)) => {
+        Outcome::Failed(UpstreamError::Connect(e)) => {
             stats.response(503);
-            Err(LocalReply::ConnectFailure { retried })
+            Err(LocalReply::ConnectFailure {
+                retried,
+                timeout: matches!(e, ConnectError::Timeout),
+            })
         }
         Outcome::Failed(UpstreamError::PendingOverflow) => {
             stats.response(503);

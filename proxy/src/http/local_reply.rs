@@ -23,6 +23,9 @@ pub enum LocalReply {
     ConnectFailure {
         /// After retries (Envoy then words the body differently).
         retried: bool,
+        /// The connect timeout expired (Envoy's `connection timeout`), rather than the
+        /// socket failing (`remote connection failure`).
+        timeout: bool,
     },
     /// The upstream reset or closed before sending response headers (UR).
     UpstreamReset { retried: bool },
@@ -127,11 +130,29 @@ impl LocalReply {
             | LocalReply::MissingHost
             | LocalReply::UpgradeNotAllowed => "",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
-            LocalReply::ConnectFailure { retried: false } => {
+            LocalReply::ConnectFailure {
+                retried: false,
+                timeout: false,
+            } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
             }
-            LocalReply::ConnectFailure { retried: true } => {
+            LocalReply::ConnectFailure {
+                retried: true,
+                timeout: false,
+            } => {
                 "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure"
+            }
+            LocalReply::ConnectFailure {
+                retried: false,
+                timeout: true,
+            } => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+            }
+            LocalReply::ConnectFailure {
+                retried: true,
+                timeout: true,
+            } => {
+                "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection timeout"
             }
             LocalReply::UpstreamReset { retried: false } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
@@ -165,8 +186,11 @@ impl LocalReply {
             LocalReply::NoRoute => "route_not_found",
             LocalReply::ClusterNotFound => "cluster_not_found",
             LocalReply::NoHealthyUpstream => "no_healthy_upstream",
-            LocalReply::ConnectFailure { .. } => {
+            LocalReply::ConnectFailure { timeout: false, .. } => {
                 "upstream_reset_before_response_started{remote_connection_failure}"
+            }
+            LocalReply::ConnectFailure { timeout: true, .. } => {
+                "upstream_reset_before_response_started{connection_timeout}"
             }
             LocalReply::UpstreamReset { .. } => {
                 "upstream_reset_before_response_started{connection_termination}"
@@ -386,7 +410,11 @@ mod tests {
 
     #[test]
     fn reset_details_carry_the_transport_reason() {
-        let uf = LocalReply::ConnectFailure { retried: false }.details();
+        let uf = LocalReply::ConnectFailure {
+            retried: false,
+            timeout: false,
+        }
+        .details();
         assert_eq!(
             details(uf, Some("delayed connect error: Connection refused")),
             "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}"

@@ -72,11 +72,11 @@ pub fn spawn_mirrors(
         let body = ProxyBody::boxed(StreamBody::new(tokio_stream_from(rx)));
         let pools = down.pools.clone();
         tokio::spawn(async move {
-            cluster.stats.upstream_rq_total.inc();
             let req = Box::new(Request::from_parts(p, body));
             let Ok(mut lease) = pools.acquire(&cluster, &host, proto).await else {
                 return;
             };
+            cluster.stats.upstream_rq_total.inc();
             if let Ok(resp) = lease.send(req).await {
                 cluster.stats.response(resp.status().as_u16());
                 // Read to its end, which gives the connection back to the pool.

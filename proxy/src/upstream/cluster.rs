@@ -40,6 +40,8 @@ pub struct ClusterStats {
     pub upstream_rq_pending_total: Counter,
     pub upstream_rq_pending_overflow: Counter,
     pub upstream_rq_pending_active: Gauge,
+    /// Pending requests failed because the connection they waited for failed.
+    pub upstream_rq_pending_failure_eject: Counter,
     pub upstream_cx_active: Gauge,
     pub upstream_cx_connect_fail: Counter,
     pub upstream_cx_connect_timeout: Counter,
@@ -58,7 +60,7 @@ pub struct ClusterStats {
 }
 
 /// `cluster.<name>.*`, in the order [`ClusterStats::new`] looks them up.
-static CLUSTER_STATS: [stats::Def; 36] = [
+static CLUSTER_STATS: [stats::Def; 37] = [
     stats::counter("upstream_rq_total"),
     stats::gauge("upstream_rq_active"),
     stats::counter("upstream_rq_1xx"),
@@ -80,6 +82,7 @@ static CLUSTER_STATS: [stats::Def; 36] = [
     stats::counter("upstream_rq_pending_total"),
     stats::counter("upstream_rq_pending_overflow"),
     stats::gauge("upstream_rq_pending_active"),
+    stats::counter("upstream_rq_pending_failure_eject"),
     stats::gauge("upstream_cx_active"),
     stats::counter("upstream_cx_connect_fail"),
     stats::counter("upstream_cx_connect_timeout"),
@@ -126,6 +129,7 @@ impl ClusterStats {
             upstream_rq_pending_total: c("upstream_rq_pending_total"),
             upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
             upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            upstream_rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
             upstream_cx_active: g("upstream_cx_active"),
             upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
             upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),

@@ -23,6 +23,17 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// The same error, for another request that waited on the same connection.
+    pub fn again(&self) -> ConnectError {
+        match self {
+            ConnectError::Timeout => ConnectError::Timeout,
+            ConnectError::Io(e) => ConnectError::Io(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }),
+        }
+    }
+
     /// The socket's reason, as Envoy reports it in `%UPSTREAM_TRANSPORT_FAILURE_REASON%`
     /// (`delayed connect error: Connection refused`); none for a timeout.
     pub fn transport_failure(&self) -> Option<String> {

@@ -30,6 +30,9 @@ use crate::http::body::BoxedRequest;
 use crate::stats::GaugeGuard;
 use tokio::sync::oneshot;
 
+mod shared_h2;
+use self::shared_h2::{H2Handoff, H2Host, H2Next, SharedH2};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub use crate::http::body::ProxyBody;
 
@@ -122,6 +125,8 @@ enum Handoff {
     Conn(Idle),
     /// A connection closed: try to open one.
     Retry,
+    /// A connection failed to open: every pending request fails with it, as in Envoy.
+    Failed(UpstreamError),
 }
 
 /// What an HTTP/1.1 request does next.
@@ -143,6 +148,21 @@ impl OpenConn {
     fn disarm(mut self) {
         self.pools = Weak::new();
     }
+
+    /// The connection failed to open: its count goes, and the host's pending requests
+    /// fail with `e`.
+    fn failed(mut self, e: &UpstreamError) {
+        let Some(pools) = std::mem::take(&mut self.pools).upgrade() else {
+            return;
+        };
+        let mut map = pools.h1.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = map.get_mut(&self.key) {
+            h.open = h.open.saturating_sub(1);
+            for w in h.waiters.drain(..) {
+                let _ = w.send(Handoff::Failed(e.for_waiter()));
+            }
+        }
+    }
 }
 
 impl Drop for OpenConn {
@@ -161,15 +181,34 @@ impl Drop for OpenConn {
 #[derive(Default)]
 pub struct Pools {
     h1: Mutex<HashMap<Key, H1Host, RandomState>>,
-    h2: Mutex<HashMap<Key, SharedH2, RandomState>>,
+    h2: Mutex<HashMap<Key, H2Host, RandomState>>,
 }
 
-/// A worker's HTTP/2 connection to one host: its sender, the streams it has carried,
-/// and its local address.
-struct SharedH2 {
-    sender: http2::SendRequest<ProxyBody>,
-    uses: u32,
-    local: Option<SocketAddr>,
+/// Marks the request opening a worker's HTTP/2 connection to a host: if it goes away
+/// before the connection is open, the requests waiting for it start over.
+struct H2Opening {
+    pools: Weak<Pools>,
+    key: Key,
+}
+
+impl H2Opening {
+    /// Runs `f` on the host's state, once.
+    fn finish<T>(mut self, f: impl FnOnce(&mut H2Host) -> T) -> Option<T> {
+        let pools = std::mem::take(&mut self.pools).upgrade()?;
+        let mut map = pools.h2.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(map.entry(self.key.clone()).or_default()))
+    }
+}
+
+impl Drop for H2Opening {
+    fn drop(&mut self) {
+        if let Some(pools) = self.pools.upgrade() {
+            let mut map = pools.h2.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = map.get_mut(&self.key) {
+                h.abandoned();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Pools {
@@ -217,6 +256,16 @@ enum ResetCause {
 }
 
 impl UpstreamError {
+    /// The error again, for each pending request failed by the same connection.
+    fn for_waiter(&self) -> UpstreamError {
+        match self {
+            UpstreamError::Connect(e) => UpstreamError::Connect(e.again()),
+            other => {
+                UpstreamError::Connect(ConnectError::Io(std::io::Error::other(other.to_string())))
+            }
+        }
+    }
+
     fn from_h1(failed: h1::Failed) -> UpstreamError {
         match failed.error {
             h1::Error::RequestBody(e) => UpstreamError::RequestBody(e),
@@ -316,17 +365,13 @@ impl Pools {
             pools: self.clone(),
         };
         let idle_lease = |key, idle: Idle| lease(key, Sender::H1(idle.conn), idle.uses, idle.local);
+        let h2_lease = |key, s: SharedH2| lease(key, Sender::H2(s.sender), s.uses, s.local);
         if proto == Proto::Http1 {
             if let Some(idle) = self.take_idle_h1(&key) {
                 return Ok(idle_lease(key, idle));
             }
         } else if let Some(shared) = self.shared_h2(&key, max_uses) {
-            return Ok(lease(
-                key,
-                Sender::H2(shared.sender),
-                shared.uses,
-                shared.local,
-            ));
+            return Ok(h2_lease(key, shared));
         }
         // No connection to use: the request is pending until one opens or comes free.
         let stats = &cluster.stats;
@@ -336,40 +381,97 @@ impl Pools {
         };
         stats.upstream_rq_pending_total.inc();
         let _waiting = GaugeGuard::new(&stats.upstream_rq_pending_active);
-        if proto == Proto::Http2 {
-            // HTTP/2 streams share the worker's connection: the first one is opened even
-            // at the connection limit.
+        let got = if proto == Proto::Http2 {
+            self.pending_h2(cluster, host, &key, max_uses)
+                .await
+                .map(|s| h2_lease(key, s))
+        } else {
+            self.pending_h1(cluster, host, &key)
+                .await
+                .map(|(sender, uses, local)| lease(key, sender, uses, local))
+        };
+        if got.is_err() {
+            stats.upstream_rq_pending_failure_eject.inc();
+        }
+        got
+    }
+
+    /// A pending HTTP/2 request: the worker's connection to the host once open (this
+    /// request opens it, or waits for the request that does).
+    async fn pending_h2(
+        self: &Arc<Self>,
+        cluster: &ClusterState,
+        host: &Host,
+        key: &Key,
+        max_uses: u32,
+    ) -> Result<SharedH2, UpstreamError> {
+        loop {
+            let next = self
+                .h2
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key.clone())
+                .or_default()
+                .next(max_uses);
+            match next {
+                H2Next::Ready(shared) => return Ok(shared),
+                H2Next::Wait(rx) => match rx.await {
+                    Ok(H2Handoff::Conn(shared)) => return Ok(shared),
+                    Ok(H2Handoff::Failed(e)) => return Err(e),
+                    // The opener went away, or the connection is spent: start over.
+                    Err(_) => continue,
+                },
+                H2Next::Open => {}
+            }
+            let opening = H2Opening {
+                pools: Arc::downgrade(self),
+                key: key.clone(),
+            };
+            // Streams share the connection: it is opened even at the connection limit.
             let slot = cluster.breakers.try_connection().unwrap_or_else(|| {
-                stats.upstream_cx_overflow.inc();
+                cluster.stats.upstream_cx_overflow.inc();
                 cluster.breakers.force_connection()
             });
             // Boxed: connecting is rare, and its (large) future would otherwise make
             // every request's future larger.
-            let (sender, local) = Box::pin(connect_new(cluster, host, proto, slot, None)).await?;
-            if let Sender::H2(s) = &sender {
-                let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-                let shared = SharedH2 {
-                    sender: s.clone(),
-                    uses: 0,
-                    local,
-                };
-                h2.insert(key.clone(), shared);
-            }
-            return Ok(lease(key, sender, 0, local));
+            return match Box::pin(connect_h2(cluster, host, slot)).await {
+                Ok((sender, local)) => {
+                    let own = opening.finish(|h| h.opened(sender.clone(), local, max_uses));
+                    Ok(own.unwrap_or(SharedH2 {
+                        sender,
+                        uses: 1,
+                        local,
+                    }))
+                }
+                Err(e) => {
+                    opening.finish(|h| h.failed(&e));
+                    Err(e)
+                }
+            };
         }
+    }
+
+    /// A pending HTTP/1.1 request: a connection it opens, or one that comes free.
+    async fn pending_h1(
+        self: &Arc<Self>,
+        cluster: &ClusterState,
+        host: &Host,
+        key: &Key,
+    ) -> Result<(Sender, u32, Option<SocketAddr>), UpstreamError> {
         loop {
-            match self.h1_next(cluster, &key) {
-                H1Next::Idle(idle) => return Ok(idle_lease(key, idle)),
+            match self.h1_next(cluster, key) {
+                H1Next::Idle(idle) => return Ok((Sender::H1(idle.conn), idle.uses, idle.local)),
                 H1Next::Connect(slot, open) => {
-                    let (sender, local) =
-                        Box::pin(connect_new(cluster, host, proto, slot, Some(open))).await?;
-                    return Ok(lease(key, sender, 0, local));
+                    let (conn, local) = Box::pin(connect_h1(cluster, host, slot, open)).await?;
+                    return Ok((Sender::H1(conn), 0, local));
                 }
-                H1Next::Wait(rx) => {
-                    if let Ok(Handoff::Conn(idle)) = rx.await {
-                        return Ok(idle_lease(key, idle));
+                H1Next::Wait(rx) => match rx.await {
+                    Ok(Handoff::Conn(idle)) => {
+                        return Ok((Sender::H1(idle.conn), idle.uses, idle.local))
                     }
-                }
+                    Ok(Handoff::Failed(e)) => return Err(e),
+                    Ok(Handoff::Retry) | Err(_) => {}
+                },
             }
         }
     }
@@ -438,17 +540,7 @@ impl Pools {
     /// The worker's HTTP/2 connection to the host, counted for one more stream.
     fn shared_h2(&self, key: &Key, max_uses: u32) -> Option<SharedH2> {
         let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.get_mut(key)?;
-        if entry.sender.is_closed() || (max_uses > 0 && entry.uses >= max_uses) {
-            map.remove(key);
-            return None;
-        }
-        entry.uses += 1;
-        Some(SharedH2 {
-            sender: entry.sender.clone(),
-            uses: entry.uses,
-            local: entry.local,
-        })
+        map.get_mut(key)?.stream(max_uses)
     }
 
     /// A connection came free: to the first pending request, else to the idle list.
@@ -461,15 +553,12 @@ impl Pools {
     }
 }
 
-/// Opens a connection holding its circuit-breaker `slot` (and, for HTTP/1.1, its
-/// count in the host's pool) until it closes; returns it with its local address.
-async fn connect_new(
+/// Opens a TCP or Unix connection to `host` within the cluster's connect timeout;
+/// returns it with its place in `upstream_cx_active` and its local address.
+async fn connect_io(
     cluster: &ClusterState,
     host: &Host,
-    proto: Proto,
-    slot: Slot,
-    open: Option<OpenConn>,
-) -> Result<(Sender, Option<SocketAddr>), UpstreamError> {
+) -> Result<(connect::Stream, GaugeGuard, Option<SocketAddr>), UpstreamError> {
     let stats = &cluster.stats;
     let io = match connect::connect_stream(
         &host.addr,
@@ -493,34 +582,57 @@ async fn connect_new(
         connect::Stream::Left(tcp) => tcp.local_addr().ok(),
         connect::Stream::Right(_) => None,
     };
-    match proto {
-        Proto::Http1 => {
+    Ok((io, active, local))
+}
+
+/// Opens an HTTP/1.1 connection holding its circuit-breaker `slot` and its count in
+/// the host's pool until it closes. If it fails to open, the host's pending requests
+/// fail with it.
+async fn connect_h1(
+    cluster: &ClusterState,
+    host: &Host,
+    slot: Slot,
+    open: OpenConn,
+) -> Result<(Box<H1Conn>, Option<SocketAddr>), UpstreamError> {
+    match connect_io(cluster, host).await {
+        Ok((io, active, local)) => {
             let conn = Box::new(H1Conn {
                 conn: h1::Conn::new(io),
                 held: Held {
                     _active: active,
                     _slot: slot,
-                    open,
+                    open: Some(open),
                 },
             });
-            Ok((Sender::H1(conn), local))
+            Ok((conn, local))
         }
-        Proto::Http2 => {
-            let io = TokioIo::new(io);
-            let window = cluster.config.per_connection_buffer_limit_bytes.max(65_535);
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .initial_stream_window_size(window)
-                .initial_connection_window_size(window)
-                .handshake(io)
-                .await
-                .map_err(UpstreamError::Handshake)?;
-            tokio::spawn(async move {
-                let _held = (active, slot, open);
-                let _ = conn.await;
-            });
-            Ok((Sender::H2(sender), local))
+        Err(e) => {
+            open.failed(&e);
+            Err(e)
         }
     }
+}
+
+/// Opens an HTTP/2 connection (its task holds the circuit-breaker `slot` until it
+/// closes).
+async fn connect_h2(
+    cluster: &ClusterState,
+    host: &Host,
+    slot: Slot,
+) -> Result<(http2::SendRequest<ProxyBody>, Option<SocketAddr>), UpstreamError> {
+    let (io, active, local) = connect_io(cluster, host).await?;
+    let window = cluster.config.per_connection_buffer_limit_bytes.max(65_535);
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Handshake)?;
+    tokio::spawn(async move {
+        let _held = (active, slot);
+        let _ = conn.await;
+    });
+    Ok((sender, local))
 }
 
 impl Lease {
