@@ -14,10 +14,14 @@
 //! - A response with `x-envoy-immediate-health-check-fail` fails its host's active
 //!   health checking at once (a passive failure); `healthy_threshold` passes bring it
 //!   back.
+//! - EDS (over ADS from the fake control plane): a host EDS removes while it passes its
+//!   checks stays in rotation, flagged `/pending_dynamic_removal`, until it fails one;
+//!   named again, it is back as it was; `ignore_health_on_host_removal` removes at once.
 
 use std::collections::BTreeMap;
 
 use tests::client::Conn;
+use tests::control_plane;
 use tests::process::{start_envoy_and_remora, wait_for_stat, ProxyProcess};
 use tests::render;
 use tests::upstream::{closed_port, tcp_echo, HttpUpstream};
@@ -285,4 +289,144 @@ async fn health_checks_match_envoy() {
             assert!(["quiet", "passive"].contains(&get("host")), "{h:?}");
         }
     }
+}
+
+/// An EDS cluster over ADS with HTTP health checks on `/health`, every 0.1 s.
+fn checked_eds_cluster(name: &str, extra: &str) -> envoy_types::pb::google::protobuf::Any {
+    control_plane::cluster(&format!(
+        r#"
+name: {name}
+type: EDS
+connect_timeout: 1s
+eds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}
+common_lb_config: {{update_merge_window: 0s}}
+health_checks:
+- {{timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {{path: /health}}}}
+{extra}
+"#
+    ))
+}
+
+/// What a test sees of an EDS host set: membership, `b`'s flags in each cluster, and
+/// who answered 20 requests to each.
+async fn eds_view(p: &ProxyProcess, b: std::net::SocketAddr) -> Vec<String> {
+    let mut out = Vec::new();
+    for (cluster, path) in [("web", "/"), ("web_ignore", "/ignore/")] {
+        let (admin, c) = (p.admin, cluster.to_owned());
+        let total = tokio::task::spawn_blocking(move || {
+            tests::process::admin_get(admin, "/stats")
+                .map(|(_, s)| tests::process::stat_in(&s, &format!("cluster.{c}.membership_total")))
+        })
+        .await
+        .expect("stats");
+        out.push(format!(
+            "{cluster}: total {total:?}, b {}, answers {:?}",
+            health_flags(p, cluster, b).await,
+            spread(p, path, 20).await
+        ));
+    }
+    out
+}
+
+/// Hosts EDS removes while they pass their health checks stay (`/pending_dynamic_removal`,
+/// still in rotation) until they fail a check, as in Envoy; EDS naming one again takes
+/// the flag away; `ignore_health_on_host_removal` removes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_removed_hosts_stay_while_healthy_as_envoy() {
+    use tests::control_plane::{
+        ads_bootstrap, endpoints_of, http_listener, route, ControlPlane, ResourceType,
+    };
+    let a = HttpUpstream::start("a").await;
+    let b = HttpUpstream::start("b").await;
+    let cp = ControlPlane::start_tcp().await;
+    cp.set(
+        ResourceType::Cluster,
+        vec![
+            checked_eds_cluster("web", ""),
+            checked_eds_cluster("web_ignore", "ignore_health_on_host_removal: true"),
+        ],
+    );
+    let both_hosts = || {
+        vec![
+            endpoints_of("web", &[a.addr, b.addr]),
+            endpoints_of("web_ignore", &[a.addr, b.addr]),
+        ]
+    };
+    cp.set(ResourceType::ClusterLoadAssignment, both_hosts());
+    cp.set(
+        ResourceType::Listener,
+        vec![http_listener(
+            "edge",
+            "127.0.0.1:0".parse().expect("addr"),
+            "routes",
+        )],
+    );
+    cp.set(
+        ResourceType::RouteConfiguration,
+        vec![route(
+            "name: routes\nvirtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /ignore/}, route: {cluster: web_ignore}}, {match: {prefix: /}, route: {cluster: web}}]}]",
+        )],
+    );
+    let (envoy, remora) = start_envoy_and_remora(&ads_bootstrap(&cp, "DELTA_GRPC")).await;
+    both(
+        &envoy,
+        &remora,
+        "listener_manager.total_listeners_active",
+        1,
+    )
+    .await;
+    both(&envoy, &remora, "cluster.web.membership_healthy", 2).await;
+    both(&envoy, &remora, "cluster.web_ignore.membership_healthy", 2).await;
+
+    // EDS drops b: it stays in `web` (healthy, pending removal), leaves `web_ignore`.
+    cp.set(
+        ResourceType::ClusterLoadAssignment,
+        vec![
+            endpoints_of("web", &[a.addr]),
+            endpoints_of("web_ignore", &[a.addr]),
+        ],
+    );
+    both(&envoy, &remora, "cluster.web_ignore.membership_total", 1).await;
+    let e = eds_view(&envoy, b.addr).await;
+    let r = eds_view(&remora, b.addr).await;
+    assert_eq!(
+        r,
+        [
+            "web: total Some(2), b /pending_dynamic_removal, answers {\"a\": 10, \"b\": 10}",
+            "web_ignore: total Some(1), b <missing>, answers {\"a\": 20}",
+        ],
+        "remora after b was removed"
+    );
+    assert_eq!(e, r, "envoy vs remora after b was removed");
+
+    // EDS names b again: the same host, healthy at once, the flag gone.
+    cp.set(ResourceType::ClusterLoadAssignment, both_hosts());
+    both(&envoy, &remora, "cluster.web_ignore.membership_total", 2).await;
+    both(&envoy, &remora, "cluster.web_ignore.membership_healthy", 2).await;
+    let e = eds_view(&envoy, b.addr).await;
+    let r = eds_view(&remora, b.addr).await;
+    assert_eq!(
+        r[0], "web: total Some(2), b healthy, answers {\"a\": 10, \"b\": 10}",
+        "remora after b came back"
+    );
+    assert_eq!(e, r, "envoy vs remora after b came back");
+
+    // Removed again, then failing its check: it leaves.
+    cp.set(
+        ResourceType::ClusterLoadAssignment,
+        vec![
+            endpoints_of("web", &[a.addr]),
+            endpoints_of("web_ignore", &[a.addr]),
+        ],
+    );
+    both(&envoy, &remora, "cluster.web_ignore.membership_total", 1).await;
+    b.set_health(503);
+    both(&envoy, &remora, "cluster.web.membership_total", 1).await;
+    let e = eds_view(&envoy, b.addr).await;
+    let r = eds_view(&remora, b.addr).await;
+    assert_eq!(
+        r[0], "web: total Some(1), b <missing>, answers {\"a\": 20}",
+        "remora after b failed"
+    );
+    assert_eq!(e, r, "envoy vs remora after b failed");
 }

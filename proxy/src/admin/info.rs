@@ -66,6 +66,10 @@ fn health_flags_text(h: &HostEntry) -> String {
         (f & flags::DEGRADED_ACTIVE_HC != 0, "/degraded_active_hc"),
         (h.eds_health == EdsHealth::Degraded, "/degraded_eds_health"),
         (
+            f & flags::PENDING_DYNAMIC_REMOVAL != 0,
+            "/pending_dynamic_removal",
+        ),
+        (
             f & flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL != 0,
             "/excluded_via_immediate_hc_fail",
         ),
@@ -93,6 +97,7 @@ fn health_status_json(h: &HostEntry) -> Value {
         (flags::FAILED_ACTIVE_HC, "failed_active_health_check"),
         (flags::FAILED_OUTLIER_CHECK, "failed_outlier_check"),
         (flags::DEGRADED_ACTIVE_HC, "active_hc_degraded"),
+        (flags::PENDING_DYNAMIC_REMOVAL, "pending_dynamic_removal"),
         (
             flags::EXCLUDED_VIA_IMMEDIATE_HC_FAIL,
             "excluded_via_immediate_hc_fail",

@@ -47,6 +47,9 @@ pub struct Cluster {
     pub original_dst_port: Option<u16>,
     /// `circuit_breakers` (default priority; Envoy's defaults when absent).
     pub breakers: Thresholds,
+    /// `ignore_health_on_host_removal`: hosts EDS removes leave at once, even while
+    /// they pass their health checks.
+    pub ignore_health_on_host_removal: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +300,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
                 .transpose()
                 .within("circuit_breakers")?
                 .unwrap_or_default(),
+            ignore_health_on_host_removal: c.ignore_health_on_host_removal,
         })
     }
 }

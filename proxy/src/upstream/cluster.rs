@@ -14,7 +14,7 @@ use crate::drain::Drain;
 use crate::stats::{self, Counter, Gauge, Store};
 use crate::upstream::breakers::Breakers;
 use crate::upstream::health::HealthChecker;
-use crate::upstream::host::{carry_over, flags};
+use crate::upstream::host::{carry_over, flags, keep_removed_healthy, removal_due};
 pub use crate::upstream::host::{Host, HostAddr, HostEntry};
 use crate::upstream::lb::{self, LbView};
 use crate::upstream::outlier::{self, Detector};
@@ -221,7 +221,12 @@ impl ClusterState {
     pub fn set_assignment(&self, hosts: Vec<Host>, overprovisioning: u32) -> bool {
         let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.view.load_full();
-        let same_hosts = current.hosts.iter().map(|e| &e.host).eq(hosts.iter());
+        let same_hosts = current
+            .hosts
+            .iter()
+            .filter(|e| !e.state.has(flags::PENDING_DYNAMIC_REMOVAL))
+            .map(|e| &e.host)
+            .eq(hosts.iter());
         if same_hosts && current.overprovisioning == overprovisioning {
             return false;
         }
@@ -231,7 +236,11 @@ impl ClusterState {
         } else {
             0
         };
-        self.install(carry_over(&current.hosts, hosts, initial), overprovisioning);
+        let mut entries = carry_over(&current.hosts, hosts, initial);
+        if self.keeps_removed_hosts() {
+            keep_removed_healthy(&current.hosts, &mut entries);
+        }
+        self.install(entries, overprovisioning);
         if !same_hosts {
             self.stats.membership_change.inc();
             if let Some(h) = &self.health {
@@ -251,11 +260,30 @@ impl ClusterState {
         }
     }
 
-    /// Rebuilds the view after a host's health changed.
+    /// Whether hosts EDS removes stay while they pass their health checks (Envoy's
+    /// `PENDING_DYNAMIC_REMOVAL`, for EDS clusters with active health checking unless
+    /// `ignore_health_on_host_removal`).
+    fn keeps_removed_hosts(&self) -> bool {
+        self.health.is_some()
+            && self.config.discovery == Discovery::Eds
+            && !self.config.ignore_health_on_host_removal
+    }
+
+    /// Rebuilds the view after a host's health changed; a host EDS removed earlier
+    /// leaves now if it fails its health checks.
     pub fn health_changed(&self) {
         let _g = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.view.load_full();
-        self.install(current.hosts.clone(), current.overprovisioning);
+        let mut hosts = current.hosts.clone();
+        hosts.retain(|e| !removal_due(e));
+        let removed = hosts.len() != current.hosts.len();
+        self.install(hosts, current.overprovisioning);
+        if removed {
+            self.stats.membership_change.inc();
+            if let Some(h) = &self.health {
+                h.hosts_changed();
+            }
+        }
     }
 
     fn install(&self, entries: Vec<Arc<HostEntry>>, overprovisioning: u32) {

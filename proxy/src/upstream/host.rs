@@ -133,6 +133,9 @@ pub mod flags {
     /// Failed at once by a response's `x-envoy-immediate-health-check-fail`: left out of
     /// the host counts that decide panic and priority loads until its checks pass.
     pub const EXCLUDED_VIA_IMMEDIATE_HC_FAIL: u8 = 8;
+    /// Removed by EDS while passing its active health checks: it stays, in rotation,
+    /// until it fails them (or EDS names it again).
+    pub const PENDING_DYNAMIC_REMOVAL: u8 = 16;
     /// The flags that take a host out of the healthy set.
     pub const FAILED: u8 = FAILED_OUTLIER_CHECK | FAILED_ACTIVE_HC;
 }
@@ -207,4 +210,30 @@ pub fn carry_over(current: &[Arc<HostEntry>], next: Vec<Host>, initial: u8) -> V
             }
         })
         .collect()
+}
+
+/// As Envoy does for a cluster with active health checking: the hosts of `current`
+/// that `next` no longer names stay (appended, flagged `PENDING_DYNAMIC_REMOVAL`) unless
+/// they fail their active health checks or EDS said they are unhealthy; hosts `next`
+/// names lose the flag.
+pub fn keep_removed_healthy(current: &[Arc<HostEntry>], next: &mut Vec<Arc<HostEntry>>) {
+    for e in next.iter() {
+        e.state.clear(flags::PENDING_DYNAMIC_REMOVAL);
+    }
+    let named: std::collections::HashSet<HostAddr> =
+        next.iter().map(|e| e.host.addr.clone()).collect();
+    for e in current {
+        let failing =
+            e.state.has(flags::FAILED_ACTIVE_HC) || e.host.eds_health == EdsHealth::Unhealthy;
+        if !failing && !named.contains(&e.host.addr) {
+            e.state.set(flags::PENDING_DYNAMIC_REMOVAL);
+            next.push(Arc::clone(e));
+        }
+    }
+}
+
+/// Whether the host stays only until it fails its health checks, and now does.
+pub fn removal_due(e: &HostEntry) -> bool {
+    let f = e.state.flags();
+    f & flags::PENDING_DYNAMIC_REMOVAL != 0 && f & flags::FAILED_ACTIVE_HC != 0
 }
