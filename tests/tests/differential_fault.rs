@@ -2,7 +2,9 @@
 //! per-route (`typed_per_filter_config`) overrides. Fixed aborts (HTTP and gRPC),
 //! header-controlled delays and aborts, header matchers, a disabled filter, a virtual
 //! host's override, `max_active_faults` and a 50% abort (statistically) must give the
-//! same answers and the same `fault.*` stats. (Delays are checked with a margin: Envoy's
+//! same answers and the same `fault.*` stats; a route's `max_stream_duration` ends a
+//! fault delay (504 `downstream duration timeout`, also when a request body arrived
+//! during the delay). (Delays are checked with a margin: Envoy's
 //! timers may fire a little before the exact time.)
 
 use std::time::{Duration, Instant};
@@ -41,12 +43,21 @@ fn config(port: u16) -> String {
             "/disabled/",
             "typed_per_filter_config: {envoy.filters.http.fault: {\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true}}".to_owned(),
         ),
+        (
+            "/bounded/",
+            per_route("delay: {fixed_delay: 0.4s, percentage: {numerator: 100}}"),
+        ),
         ("/", String::new()),
     ];
     let routes: String = routes
         .iter()
         .map(|(p, extra)| {
-            format!("              - match: {{prefix: \"{p}\"}}\n                route: {{cluster: up}}\n                {extra}\n")
+            let action = if *p == "/bounded/" {
+                "{cluster: up, max_stream_duration: {max_stream_duration: 0.1s}}"
+            } else {
+                "{cluster: up}"
+            };
+            format!("              - match: {{prefix: \"{p}\"}}\n                route: {action}\n                {extra}\n")
         })
         .collect();
     render(
@@ -152,6 +163,31 @@ async fn cases(p: &ProxyProcess) -> Vec<String> {
         answer(&mut c, "h", "/disabled/", &[]).await,
         answer(&mut c, "faulty", "/anything", &[]).await,
     ];
+    // The stream's duration limit ends a fault delay (DT).
+    let started = Instant::now();
+    let r = answer(
+        &mut Conn::h1(p.listener("edge")).await,
+        "h",
+        "/bounded/",
+        &[],
+    )
+    .await;
+    out.push(format!(
+        "{r} cut short={}",
+        started.elapsed() < Duration::from_millis(300)
+    ));
+    // The same with a body, complete when the limit fires.
+    let mut post = Conn::h1(p.listener("edge")).await;
+    let req = tests::client::request(
+        "POST",
+        "h",
+        "/bounded/",
+        &[],
+        bytes::Bytes::from_static(b"hello"),
+        false,
+    );
+    let r = post.send(req).await.expect("response");
+    out.push(format!("POST {} {:?}", r.status.as_u16(), r.text()));
     let started = Instant::now();
     let r = answer(&mut c, "h", "/delay/", &[]).await;
     out.push(format!(
@@ -216,6 +252,12 @@ async fn faults_match_envoy() {
     }
     assert_eq!(e.len(), r.len());
     assert!(r[1].starts_with("418 \"fault filter abort\""), "{}", r[1]);
+    assert_eq!(
+        r[13],
+        "504 \"downstream duration timeout\" ct=Some(\"text/plain\") grpc=None upstream=false cut short=true"
+    );
+    // Envoy reads the body while the fault holds the request: it is complete, so 504.
+    assert_eq!(r[14], "POST 504 \"downstream duration timeout\"");
 
     const N: usize = 400;
     for (name, p) in [("envoy", &envoy), ("remora", &remora)] {
@@ -239,6 +281,6 @@ async fn faults_match_envoy() {
     })
     .await
     .expect("stats");
-    assert_eq!(rs, [3, 1, 0], "remora {names:?}");
+    assert_eq!(rs, [5, 1, 0], "remora {names:?}");
     assert_eq!(es, rs, "envoy vs remora {names:?}");
 }

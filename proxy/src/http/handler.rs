@@ -212,7 +212,7 @@ async fn process(
                 .unwrap_or_else(|_| {
                     ctx.stats.downstream_rq_max_duration_reached.inc();
                     Some(reply(LocalReply::StreamDuration {
-                        request_complete: req.body().is_end_stream(),
+                        request_complete: body_arrived(req.body_mut(), ctx.buffer_limit as usize),
                     }))
                 }),
         };
@@ -440,5 +440,29 @@ pub(super) fn finish(resp: &mut Response<ProxyBody>, ctx: &HttpContext, close: b
             }
         }
         ServerHeader::PassThrough => {}
+    }
+}
+
+/// Whether the rest of a request body has already arrived (it is read, and dropped:
+/// the request is being answered locally), up to `limit` bytes. Envoy reads and buffers
+/// the body while a filter holds the request, so a limit that fires then finds the
+/// request complete (504) if the client sent all of it, else incomplete (408).
+fn body_arrived(body: &mut ProxyBody, limit: usize) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut read = 0usize;
+    loop {
+        if body.is_end_stream() {
+            return true;
+        }
+        match std::pin::Pin::new(&mut *body).poll_frame(&mut cx) {
+            std::task::Poll::Ready(None) => return true,
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, |d| d.len());
+                if read > limit {
+                    return false;
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) | std::task::Poll::Pending => return false,
+        }
     }
 }
