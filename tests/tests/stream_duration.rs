@@ -12,7 +12,7 @@
 //!   timeout instead (504 `upstream request timeout`, gRPC status 14), with the expected
 //!   timeout written back into `grpc-timeout` and `x-envoy-expected-rq-timeout-ms`;
 //! - a retry policy's `per_try_idle_timeout` goes on while the response streams (a
-//!   reset when it fires there).
+//!   reset when it fires there, counted for the host's outlier detection).
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,8 @@ static_resources:
                 route: {cluster: a, prefix_rewrite: /, max_stream_duration: {grpc_timeout_header_max: 0.3s, grpc_timeout_header_offset: 0.1s}}
               - match: {prefix: /tryidle/}
                 route: {cluster: a, prefix_rewrite: /, retry_policy: {retry_on: 5xx, num_retries: 1, per_try_idle_timeout: 0.2s}}
+              - match: {prefix: /tryidle-od/}
+                route: {cluster: od, prefix_rewrite: /, retry_policy: {retry_on: 5xx, num_retries: 1, per_try_idle_timeout: 0.2s}}
               - match: {prefix: /oldgrpc/}
                 route: {cluster: a, prefix_rewrite: /, timeout: 0s, max_grpc_timeout: 0s}
               - match: {prefix: /oldcap/}
@@ -82,6 +84,9 @@ static_resources:
   clusters:
   - name: a
     load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+  - name: od
+    outlier_detection: {consecutive_5xx: 1, interval: 60s, base_ejection_time: 60s, max_ejection_percent: 100}
+    load_assignment: {cluster_name: od, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
 "#;
 
 const GRPC: (&str, &str) = ("content-type", "application/grpc");
@@ -209,6 +214,8 @@ const CASES: &[Case] = &[
     // per_try_idle_timeout goes on once the response has started.
     case("edge", "/tryidle/slow-body/1000", &[], (150, 1500)),
     case("edge", "/tryidle/slow-body/100", &[], (50, 400)),
+    // ... and counts for outlier detection when it fires (a 504: one is enough here).
+    case("edge", "/tryidle-od/slow-body/1000", &[], (150, 1500)),
 ];
 
 /// What a case came to: status, gRPC status and message, the body (or, for echoed
@@ -293,6 +300,8 @@ async fn run_all(p: &ProxyProcess) -> (Vec<String>, Vec<u128>) {
         "http.edge.downstream_rq_max_duration_reached",
         "http.limited.downstream_rq_max_duration_reached",
         "cluster.a.upstream_rq_per_try_idle_timeout",
+        "cluster.od.upstream_rq_per_try_idle_timeout",
+        "cluster.od.outlier_detection.ejections_enforced_consecutive_5xx",
     ] {
         out.push(format!("{name} = {}", p.stat(name)));
     }

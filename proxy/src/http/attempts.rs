@@ -75,6 +75,9 @@ pub struct Answer {
     pub slot: Slot,
     /// The request's place in its host's active count (least-request clusters).
     pub host_request: Option<ActiveRequest>,
+    /// The host, when a `per_try_idle_timeout` that fires in the response body is to
+    /// count for its outlier detection.
+    pub idle_reports_to: Option<Arc<HostEntry>>,
 }
 
 /// What one attempt came to. The answer is boxed: unboxed, its 270 bytes were copied
@@ -254,11 +257,14 @@ async fn send(
                 {
                     x.cluster.immediate_health_check_fail(host);
                 }
+                let idle_reports_to = (x.per_try_idle.is_some() && x.cluster.outlier.is_some())
+                    .then(|| Arc::clone(host));
                 Outcome::Response(Box::new(Answer {
                     response: resp,
                     lease,
                     slot,
                     host_request,
+                    idle_reports_to,
                 }))
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 //! back to the pool when it ends.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -174,11 +175,22 @@ pub struct BodyTimers {
     pub more: Option<Box<MoreTimers>>,
 }
 
-/// The attempt's `per_try_idle_timeout` (counted in
-/// `upstream_rq_per_try_idle_timeout` when it fires) and the stream's duration limit.
+/// The attempt's `per_try_idle_timeout` and the stream's duration limit.
 pub struct MoreTimers {
-    pub try_idle: Option<(IdleTimer, Counter)>,
+    pub try_idle: Option<TryIdle>,
     pub end: Option<StreamEnd>,
+}
+
+/// The attempt's `per_try_idle_timeout` while the response body streams: counted in
+/// `upstream_rq_per_try_idle_timeout` when it fires, and, as in Envoy, a timeout (504)
+/// for the host's outlier detection.
+pub struct TryIdle {
+    pub timer: IdleTimer,
+    pub expired: Counter,
+    pub report: Option<(
+        Arc<crate::upstream::cluster::ClusterState>,
+        Arc<crate::upstream::host::HostEntry>,
+    )>,
 }
 
 impl BodyTimers {
@@ -187,8 +199,8 @@ impl BodyTimers {
         if let Some(t) = self.stream_idle.as_mut() {
             t.reset();
         }
-        if let Some((t, _)) = self.more.as_mut().and_then(|m| m.try_idle.as_mut()) {
-            t.reset();
+        if let Some(t) = self.more.as_mut().and_then(|m| m.try_idle.as_mut()) {
+            t.timer.reset();
         }
     }
 
@@ -211,12 +223,15 @@ impl BodyTimers {
         if let Some(Poll::Ready(())) = self.stream_idle.as_mut().map(|t| t.poll_expired(cx)) {
             return true;
         }
-        let Some((t, expired)) = self.more.as_mut().and_then(|m| m.try_idle.as_mut()) else {
+        let Some(t) = self.more.as_mut().and_then(|m| m.try_idle.as_mut()) else {
             return false;
         };
-        let fired = t.poll_expired(cx).is_ready();
+        let fired = t.timer.poll_expired(cx).is_ready();
         if fired {
-            expired.inc();
+            t.expired.inc();
+            if let Some((cluster, host)) = &t.report {
+                cluster.report(host, crate::upstream::outlier::Outcome::Timeout);
+            }
         }
         fired
     }

@@ -276,6 +276,7 @@ pub async fn forward<'r>(
         mut lease,
         slot,
         host_request,
+        idle_reports_to,
     } = *answer?;
     cluster.stats.response(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
@@ -303,9 +304,10 @@ pub async fn forward<'r>(
         slot: Some(slot),
         host: host_request,
     };
-    let try_idle = exchange.per_try_idle.map(|t| {
-        let expired = cluster.stats.upstream_rq_per_try_idle_timeout.clone();
-        (timeouts::IdleTimer::new(t), expired)
+    let try_idle = exchange.per_try_idle.map(|t| super::body::TryIdle {
+        timer: timeouts::IdleTimer::new(t),
+        expired: cluster.stats.upstream_rq_per_try_idle_timeout.clone(),
+        report: idle_reports_to.map(|host| (cluster.clone(), host)),
     });
     let end = stream_end.map(|at| {
         let reached = ctx.stats.downstream_rq_max_duration_reached.clone();
