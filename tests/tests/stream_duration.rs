@@ -12,7 +12,8 @@
 //!   timeout instead (504 `upstream request timeout`, gRPC status 14), with the expected
 //!   timeout written back into `grpc-timeout` and `x-envoy-expected-rq-timeout-ms`;
 //! - a retry policy's `per_try_idle_timeout` goes on while the response streams (a
-//!   reset when it fires there, counted for the host's outlier detection).
+//!   reset when it fires there, counted for the host's outlier detection);
+//! - a WebSocket tunnel on a limited route is closed at the limit.
 
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,14 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: edge
+          upgrade_configs: [{upgrade_type: websocket}]
           route_config:
             virtual_hosts:
             - name: main
               domains: ["*"]
               routes:
+              - match: {prefix: /ws}
+                route: {cluster: ws, max_stream_duration: {max_stream_duration: 0.3s}}
               - match: {prefix: /msd/}
                 route: {cluster: a, prefix_rewrite: /, timeout: 5s, max_stream_duration: {max_stream_duration: 0.3s}}
               - match: {prefix: /newempty/}
@@ -84,6 +88,8 @@ static_resources:
   clusters:
   - name: a
     load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+  - name: ws
+    load_assignment: {cluster_name: ws, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{ws}}}}}}]}]}
   - name: od
     outlier_detection: {consecutive_5xx: 1, interval: 60s, base_ejection_time: 60s, max_ejection_percent: 100}
     load_assignment: {cluster_name: od, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
@@ -286,6 +292,27 @@ async fn incomplete_request(p: &ProxyProcess) -> String {
     )
 }
 
+/// A WebSocket on a route limited to 0.3 s: it echoes, then is closed at the limit.
+async fn websocket_limited(p: &ProxyProcess) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let t0 = Instant::now();
+    let url = format!("ws://{}/ws", p.listener("edge"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket upgrade");
+    ws.send(Message::text("hi")).await.expect("send");
+    let echoed = ws.next().await.and_then(Result::ok) == Some(Message::text("hi"));
+    // Nothing more is sent: what ends the stream is the limit.
+    let next = tokio::time::timeout(Duration::from_secs(3), ws.next()).await;
+    let ended = matches!(next, Ok(None | Some(Err(_))));
+    let ms = t0.elapsed().as_millis();
+    format!(
+        "websocket echoed {echoed}, ended {ended}, at the limit {}",
+        (250..1500).contains(&ms)
+    )
+}
+
 async fn run_all(p: &ProxyProcess) -> (Vec<String>, Vec<u128>) {
     let (mut out, mut took) = (Vec::new(), Vec::new());
     for c in CASES {
@@ -294,6 +321,7 @@ async fn run_all(p: &ProxyProcess) -> (Vec<String>, Vec<u128>) {
         took.push(ms);
     }
     out.push(incomplete_request(p).await);
+    out.push(websocket_limited(p).await);
     // A reset body is counted when the proxy notices; give it a moment.
     tokio::time::sleep(Duration::from_millis(100)).await;
     for name in [
@@ -311,7 +339,14 @@ async fn run_all(p: &ProxyProcess) -> (Vec<String>, Vec<u128>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_duration_and_grpc_timeout_behave_as_envoy() {
     let up = HttpUpstream::start("a").await;
-    let cfg = render(CONFIG, &[("a", up.addr.port().to_string())]);
+    let (ws, _ws_task) = tests::upstream::websocket_echo().await;
+    let cfg = render(
+        CONFIG,
+        &[
+            ("a", up.addr.port().to_string()),
+            ("ws", ws.port().to_string()),
+        ],
+    );
     let (envoy, remora) = start_envoy_and_remora(&cfg).await;
     let (r, r_ms) = run_all(&remora).await;
     let (e, e_ms) = run_all(&envoy).await;

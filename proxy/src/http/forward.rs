@@ -291,7 +291,9 @@ pub async fn forward<'r>(
     {
         match lease.into_upgraded() {
             Ok(up) => {
-                upgrade::tunnel(down_up, up);
+                let limit =
+                    stream_end.map(|at| (at, ctx.stats.downstream_rq_max_duration_reached.clone()));
+                upgrade::tunnel(down_up, up, limit);
                 drop(rq_active);
                 return Ok(Box::new(Response::from_parts(parts, super::body::empty())));
             }

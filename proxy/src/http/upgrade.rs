@@ -1,12 +1,15 @@
 //! Upgraded connections (WebSocket): after both sides switch protocols, bytes are copied
-//! in both directions until either side closes.
+//! in both directions until either side closes, or the stream's duration limit
+//! (`max_stream_duration`) closes both, as Envoy resets the stream.
 
 use http::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
 use super::body::{ProxyBody, RequestBody};
 use super::h1::OnUpgrade;
+use crate::stats::Counter;
 use crate::upstream::pool::Upgraded;
 
 /// The downstream side of an upgrade, until its server hands the connection over (once
@@ -30,23 +33,38 @@ impl Pending {
 
 /// Joins the downstream connection, once its server hands it over, to the upstream one
 /// (which never returns to the pool). Bytes the upstream sent right after its `101`
-/// go to the downstream first.
-pub fn tunnel(downstream: Pending, upstream: Upgraded) {
+/// go to the downstream first. `limit`: when the stream's duration limit ends it, and
+/// the counter of streams it ended (`downstream_rq_max_duration_reached`).
+pub fn tunnel(downstream: Pending, upstream: Upgraded, limit: Option<(Instant, Counter)>) {
     tokio::spawn(async move {
-        match downstream {
-            Pending::H1(on) => match on.as_ref().and_then(OnUpgrade::take) {
-                Some(rx) => match rx.await {
-                    Ok(down) => join(down, upstream).await,
-                    Err(_) => tracing::debug!("downstream upgrade failed"),
-                },
-                None => tracing::debug!("downstream cannot be upgraded"),
-            },
-            Pending::Hyper(on) => match on.await {
-                Ok(down) => join(TokioIo::new(down), upstream).await,
-                Err(e) => tracing::debug!(error = %e, "downstream upgrade failed"),
-            },
+        let run = run(downstream, upstream);
+        match limit {
+            None => run.await,
+            Some((at, reached)) => {
+                if tokio::time::timeout_at(at, run).await.is_err() {
+                    tracing::debug!("upgraded connection reached its duration limit");
+                    reached.inc();
+                }
+            }
         }
     });
+}
+
+/// Waits for the downstream connection, then joins it to the upstream one.
+async fn run(downstream: Pending, upstream: Upgraded) {
+    match downstream {
+        Pending::H1(on) => match on.as_ref().and_then(OnUpgrade::take) {
+            Some(rx) => match rx.await {
+                Ok(down) => join(down, upstream).await,
+                Err(_) => tracing::debug!("downstream upgrade failed"),
+            },
+            None => tracing::debug!("downstream cannot be upgraded"),
+        },
+        Pending::Hyper(on) => match on.await {
+            Ok(down) => join(TokioIo::new(down), upstream).await,
+            Err(e) => tracing::debug!(error = %e, "downstream upgrade failed"),
+        },
+    }
 }
 
 async fn join<D>(mut down: D, upstream: Upgraded)
