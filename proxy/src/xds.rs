@@ -135,6 +135,7 @@ async fn run(
 ) {
     let mut quit = server.shutdown.watch();
     let mut files_open = true;
+    let mut warmed = applier.take_warmed();
     loop {
         let deadline = applier.next_deadline();
         let sleep = async {
@@ -156,7 +157,17 @@ async fn run(
                 std::future::pending().await
             }
         };
+        let health_warmed = async {
+            match warmed.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            w = health_warmed => match w {
+                Some((name, state)) => applier.health_warmed(&name, &state),
+                None => warmed = None,
+            },
             ev = event => match ev {
                 Some(ev) => on_event(&mut applier, ev),
                 None => events = None,

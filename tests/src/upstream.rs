@@ -9,7 +9,8 @@
 //! later ones answer 200 `ok after K` with the request body's length in
 //! `x-body-len` and the `x-envoy-attempt-count` / `x-envoy-expected-rq-timeout-ms` seen
 //! in `x-seen-attempt-count` / `x-seen-expected-timeout`);
-//! `/health` answers the status set with [`HttpUpstream::set_health`] (200 at first)
+//! `/health` answers the status set with [`HttpUpstream::set_health`] (200 at first),
+//! after the delay set with [`HttpUpstream::set_health_delay`] (none at first),
 //! and keeps the request's headers; `/hc-fail` answers 200 with
 //! `x-envoy-immediate-health-check-fail: true`;
 //! anything else answers 200 with a JSON description of the request (method, path,
@@ -17,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ struct Script {
     flaky: Mutex<HashMap<String, usize>>,
     /// The `/health` status (0: 200).
     health: AtomicU16,
+    /// How long `/health` takes to answer, in milliseconds.
+    health_delay_ms: AtomicU64,
     health_seen: Mutex<Vec<HeaderMap>>,
 }
 
@@ -173,6 +176,11 @@ impl HttpUpstream {
         self.flaky.health.store(status, Ordering::SeqCst);
     }
 
+    /// Makes `/health` answer after `ms` milliseconds.
+    pub fn set_health_delay(&self, ms: u64) {
+        self.flaky.health_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// The headers of every `/health` request so far.
     pub fn health_requests(&self) -> Vec<HeaderMap> {
         self.flaky
@@ -290,6 +298,10 @@ async fn respond(
         "health" => {
             if let Ok(mut seen) = flaky.health_seen.lock() {
                 seen.push(req.headers().clone());
+            }
+            let delay = flaky.health_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             let code = match flaky.health.load(Ordering::SeqCst) {
                 0 => StatusCode::OK,

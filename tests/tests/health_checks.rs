@@ -17,6 +17,8 @@
 //! - EDS (over ADS from the fake control plane): a host EDS removes while it passes its
 //!   checks stays in rotation, flagged `/pending_dynamic_removal`, until it fails one;
 //!   named again, it is back as it was; `ignore_health_on_host_removal` removes at once.
+//! - CDS: a changed cluster warms on its first round of checks while the version it
+//!   replaces serves, with its hosts' health.
 
 use std::collections::BTreeMap;
 
@@ -429,4 +431,111 @@ async fn eds_removed_hosts_stay_while_healthy_as_envoy() {
         "remora after b failed"
     );
     assert_eq!(e, r, "envoy vs remora after b failed");
+}
+
+/// A cluster delivered by CDS with its hosts inline and HTTP health checks on `/health`
+/// (`timeout` as given).
+fn checked_static_cluster(
+    name: &str,
+    hosts: &[std::net::SocketAddr],
+    timeout: &str,
+) -> envoy_types::pb::google::protobuf::Any {
+    let eps: Vec<String> = hosts.iter().map(|a| endpoint(a.port())).collect();
+    control_plane::cluster(&format!(
+        r#"
+name: {name}
+type: STATIC
+connect_timeout: 1s
+common_lb_config: {{update_merge_window: 0s}}
+health_checks:
+- {{timeout: {timeout}, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {{path: /health}}}}
+load_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{}]}}]}}
+"#,
+        eps.join(", ")
+    ))
+}
+
+async fn stat_of(p: &ProxyProcess, name: &'static str) -> u64 {
+    let admin = p.admin;
+    tokio::task::spawn_blocking(move || {
+        tests::process::admin_get(admin, "/stats")
+            .map(|(_, s)| tests::process::stat_in(&s, name))
+            .unwrap_or(u64::MAX)
+    })
+    .await
+    .expect("stats")
+}
+
+/// A cluster that CDS changes warms on its first round of health checks, as in Envoy:
+/// meanwhile the version it replaces serves, with its hosts' health (`b` out), rather
+/// than a new version whose hosts are all unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cds_updated_clusters_warm_on_health_checks_as_envoy() {
+    use tests::control_plane::{
+        ads_bootstrap, http_listener, route_to, ControlPlane, ResourceType,
+    };
+    let a = HttpUpstream::start("a").await;
+    let b = HttpUpstream::start("b").await;
+    b.set_health(503);
+    let cp = ControlPlane::start_tcp().await;
+    let hosts = [a.addr, b.addr];
+    cp.set(
+        ResourceType::Cluster,
+        vec![checked_static_cluster("web", &hosts, "2s")],
+    );
+    cp.set(
+        ResourceType::Listener,
+        vec![http_listener(
+            "edge",
+            "127.0.0.1:0".parse().expect("addr"),
+            "routes",
+        )],
+    );
+    cp.set(
+        ResourceType::RouteConfiguration,
+        vec![route_to("routes", "web", "v1")],
+    );
+    let (envoy, remora) = start_envoy_and_remora(&ads_bootstrap(&cp, "DELTA_GRPC")).await;
+    both(
+        &envoy,
+        &remora,
+        "listener_manager.total_listeners_active",
+        1,
+    )
+    .await;
+    both(&envoy, &remora, "cluster.web.membership_healthy", 1).await;
+
+    // Checks now take 0.8 s; a new version (another timeout) warms that long.
+    a.set_health_delay(800);
+    b.set_health_delay(800);
+    cp.set(
+        ResourceType::Cluster,
+        vec![checked_static_cluster("web", &hosts, "3s")],
+    );
+    let mut seen = Vec::new();
+    for p in [&envoy, &remora] {
+        assert!(
+            wait_for_stat(p, "cluster_manager.warming_clusters", 1).await,
+            "warming"
+        );
+        seen.push(format!("warming: answers {:?}", spread(p, "/", 10).await));
+    }
+    both(&envoy, &remora, "cluster_manager.warming_clusters", 0).await;
+    for p in [&envoy, &remora] {
+        seen.push(format!(
+            "warmed: answers {:?}, healthy {}",
+            spread(p, "/", 10).await,
+            stat_of(p, "cluster.web.membership_healthy").await
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            "warming: answers {\"a\": 10}",
+            "warming: answers {\"a\": 10}",
+            "warmed: answers {\"a\": 10}, healthy 1",
+            "warmed: answers {\"a\": 10}, healthy 1",
+        ],
+        "envoy, remora"
+    );
 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use xds_client::ResourceType;
 
@@ -74,7 +74,17 @@ pub struct Applier {
     clusters: clusters::Clusters,
     listeners: listeners::Listeners,
     init: Init,
+    /// Clusters whose first round of health checks is over (name, warming version);
+    /// the receiver goes to the task that drives the applier.
+    warmed_tx: mpsc::UnboundedSender<Warmed>,
+    warmed_rx: Option<mpsc::UnboundedReceiver<Warmed>>,
 }
+
+/// A cluster version that warmed on its health checks.
+pub type Warmed = (
+    String,
+    std::sync::Weak<crate::upstream::cluster::ClusterState>,
+);
 
 /// When the first CDS and LDS responses are due, if they come from anywhere.
 #[derive(Debug, Clone, Copy, Default)]
@@ -100,7 +110,10 @@ impl Applier {
             .map(|k| k.to_string())
             .collect();
         let static_listeners = server.listeners.list().iter().map(|l| l.name()).collect();
+        let (warmed_tx, warmed_rx) = mpsc::unbounded_channel();
         let mut a = Applier {
+            warmed_tx,
+            warmed_rx: Some(warmed_rx),
             stats: XdsStats::new(&server.stats),
             clusters: clusters::Clusters::default(),
             listeners: listeners::Listeners::default(),
@@ -126,6 +139,11 @@ impl Applier {
         a.resubscribe();
         a.check_init();
         a
+    }
+
+    /// Where [`Applier::health_warmed`] events come from (once).
+    pub fn take_warmed(&mut self) -> Option<mpsc::UnboundedReceiver<Warmed>> {
+        self.warmed_rx.take()
     }
 
     /// Applies one response; `Err` is the NACK message (nothing was changed).

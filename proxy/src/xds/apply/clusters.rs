@@ -1,5 +1,7 @@
-//! CDS and EDS: clusters by name, endpoints by EDS service name, and the warming of EDS
-//! clusters until their endpoints arrive.
+//! CDS and EDS: clusters by name, endpoints by EDS service name, and the warming of
+//! clusters: an EDS cluster until its endpoints arrive, then a cluster with active
+//! health checks until its first round of checks (Envoy's cluster warming); the version
+//! it replaces serves meanwhile.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -20,11 +22,30 @@ use crate::xds::dump::{self, Change, Entry};
 struct DynCluster {
     /// Hash of the latest version received (active or warming).
     hash: u64,
-    /// The latest version while it waits for its endpoints, with its deadline.
-    /// Boxed: most clusters are not warming, and a mesh has thousands.
-    warming: Option<Box<(Cluster, Option<Instant>)>>,
+    /// The latest version while it warms. Boxed: most clusters are not warming, and a
+    /// mesh has thousands.
+    warming: Option<Box<Warming>>,
     /// The EDS service of the latest version.
     service: Option<String>,
+}
+
+/// What a warming cluster waits for (boxed as a whole in [`DynCluster`]).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Warming {
+    /// Its endpoints, until its `initial_fetch_timeout` (the deadline).
+    Endpoints(Cluster, Option<Instant>),
+    /// Built, with its endpoints: the first round of its health checks.
+    Health(Arc<ClusterState>),
+}
+
+impl Drop for DynCluster {
+    /// A version superseded or removed while its health checks warmed it stops them.
+    fn drop(&mut self) {
+        if let Some(Warming::Health(state)) = self.warming.as_deref() {
+            state.retired.start();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +81,10 @@ impl Clusters {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.dynamic
             .values()
-            .filter_map(|c| c.warming.as_ref().and_then(|w| w.1))
+            .filter_map(|c| match c.warming.as_deref() {
+                Some(Warming::Endpoints(_, deadline)) => *deadline,
+                _ => None,
+            })
             .min()
     }
 
@@ -155,9 +179,15 @@ impl Applier {
                 .as_ref()
                 .is_none_or(|s| self.clusters.endpoints.contains_key(s));
             let warming = if ready {
-                upserts.push(self.activate(d.value));
-                dump.push((d.name.clone(), Change::Active(entry)));
-                None
+                let state = self.activate(d.value);
+                if self.warms_on_health(&d.name, &state) {
+                    dump.push((d.name.clone(), Change::Warming(entry)));
+                    Some(Box::new(Warming::Health(state)))
+                } else {
+                    upserts.push(state);
+                    dump.push((d.name.clone(), Change::Active(entry)));
+                    None
+                }
             } else {
                 let deadline = d
                     .value
@@ -166,7 +196,7 @@ impl Applier {
                     .and_then(|e| e.initial_fetch_timeout)
                     .map(|t| now + t);
                 dump.push((d.name.clone(), Change::Warming(entry)));
-                Some(Box::new((d.value, deadline)))
+                Some(Box::new(Warming::Endpoints(d.value, deadline)))
             };
             self.clusters.dynamic.insert(
                 d.name,
@@ -239,6 +269,47 @@ impl Applier {
         Ok(())
     }
 
+    /// Whether a cluster just built warms on its first round of health checks; if so,
+    /// [`Applier::health_warmed`] hears of it when the round is over.
+    fn warms_on_health(&self, name: &str, state: &Arc<ClusterState>) -> bool {
+        let Some(checker) = state.health.clone() else {
+            return false;
+        };
+        let tx = self.warmed_tx.clone();
+        let (name, warmed) = (name.to_owned(), Arc::downgrade(state));
+        tokio::spawn(async move {
+            checker.initialized(checker.first_round_limit()).await;
+            let _ = tx.send((name, warmed));
+        });
+        true
+    }
+
+    /// The first round of health checks of `name`'s warming version `state` is over:
+    /// it replaces the active version (unless a newer one superseded it meanwhile).
+    pub fn health_warmed(&mut self, name: &str, state: &std::sync::Weak<ClusterState>) {
+        let Some(c) = self.clusters.dynamic.get_mut(name) else {
+            return;
+        };
+        let Some(Warming::Health(warming)) = c.warming.as_deref() else {
+            return;
+        };
+        if !std::ptr::eq(Arc::as_ptr(warming), state.as_ptr()) {
+            return;
+        }
+        let Some(Warming::Health(state)) = c.warming.take().map(|w| *w) else {
+            return;
+        };
+        state.stats.update_attempt.inc();
+        state.stats.update_success.inc();
+        self.server.clusters.update(vec![state], &[]);
+        dump::promote(&mut self.dump().clusters, name);
+        self.server
+            .listeners
+            .prune_idle(self.server.clusters.snapshot());
+        self.publish_gauges();
+        self.check_init();
+    }
+
     /// Runs `f` on the active state of every cluster fed by EDS service `service`.
     fn for_service(&self, service: &str, mut f: impl FnMut(&ClusterState)) {
         if let Some(names) = self.clusters.by_service.get(service) {
@@ -262,15 +333,32 @@ impl Applier {
             return;
         };
         for name in names {
-            if let Some((config, _)) = self
+            let warming = self
                 .clusters
                 .dynamic
                 .get_mut(&name)
-                .and_then(|c| c.warming.take())
-                .map(|w| *w)
-            {
-                activated.push((name, config));
-            } else if let Some(c) = self.server.clusters.get(&name) {
+                .and_then(|c| c.warming.as_deref_mut());
+            match warming {
+                Some(Warming::Endpoints(..)) => {
+                    if let Some(Warming::Endpoints(config, _)) = self
+                        .clusters
+                        .dynamic
+                        .get_mut(&name)
+                        .and_then(|c| c.warming.take())
+                        .map(|w| *w)
+                    {
+                        activated.push((name, config));
+                    }
+                    continue;
+                }
+                // Warming on its health checks: it takes the endpoints, and so does
+                // the version still serving.
+                Some(Warming::Health(state)) => {
+                    state.set_assignment(hosts.hosts.clone(), hosts.overprovisioning_factor);
+                }
+                None => {}
+            }
+            if let Some(c) = self.server.clusters.get(&name) {
                 c.stats.update_attempt.inc();
                 c.stats.update_success.inc();
                 if hosts.hosts.is_empty() {
@@ -281,19 +369,25 @@ impl Applier {
         }
     }
 
-    /// Activates warmed clusters in one swap and moves their dump entries to active.
+    /// Activates clusters whose endpoints came (or did not in time) in one swap and
+    /// moves their dump entries to active; those with health checks warm on them first.
     fn install_warmed(&mut self, warmed: Vec<(String, Cluster)>) {
         if warmed.is_empty() {
             return;
         }
         let mut names = Vec::with_capacity(warmed.len());
-        let states: Vec<_> = warmed
-            .into_iter()
-            .map(|(name, config)| {
+        let mut states = Vec::with_capacity(warmed.len());
+        for (name, config) in warmed {
+            let state = self.activate(config);
+            if self.warms_on_health(&name, &state) {
+                if let Some(c) = self.clusters.dynamic.get_mut(&name) {
+                    c.warming = Some(Box::new(Warming::Health(state)));
+                }
+            } else {
                 names.push(name);
-                self.activate(config)
-            })
-            .collect();
+                states.push(state);
+            }
+        }
         for s in &states {
             s.stats.update_attempt.inc();
             s.stats.update_success.inc();
@@ -309,12 +403,12 @@ impl Applier {
     pub(super) fn expire_clusters(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for (name, c) in &mut self.clusters.dynamic {
-            if c.warming
-                .as_ref()
-                .and_then(|w| w.1)
-                .is_some_and(|d| d <= now)
-            {
-                if let Some((config, _)) = c.warming.take().map(|w| *w) {
+            let due = match c.warming.as_deref() {
+                Some(Warming::Endpoints(_, deadline)) => deadline.is_some_and(|d| d <= now),
+                _ => false,
+            };
+            if due {
+                if let Some(Warming::Endpoints(config, _)) = c.warming.take().map(|w| *w) {
                     tracing::warn!(cluster = %name, "no endpoints within initial_fetch_timeout; activating without");
                     expired.push((name.clone(), config));
                 }
