@@ -293,6 +293,30 @@ async fn health_checks_match_envoy() {
     }
 }
 
+/// Both proxies on delta ADS from `cp`, whose listener `edge` takes its routes from
+/// `routes` (named `routes`); returns once both serve it.
+async fn start_over_ads(
+    cp: &control_plane::ControlPlane,
+    routes: envoy_types::pb::google::protobuf::Any,
+) -> (ProxyProcess, ProxyProcess) {
+    use control_plane::{ads_bootstrap, http_listener, ResourceType};
+    let any_port = "127.0.0.1:0".parse().expect("addr");
+    cp.set(
+        ResourceType::Listener,
+        vec![http_listener("edge", any_port, "routes")],
+    );
+    cp.set(ResourceType::RouteConfiguration, vec![routes]);
+    let (envoy, remora) = start_envoy_and_remora(&ads_bootstrap(cp, "DELTA_GRPC")).await;
+    both(
+        &envoy,
+        &remora,
+        "listener_manager.total_listeners_active",
+        1,
+    )
+    .await;
+    (envoy, remora)
+}
+
 /// An EDS cluster over ADS with HTTP health checks on `/health`, every 0.1 s.
 fn checked_eds_cluster(name: &str, extra: &str) -> envoy_types::pb::google::protobuf::Any {
     control_plane::cluster(&format!(
@@ -335,9 +359,7 @@ async fn eds_view(p: &ProxyProcess, b: std::net::SocketAddr) -> Vec<String> {
 /// the flag away; `ignore_health_on_host_removal` removes at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eds_removed_hosts_stay_while_healthy_as_envoy() {
-    use tests::control_plane::{
-        ads_bootstrap, endpoints_of, http_listener, route, ControlPlane, ResourceType,
-    };
+    use tests::control_plane::{endpoints_of, route, ControlPlane, ResourceType};
     let a = HttpUpstream::start("a").await;
     let b = HttpUpstream::start("b").await;
     let cp = ControlPlane::start_tcp().await;
@@ -355,26 +377,11 @@ async fn eds_removed_hosts_stay_while_healthy_as_envoy() {
         ]
     };
     cp.set(ResourceType::ClusterLoadAssignment, both_hosts());
-    cp.set(
-        ResourceType::Listener,
-        vec![http_listener(
-            "edge",
-            "127.0.0.1:0".parse().expect("addr"),
-            "routes",
-        )],
-    );
-    cp.set(
-        ResourceType::RouteConfiguration,
-        vec![route(
+    let (envoy, remora) = start_over_ads(
+        &cp,
+        route(
             "name: routes\nvirtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /ignore/}, route: {cluster: web_ignore}}, {match: {prefix: /}, route: {cluster: web}}]}]",
-        )],
-    );
-    let (envoy, remora) = start_envoy_and_remora(&ads_bootstrap(&cp, "DELTA_GRPC")).await;
-    both(
-        &envoy,
-        &remora,
-        "listener_manager.total_listeners_active",
-        1,
+        ),
     )
     .await;
     both(&envoy, &remora, "cluster.web.membership_healthy", 2).await;
@@ -471,9 +478,7 @@ async fn stat_of(p: &ProxyProcess, name: &'static str) -> u64 {
 /// than a new version whose hosts are all unchecked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cds_updated_clusters_warm_on_health_checks_as_envoy() {
-    use tests::control_plane::{
-        ads_bootstrap, http_listener, route_to, ControlPlane, ResourceType,
-    };
+    use tests::control_plane::{route_to, ControlPlane, ResourceType};
     let a = HttpUpstream::start("a").await;
     let b = HttpUpstream::start("b").await;
     b.set_health(503);
@@ -483,26 +488,7 @@ async fn cds_updated_clusters_warm_on_health_checks_as_envoy() {
         ResourceType::Cluster,
         vec![checked_static_cluster("web", &hosts, "2s")],
     );
-    cp.set(
-        ResourceType::Listener,
-        vec![http_listener(
-            "edge",
-            "127.0.0.1:0".parse().expect("addr"),
-            "routes",
-        )],
-    );
-    cp.set(
-        ResourceType::RouteConfiguration,
-        vec![route_to("routes", "web", "v1")],
-    );
-    let (envoy, remora) = start_envoy_and_remora(&ads_bootstrap(&cp, "DELTA_GRPC")).await;
-    both(
-        &envoy,
-        &remora,
-        "listener_manager.total_listeners_active",
-        1,
-    )
-    .await;
+    let (envoy, remora) = start_over_ads(&cp, route_to("routes", "web", "v1")).await;
     both(&envoy, &remora, "cluster.web.membership_healthy", 1).await;
 
     // Checks now take 0.8 s; a new version (another timeout) warms that long.
