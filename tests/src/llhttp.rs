@@ -4,6 +4,7 @@
 /// What the corpus tests proxy through: listener `l` (HTTP/1 only) sends everything to
 /// cluster `upstream`, at `127.0.0.1:{{upstream}}`.
 pub const CONFIG: &str = r#"
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
 static_resources:
   listeners:
   - name: l
@@ -17,7 +18,7 @@ static_resources:
           codec_type: HTTP1
           route_config:
             virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: ""}, route: {cluster: upstream}}]}]
-          http_filters: [{name: envoy.filters.http.router}]
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
   clusters:
   - name: upstream
     load_assignment: {cluster_name: upstream, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{upstream}}}}}}]}]}

@@ -1,6 +1,7 @@
 //! Remora's HTTP/1.1 upstream client against upstreams that misbehave: every response
 //! case of Node's llhttp corpus sent back byte for byte, and keep-alive connections the
-//! upstream closes while they are idle in the pool.
+//! upstream closes while they are idle in the pool (not reused, and noticed at once, as
+//! Envoy notices them).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,14 @@ use tests::proxy::Proxy;
 /// An upstream that answers each request head with `reply`'s bytes and then closes the
 /// connection, telling `closed` it has.
 async fn raw_upstream(reply: Arc<Mutex<Vec<u8>>>) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    raw_upstream_closing_after(reply, Duration::ZERO).await
+}
+
+/// [`raw_upstream`], closing `wait` after the reply.
+async fn raw_upstream_closing_after(
+    reply: Arc<Mutex<Vec<u8>>>,
+    wait: Duration,
+) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::unbounded_channel();
@@ -33,6 +42,7 @@ async fn raw_upstream(reply: Arc<Mutex<Vec<u8>>>) -> (SocketAddr, mpsc::Unbounde
                     }
                 }
                 let _ = s.write_all(&reply).await;
+                tokio::time::sleep(wait).await;
                 drop(s);
                 let _ = tx.send(());
             });
@@ -125,4 +135,37 @@ async fn idle_connections_the_upstream_closed_are_not_reused() {
     assert_eq!(p.stat("cluster.upstream.upstream_cx_total"), 3);
     assert_eq!(p.stat("cluster.upstream.upstream_rq_total"), 3);
     assert_eq!(p.stat("http.l.downstream_rq_5xx"), 0);
+}
+
+/// A keep-alive connection the upstream closes while it is idle leaves
+/// `upstream_cx_active` at once, without another request to find it closed, in Envoy
+/// and in Remora.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_the_upstream_closes_are_noticed_at_once_as_envoy() {
+    use tests::process::{start_envoy_and_remora, wait_for_stat};
+    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
+    // The close comes well after the connection went back to the pool.
+    let (raw, mut closed) =
+        raw_upstream_closing_after(Arc::new(Mutex::new(reply)), Duration::from_millis(300)).await;
+    let cfg = tests::render(
+        tests::llhttp::CONFIG,
+        &[("upstream", raw.port().to_string())],
+    );
+    let (envoy, remora) = start_envoy_and_remora(&cfg).await;
+    for (name, p) in [("envoy", &envoy), ("remora", &remora)] {
+        let mut c = Conn::h1(p.listener("l")).await;
+        let r = c.get("h", "/", &[]).await;
+        assert_eq!(
+            (r.status.as_u16(), &r.body[..]),
+            (200, &b"ok"[..]),
+            "{name}"
+        );
+        assert_eq!(p.stat("cluster.upstream.upstream_cx_active"), 1, "{name}");
+        closed.recv().await.expect("upstream closed");
+        assert!(
+            wait_for_stat(p, "cluster.upstream.upstream_cx_active", 0).await,
+            "{name}: the closed idle connection is still counted"
+        );
+        assert_eq!(p.stat("cluster.upstream.upstream_cx_total"), 1, "{name}");
+    }
 }

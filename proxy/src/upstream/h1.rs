@@ -138,6 +138,22 @@ impl Conn {
         open
     }
 
+    /// For an idle connection: whether it is still open (as [`Conn::idle_open`]), and if
+    /// so `cx` is woken when anything arrives on it (a close, or bytes no request asked
+    /// for). Without a system call unless the socket has become readable.
+    pub fn watch(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let poll = |io: &Stream, cx: &mut std::task::Context<'_>| match io {
+            Stream::Left(tcp) => tcp.poll_read_ready(cx).is_pending(),
+            Stream::Right(unix) => unix.poll_read_ready(cx).is_pending(),
+        };
+        if !self.reusable || !self.rbuf.is_empty() {
+            return false;
+        }
+        // Readable may be what was left of the last response being read; after a read
+        // that finds nothing, the next check registers `cx`.
+        poll(&self.io, cx) || (self.idle_open() && poll(&self.io, cx))
+    }
+
     /// Sends `req` and reads the response head. The body comes from the `BodyReader`,
     /// polled with this connection.
     pub async fn send(&mut self, req: BoxedRequest) -> Result<Response<BodyReader>, Failed> {

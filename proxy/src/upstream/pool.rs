@@ -30,6 +30,7 @@ use crate::http::body::BoxedRequest;
 use crate::stats::GaugeGuard;
 use tokio::sync::oneshot;
 
+mod idle_watch;
 mod shared_h2;
 use self::shared_h2::{H2Handoff, H2Host, H2Next, SharedH2};
 
@@ -182,6 +183,8 @@ impl Drop for OpenConn {
 pub struct Pools {
     h1: Mutex<HashMap<Key, H1Host, RandomState>>,
     h2: Mutex<HashMap<Key, H2Host, RandomState>>,
+    /// The worker's idle-connection watcher (`pool/idle_watch.rs`).
+    watcher: idle_watch::Watcher,
 }
 
 /// Marks the request opening a worker's HTTP/2 connection to a host: if it goes away
@@ -543,8 +546,12 @@ impl Pools {
         map.get_mut(key)?.stream(max_uses)
     }
 
-    /// A connection came free: to the first pending request, else to the idle list.
-    fn put_idle_h1(&self, key: Key, idle: Idle) {
+    /// A connection came free: to the first pending request, else to the idle list,
+    /// watched there for a close by the upstream.
+    fn put_idle_h1(self: &Arc<Self>, key: Key, mut idle: Idle) {
+        if !self.watch_idle(&mut idle) {
+            return;
+        }
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let h = map.entry(key).or_default();
         if let Some(Handoff::Conn(idle)) = h.hand(Handoff::Conn(idle)) {
