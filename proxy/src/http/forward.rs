@@ -286,14 +286,17 @@ pub async fn forward<'r>(
         headers::number(service_time),
     );
 
+    // The stream's duration limit goes on with its body, or its tunnel.
+    let limit = |at| {
+        let reached = ctx.stats.downstream_rq_max_duration_reached.clone();
+        timeouts::StreamEnd::new(at, reached)
+    };
     if let (http::StatusCode::SWITCHING_PROTOCOLS, Some(down_up)) =
         (parts.status, downstream_upgrade)
     {
         match lease.into_upgraded() {
             Ok(up) => {
-                let limit =
-                    stream_end.map(|at| (at, ctx.stats.downstream_rq_max_duration_reached.clone()));
-                upgrade::tunnel(down_up, up, limit);
+                upgrade::tunnel(down_up, up, stream_end.map(limit));
                 drop(rq_active);
                 return Ok(Box::new(Response::from_parts(parts, super::body::empty())));
             }
@@ -311,10 +314,7 @@ pub async fn forward<'r>(
         expired: cluster.stats.upstream_rq_per_try_idle_timeout.clone(),
         report: idle_reports_to.map(|host| (cluster.clone(), host)),
     });
-    let end = stream_end.map(|at| {
-        let reached = ctx.stats.downstream_rq_max_duration_reached.clone();
-        timeouts::StreamEnd::new(at, reached)
-    });
+    let end = stream_end.map(limit);
     let timers = BodyTimers {
         stream_idle: stream_idle.map(timeouts::IdleTimer::new),
         more: (try_idle.is_some() || end.is_some()).then(|| Box::new(MoreTimers { try_idle, end })),

@@ -5,11 +5,10 @@
 use http::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
 
 use super::body::{ProxyBody, RequestBody};
 use super::h1::OnUpgrade;
-use crate::stats::Counter;
+use super::timeouts::StreamEnd;
 use crate::upstream::pool::Upgraded;
 
 /// The downstream side of an upgrade, until its server hands the connection over (once
@@ -33,17 +32,18 @@ impl Pending {
 
 /// Joins the downstream connection, once its server hands it over, to the upstream one
 /// (which never returns to the pool). Bytes the upstream sent right after its `101`
-/// go to the downstream first. `limit`: when the stream's duration limit ends it, and
-/// the counter of streams it ended (`downstream_rq_max_duration_reached`).
-pub fn tunnel(downstream: Pending, upstream: Upgraded, limit: Option<(Instant, Counter)>) {
+/// go to the downstream first. `limit`: the stream's duration limit, which ends it.
+pub fn tunnel(downstream: Pending, upstream: Upgraded, limit: Option<StreamEnd>) {
     tokio::spawn(async move {
         let run = run(downstream, upstream);
         match limit {
             None => run.await,
-            Some((at, reached)) => {
-                if tokio::time::timeout_at(at, run).await.is_err() {
-                    tracing::debug!("upgraded connection reached its duration limit");
-                    reached.inc();
+            Some(mut end) => {
+                tokio::select! {
+                    () = run => {}
+                    () = std::future::poll_fn(|cx| end.poll_reached(cx)) => {
+                        tracing::debug!("upgraded connection reached its duration limit");
+                    }
                 }
             }
         }

@@ -108,6 +108,27 @@ impl H1Host {
         }
     }
 
+    /// Drops the idle connections on which something arrived (a close, stray bytes);
+    /// `cx` is woken when anything arrives on the others.
+    fn sweep(&mut self, cx: &mut std::task::Context<'_>) {
+        let mut i = 0;
+        while i < self.idle.len() {
+            if self.idle[i].conn.conn.watch(cx) {
+                i += 1;
+            } else {
+                let closed = self.idle.swap_remove(i);
+                self.close(closed);
+            }
+        }
+    }
+
+    /// A connection failed to open: every pending request fails with `e`, as in Envoy.
+    fn fail_waiters(&mut self, e: &UpstreamError) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Handoff::Failed(e.for_waiter()));
+        }
+    }
+
     /// Gives `h` to the first pending request still waiting; returns it when none is.
     fn hand(&mut self, mut h: Handoff) -> Option<Handoff> {
         while let Some(w) = self.waiters.pop_front() {
@@ -153,29 +174,29 @@ impl OpenConn {
     /// The connection failed to open: its count goes, and the host's pending requests
     /// fail with `e`.
     fn failed(mut self, e: &UpstreamError) {
+        self.leave(|h| h.fail_waiters(e));
+    }
+
+    /// Takes the connection's count from its host (once) and runs `then` on the host,
+    /// under the pools' lock.
+    fn leave(&mut self, then: impl FnOnce(&mut H1Host)) {
         let Some(pools) = std::mem::take(&mut self.pools).upgrade() else {
             return;
         };
         let mut map = pools.h1.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = map.get_mut(&self.key) {
             h.open = h.open.saturating_sub(1);
-            for w in h.waiters.drain(..) {
-                let _ = w.send(Handoff::Failed(e.for_waiter()));
-            }
+            then(h);
         }
     }
 }
 
 impl Drop for OpenConn {
+    /// The connection closed: a pending request may open another.
     fn drop(&mut self) {
-        let Some(pools) = self.pools.upgrade() else {
-            return;
-        };
-        let mut map = pools.h1.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = map.get_mut(&self.key) {
-            h.open = h.open.saturating_sub(1);
+        self.leave(|h| {
             h.hand(Handoff::Retry);
-        }
+        });
     }
 }
 

@@ -57,15 +57,7 @@ impl Pools {
     fn sweep(&self, cx: &mut Context<'_>) {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         for host in map.values_mut() {
-            let mut i = 0;
-            while i < host.idle.len() {
-                if host.idle[i].conn.conn.watch(cx) {
-                    i += 1;
-                } else {
-                    let closed = host.idle.swap_remove(i);
-                    host.close(closed);
-                }
-            }
+            host.sweep(cx);
         }
     }
 }

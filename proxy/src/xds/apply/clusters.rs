@@ -290,19 +290,11 @@ impl Applier {
         let Some(c) = self.clusters.dynamic.get_mut(name) else {
             return;
         };
-        let Some(Warming::Health(warming)) = c.warming.as_deref() else {
+        let this = |w: &mut Box<Warming>| matches!(&**w, Warming::Health(s) if std::ptr::eq(Arc::as_ptr(s), state.as_ptr()));
+        let Some(Warming::Health(state)) = c.warming.take_if(this).map(|w| *w) else {
             return;
         };
-        if !std::ptr::eq(Arc::as_ptr(warming), state.as_ptr()) {
-            return;
-        }
-        let Some(Warming::Health(state)) = c.warming.take().map(|w| *w) else {
-            return;
-        };
-        state.stats.update_attempt.inc();
-        state.stats.update_success.inc();
-        self.server.clusters.update(vec![state], &[]);
-        dump::promote(&mut self.dump().clusters, name);
+        self.install(vec![name.to_owned()], vec![state]);
         self.server
             .listeners
             .prune_idle(self.server.clusters.snapshot());
@@ -333,30 +325,20 @@ impl Applier {
             return;
         };
         for name in names {
-            let warming = self
-                .clusters
-                .dynamic
-                .get_mut(&name)
-                .and_then(|c| c.warming.as_deref_mut());
-            match warming {
-                Some(Warming::Endpoints(..)) => {
-                    if let Some(Warming::Endpoints(config, _)) = self
-                        .clusters
-                        .dynamic
-                        .get_mut(&name)
-                        .and_then(|c| c.warming.take())
-                        .map(|w| *w)
-                    {
-                        activated.push((name, config));
-                    }
+            if let Some(c) = self.clusters.dynamic.get_mut(&name) {
+                if let Some(Warming::Endpoints(config, _)) = c
+                    .warming
+                    .take_if(|w| matches!(**w, Warming::Endpoints(..)))
+                    .map(|w| *w)
+                {
+                    activated.push((name, config));
                     continue;
                 }
                 // Warming on its health checks: it takes the endpoints, and so does
                 // the version still serving.
-                Some(Warming::Health(state)) => {
+                if let Some(Warming::Health(state)) = c.warming.as_deref() {
                     state.set_assignment(hosts.hosts.clone(), hosts.overprovisioning_factor);
                 }
-                None => {}
             }
             if let Some(c) = self.server.clusters.get(&name) {
                 c.stats.update_attempt.inc();
@@ -388,6 +370,15 @@ impl Applier {
                 states.push(state);
             }
         }
+        self.install(names, states);
+    }
+
+    /// Puts warmed versions in service in one swap and moves their dump entries to
+    /// active.
+    fn install(&mut self, names: Vec<String>, states: Vec<Arc<ClusterState>>) {
+        if states.is_empty() {
+            return;
+        }
         for s in &states {
             s.stats.update_attempt.inc();
             s.stats.update_success.inc();
@@ -403,15 +394,10 @@ impl Applier {
     pub(super) fn expire_clusters(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for (name, c) in &mut self.clusters.dynamic {
-            let due = match c.warming.as_deref() {
-                Some(Warming::Endpoints(_, deadline)) => deadline.is_some_and(|d| d <= now),
-                _ => false,
-            };
-            if due {
-                if let Some(Warming::Endpoints(config, _)) = c.warming.take().map(|w| *w) {
-                    tracing::warn!(cluster = %name, "no endpoints within initial_fetch_timeout; activating without");
-                    expired.push((name.clone(), config));
-                }
+            let due = |w: &mut Box<Warming>| matches!(&**w, Warming::Endpoints(_, Some(deadline)) if *deadline <= now);
+            if let Some(Warming::Endpoints(config, _)) = c.warming.take_if(due).map(|w| *w) {
+                tracing::warn!(cluster = %name, "no endpoints within initial_fetch_timeout; activating without");
+                expired.push((name.clone(), config));
             }
         }
         self.install_warmed(expired);
