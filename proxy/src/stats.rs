@@ -139,7 +139,8 @@ impl Block {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
-    pub value: i128,
+    /// Unsigned, as Envoy's counters and gauges are (a gauge's bits, read as u64).
+    pub value: u64,
     pub is_counter: bool,
     pub used: bool,
     pub prom_name: String,
@@ -281,8 +282,8 @@ impl Metric {
 
 fn sample(name: String, cell: &metric::Cell, kind: Kind) -> Sample {
     let (value, used) = match kind {
-        Kind::Counter => (i128::from(cell.load()), cell.load() > 0),
-        Kind::Gauge => (i128::from(cell.load() as i64), cell.used()),
+        Kind::Counter => (cell.load(), cell.load() > 0),
+        Kind::Gauge => (cell.load(), cell.used()),
     };
     Sample {
         name,

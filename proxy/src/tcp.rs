@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use crate::access_log::{AccessLogger, Entry};
+use crate::config::circuit_breakers::Priority;
 use crate::config::tcp_proxy::TcpProxy;
 use crate::http::flags::{Flag, ResponseFlags};
 use crate::io::{Activity, ActivityClock};
@@ -171,7 +172,7 @@ async fn relay<I: Io>(
         info.cluster = Some(cluster.name.clone());
     }
     // max_connections: over the limit, the downstream connection is closed (UO).
-    let Some(_cx_slot) = cluster.breakers.try_connection() else {
+    let Some(_cx_slot) = cluster.breakers.at(Priority::Default).try_connection() else {
         cluster.stats.upstream_cx_overflow.inc();
         info.flags.push(Flag::UO);
         let _ = downstream.shutdown().await;

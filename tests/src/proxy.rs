@@ -74,7 +74,7 @@ impl Proxy {
     }
 
     /// The value of a stat (0 if it does not exist).
-    pub fn stat(&self, name: &str) -> i128 {
+    pub fn stat(&self, name: &str) -> u64 {
         self.server
             .stats
             .snapshot()

@@ -6,7 +6,9 @@
 //! rest 503 UO), the TCP proxy refusing a connection over `max_connections`; and
 //! Istio's all-maximum thresholds loading; HTTP/2 requests pending while the
 //! worker's connection opens (one connection for all), and pending requests failing
-//! together when the connection they wait for times out (HTTP/2 and HTTP/1.1).
+//! together when the connection they wait for times out (HTTP/2 and HTTP/1.1); a
+//! route's `priority: HIGH` counting against the HIGH thresholds, with pools of its own,
+//! and the `circuit_breakers.high.*` gauges.
 
 use std::time::Duration;
 
@@ -42,6 +44,10 @@ static_resources:
                 route: {cluster: pool, prefix_rewrite: /}
               - match: {prefix: /istio/}
                 route: {cluster: istio, prefix_rewrite: /}
+              - match: {prefix: /high/}
+                route: {cluster: prio, prefix_rewrite: /, priority: HIGH}
+              - match: {prefix: /prio/}
+                route: {cluster: prio, prefix_rewrite: /}
               - match: {prefix: /}
                 route: {cluster: one}
           http_filters:
@@ -68,6 +74,12 @@ static_resources:
       thresholds:
       - {max_connections: 1, max_pending_requests: 1, track_remaining: true}
     load_assignment: {cluster_name: pool, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
+  - name: prio
+    circuit_breakers:
+      thresholds:
+      - {priority: HIGH, max_requests: 1, max_retries: 2, track_remaining: true}
+      - {max_requests: 1, track_remaining: true}
+    load_assignment: {cluster_name: prio, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{a}}}}}}]}]}
   - name: tcp_one
     circuit_breakers:
       thresholds:
@@ -170,6 +182,8 @@ async fn overflow_behaves_as_envoy() {
     assert_eq!(e, r, "envoy vs remora");
     let names = [
         "cluster.one.upstream_rq_active_overflow",
+        "cluster.one.upstream_cx_total",
+        "cluster.one.upstream_rq_total",
         "cluster.one.upstream_rq_5xx",
         "cluster.one.upstream_rq_retry_overflow",
         "cluster.one.circuit_breakers.default.rq_open",
@@ -177,7 +191,9 @@ async fn overflow_behaves_as_envoy() {
         "cluster.one.circuit_breakers.default.rq_retry_open",
     ];
     let (es, rs) = stats_of(envoy, remora, &names).await;
-    assert_eq!(rs, [1, 2, 1, 0, 1, 0], "remora {names:?}");
+    // The overflowing request opened a second connection (the holder had the first)
+    // before `max_requests` refused it: Envoy's pools check the limit on attach.
+    assert_eq!(rs, [1, 2, 2, 2, 1, 0, 1, 0], "remora {names:?}");
     assert_eq!(es, rs, "envoy vs remora {names:?}");
 }
 
@@ -264,6 +280,86 @@ async fn connection_and_pending_limits_behave_as_envoy() {
     // turn, three overflows; the TCP proxy's second connection overflowed.
     assert_eq!(rs, [1, 1, 2, 3, 0, 3, 1, 0, 0, 1, 1], "remora {names:?}");
     assert_eq!(es, rs, "envoy vs remora {names:?}");
+}
+
+/// A HIGH request and a DEFAULT one in turn on one connection (each opens a
+/// connection: pools are per priority); then, while a DEFAULT request holds DEFAULT's
+/// only request slot, a HIGH request goes through and another DEFAULT one overflows.
+async fn priority_case(p: &ProxyProcess) -> Vec<String> {
+    let addr = p.listener("edge");
+    let mut c = Conn::h1(addr).await;
+    let mut out = vec![
+        format!("high {}", c.get("h", "/high/", &[]).await.status.as_u16()),
+        format!(
+            "default {}",
+            c.get("h", "/prio/", &[]).await.status.as_u16()
+        ),
+    ];
+    let mut holder = Conn::h1(addr).await;
+    let hold = tokio::spawn(async move { holder.get("h", "/prio/delay/400", &[]).await.status });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    out.push(format!(
+        "high while held {}",
+        c.get("h", "/high/", &[]).await.status.as_u16()
+    ));
+    let r = Conn::h1(addr).await.get("h", "/prio/", &[]).await;
+    out.push(format!(
+        "default while held {} {:?}",
+        r.status.as_u16(),
+        r.header("x-envoy-overloaded")
+    ));
+    out.push(format!("holder {}", hold.await.expect("holder").as_u16()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_priority_uses_its_own_thresholds_and_pools_as_envoy() {
+    let Setup {
+        up: _up,
+        envoy,
+        remora,
+        ..
+    } = setup().await;
+    let e = priority_case(&envoy).await;
+    let r = priority_case(&remora).await;
+    assert_eq!(
+        r,
+        [
+            "high 200",
+            "default 200",
+            "high while held 200",
+            "default while held 503 Some(\"true\")",
+            "holder 200",
+        ]
+    );
+    assert_eq!(e, r, "envoy vs remora");
+    // Every circuit-breaker gauge of the cluster, both priorities, as /stats lists them.
+    let breakers = |p: &ProxyProcess| {
+        let (status, body) = p.admin_get("/stats?filter=^cluster\\.prio\\.(circuit_breakers|upstream_cx_total|upstream_rq_active_overflow)");
+        assert_eq!(status, 200);
+        body
+    };
+    let (es, rs) = tokio::task::spawn_blocking(move || (breakers(&envoy), breakers(&remora)))
+        .await
+        .expect("stats");
+    // Three connections: one per priority's pool, and one that the overflowing DEFAULT
+    // request opened (a pool checks `max_requests` when the request has its connection;
+    // the connection stays, idle); one pool open at each priority, one overflow.
+    for line in [
+        "cluster.prio.upstream_cx_total: 3",
+        "cluster.prio.circuit_breakers.default.remaining_cx: 1022",
+        "cluster.prio.upstream_rq_active_overflow: 1",
+        "cluster.prio.circuit_breakers.high.remaining_cx_pools: 18446744073709551614",
+        "cluster.prio.circuit_breakers.default.remaining_cx_pools: 18446744073709551614",
+        "cluster.prio.circuit_breakers.high.remaining_retries: 2",
+        "cluster.prio.circuit_breakers.default.remaining_rq: 1",
+    ] {
+        assert!(
+            rs.lines().any(|l| l == line),
+            "remora lacks {line:?}:\n{rs}"
+        );
+    }
+    assert_eq!(es, rs, "envoy vs remora");
 }
 
 const H2_PENDING: &str = r#"

@@ -28,7 +28,7 @@ pub fn stats(server: &Server, q: &Query) -> AdminResponse {
         Some("json") => {
             let stats: Vec<_> = samples
                 .iter()
-                .map(|s| json!({"name": s.name, "value": s.value as i64}))
+                .map(|s| json!({"name": s.name, "value": s.value}))
                 .collect();
             json(json!({"stats": stats}))
         }

@@ -1,7 +1,7 @@
-//! Cluster `circuit_breakers`: the thresholds of the DEFAULT routing priority (the first
-//! entry for it; Envoy's defaults where a field is unset), `retry_budget` and
-//! `track_remaining`. HIGH-priority thresholds are accepted and unused: every request
-//! is routed at the default priority.
+//! Cluster `circuit_breakers`: the thresholds of each routing priority (DEFAULT and
+//! HIGH; the first entry for a priority counts, Envoy's defaults where a field or the
+//! whole entry is missing), `retry_budget` and `track_remaining`. A route's `priority`
+//! says which set its requests count against.
 
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
 
@@ -44,10 +44,54 @@ impl Default for Thresholds {
     }
 }
 
-/// `RoutingPriority.DEFAULT`.
-const DEFAULT_PRIORITY: i32 = 0;
+/// A routing priority (`envoy.config.core.v3.RoutingPriority`): which circuit breakers
+/// and connection pools a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    #[default]
+    Default,
+    High,
+}
 
-impl TryFrom<&pb::CircuitBreakers> for Thresholds {
+impl Priority {
+    /// From the proto enum's number; `field` names it in the error.
+    pub fn from_proto(value: i32, field: &str) -> Result<Priority> {
+        match value {
+            0 => Ok(Priority::Default),
+            1 => Ok(Priority::High),
+            other => Err(ConfigError::new(
+                field,
+                format!("{other} is not a RoutingPriority (DEFAULT or HIGH)"),
+            )),
+        }
+    }
+
+    /// As in stat names (`circuit_breakers.default.*`, `circuit_breakers.high.*`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Default => "default",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// The thresholds of both priorities.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CircuitBreakers {
+    pub default: Thresholds,
+    pub high: Thresholds,
+}
+
+impl CircuitBreakers {
+    pub fn at(&self, p: Priority) -> &Thresholds {
+        match p {
+            Priority::Default => &self.default,
+            Priority::High => &self.high,
+        }
+    }
+}
+
+impl TryFrom<&pb::CircuitBreakers> for CircuitBreakers {
     type Error = ConfigError;
     fn try_from(cb: &pb::CircuitBreakers) -> Result<Self> {
         if !cb.per_host_thresholds.is_empty() {
@@ -56,14 +100,20 @@ impl TryFrom<&pb::CircuitBreakers> for Thresholds {
                 "per-host circuit breakers",
             ));
         }
-        let mut chosen = None;
+        let (mut default, mut high) = (None, None);
         for (i, t) in cb.thresholds.iter().enumerate() {
             let converted = convert(t).at_index("thresholds", i)?;
-            if t.priority == DEFAULT_PRIORITY && chosen.is_none() {
-                chosen = Some(converted);
-            }
+            let slot =
+                match Priority::from_proto(t.priority, "priority").at_index("thresholds", i)? {
+                    Priority::Default => &mut default,
+                    Priority::High => &mut high,
+                };
+            slot.get_or_insert(converted);
         }
-        Ok(chosen.unwrap_or_default())
+        Ok(CircuitBreakers {
+            default: default.unwrap_or_default(),
+            high: high.unwrap_or_default(),
+        })
     }
 }
 
@@ -129,12 +179,14 @@ mod tests {
             }],
             ..Default::default()
         };
-        let t = Thresholds::try_from(&istio).expect("istio thresholds");
+        let cb = CircuitBreakers::try_from(&istio).expect("istio thresholds");
+        let t = cb.default;
         assert_eq!((t.max_requests, t.max_retries), (u32::MAX, u32::MAX));
         assert_eq!(t.max_connections, u32::MAX);
         assert!(t.track_remaining);
-        let empty = Thresholds::try_from(&pb::CircuitBreakers::default()).expect("empty");
-        assert_eq!(empty, Thresholds::default());
+        assert_eq!(cb.high, Thresholds::default(), "HIGH has Envoy's defaults");
+        let empty = CircuitBreakers::try_from(&pb::CircuitBreakers::default()).expect("empty");
+        assert_eq!(empty, CircuitBreakers::default());
     }
 
     #[test]
@@ -148,7 +200,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let e = Thresholds::try_from(&cb).expect_err("refused");
+        let e = CircuitBreakers::try_from(&cb).expect_err("refused");
         assert!(
             e.to_string()
                 .starts_with("thresholds[0].max_connection_pools:"),
@@ -156,7 +208,34 @@ mod tests {
         );
         let mut ok = cb.clone();
         ok.thresholds[0].max_connection_pools = None;
-        let t = Thresholds::try_from(&ok).expect("connection limits");
+        let t = CircuitBreakers::try_from(&ok)
+            .expect("connection limits")
+            .default;
         assert_eq!((t.max_connections, t.max_pending_requests), (10, 2));
+    }
+
+    #[test]
+    fn each_priority_takes_its_first_entry() {
+        let entry = |priority, max_requests| pb::circuit_breakers::Thresholds {
+            priority,
+            max_requests: u(max_requests),
+            ..Default::default()
+        };
+        let cb = pb::CircuitBreakers {
+            thresholds: vec![entry(1, 7), entry(0, 3), entry(1, 9), entry(0, 4)],
+            ..Default::default()
+        };
+        let cb = CircuitBreakers::try_from(&cb).expect("both priorities");
+        assert_eq!((cb.default.max_requests, cb.high.max_requests), (3, 7));
+        assert_eq!(cb.at(Priority::High).max_pending_requests, 1024);
+        let bad = pb::CircuitBreakers {
+            thresholds: vec![entry(0, 3), entry(2, 1)],
+            ..Default::default()
+        };
+        let e = CircuitBreakers::try_from(&bad).expect_err("no such priority");
+        assert_eq!(
+            e.to_string(),
+            "thresholds[1].priority: 2 is not a RoutingPriority (DEFAULT or HIGH)"
+        );
     }
 }

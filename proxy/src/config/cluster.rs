@@ -6,7 +6,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 
-use super::circuit_breakers::Thresholds;
+use super::circuit_breakers::CircuitBreakers;
 use super::common::{self, HostAddress};
 use super::error::{ConfigError, Result, Within};
 use super::health_check::HealthCheck;
@@ -45,8 +45,8 @@ pub struct Cluster {
     pub bind: Option<UpstreamBind>,
     /// ORIGINAL_DST: `original_dst_lb_config.upstream_port_override`.
     pub original_dst_port: Option<u16>,
-    /// `circuit_breakers` (default priority; Envoy's defaults when absent).
-    pub breakers: Thresholds,
+    /// `circuit_breakers` of both priorities (Envoy's defaults when absent).
+    pub breakers: CircuitBreakers,
     /// `ignore_health_on_host_removal`: hosts EDS removes leave at once, even while
     /// they pass their health checks.
     pub ignore_health_on_host_removal: bool,
@@ -296,7 +296,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
             breakers: c
                 .circuit_breakers
                 .as_ref()
-                .map(Thresholds::try_from)
+                .map(CircuitBreakers::try_from)
                 .transpose()
                 .within("circuit_breakers")?
                 .unwrap_or_default(),

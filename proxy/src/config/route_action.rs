@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::route::v3 as pb;
 use http::{HeaderName, StatusCode};
 use regex::Regex;
 
+use super::circuit_breakers::Priority;
 use super::common::{self, header_name, HeaderMutations};
 use super::error::{ConfigError, Result, Within};
 use super::retry::RetryPolicy;
@@ -55,6 +56,8 @@ pub struct Forward {
     pub hash_policy: Option<Arc<super::hash_policy::HashPolicy>>,
     /// `max_stream_duration`, or `max_grpc_timeout` and `grpc_timeout_offset`.
     pub stream: StreamDuration,
+    /// `priority`: which circuit breakers and connection pools the requests use.
+    pub priority: Priority,
 }
 
 /// Where `x-envoy-attempt-count` is set.
@@ -181,6 +184,7 @@ impl TryFrom<&pb::RouteAction> for Forward {
         let retry = RetryPolicy::optional(a.retry_policy.as_ref())?;
         let hash_policy = super::hash_policy::HashPolicy::from_route(&a.hash_policy)?.map(Arc::new);
         let stream = StreamDuration::from_route(a)?;
+        let priority = Priority::from_proto(a.priority, "priority")?;
         // With a max_stream_duration message the route timeout is not used (as in Envoy).
         let timeout =
             common::timeout_or(a.timeout.as_ref(), "timeout", Some(DEFAULT_ROUTE_TIMEOUT))?
@@ -219,6 +223,7 @@ impl TryFrom<&pb::RouteAction> for Forward {
             idle_timeout,
             hash_policy,
             stream,
+            priority,
         };
         f.expected_timeout_header = f.expected_header();
         Ok(f)

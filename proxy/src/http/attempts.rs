@@ -16,6 +16,7 @@ use super::local_reply::LocalReply;
 use super::replay::Replay;
 use super::retry::{Failure, Next, RetryState};
 use super::{forward, timeouts, Downstream, HcmStats};
+use crate::config::circuit_breakers::Priority;
 use crate::upstream::breakers::Slot;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::connect::ConnectError;
@@ -28,6 +29,8 @@ use crate::upstream::pool::{Lease, Proto, ResponseBody, UpstreamError};
 pub struct Exchange<'a> {
     pub cluster: &'a Arc<ClusterState>,
     pub proto: Proto,
+    /// The route's priority: its circuit breakers and connection pools.
+    pub priority: Priority,
     pub down: &'a Downstream,
     pub hcm_stats: &'a HcmStats,
     pub limits: timeouts::Limits,
@@ -155,7 +158,7 @@ pub async fn run(
             }
         };
         // max_retries / retry_budget: held until this retry's outcome is decided.
-        let Some(slot) = x.cluster.breakers.try_retry() else {
+        let Some(slot) = x.cluster.breakers.at(x.priority).try_retry() else {
             stats.upstream_rq_retry_overflow.inc();
             x.stop(Flag::UO);
             return finish(outcome, x);
@@ -210,12 +213,6 @@ async fn send(
     host: &Arc<HostEntry>,
     x: &Exchange<'_>,
 ) -> Result<Outcome, LocalReply> {
-    // max_requests: an upstream request over the limit is not sent (503 UO).
-    let Some(slot) = x.cluster.breakers.try_request() else {
-        x.cluster.stats.upstream_rq_active_overflow.inc();
-        x.cluster.stats.response(503);
-        return Err(LocalReply::Overflow { retried: false });
-    };
     x.attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if x.record_upstream {
@@ -233,20 +230,29 @@ async fn send(
     // Pinned where it is made (not made and then moved: it is the larger of the timers'
     // two futures, over a kilobyte).
     let exchange = std::pin::pin!(async {
-        // The attempt's host is recorded above; its connection's address once it has one.
-        // A request counts in `upstream_rq_total` once it has a connection (Envoy counts
-        // it when its stream is attached), so not when pending overflows or fails.
-        let connected = |lease: &Lease| {
+        // Once the request has a connection, `max_requests` decides whether it may use
+        // it, as Envoy's pools decide when they attach a stream (so a request over the
+        // limit may have opened a connection first): over it, the request is not sent
+        // (503 UO). An admitted request counts in `upstream_rq_total` (not when pending
+        // overflows or fails) and holds its slot until its response is done. The
+        // attempt's host is recorded above; its connection's address here.
+        let admit = |lease: &Lease| {
+            let Some(slot) = x.cluster.breakers.at(x.priority).try_request() else {
+                x.cluster.stats.upstream_rq_active_overflow.inc();
+                return None;
+            };
             x.cluster.stats.upstream_rq_total.inc();
             if x.record_upstream {
                 if let Ok(mut last) = x.last_upstream.lock() {
                     last.local = lease.local_addr();
                 }
             }
+            Some(slot)
         };
-        let result = forward::send(req, x.cluster, host, x.proto, x.down, connected).await;
+        let result =
+            forward::send(req, x.cluster, host, (x.proto, x.priority), x.down, admit).await;
         match result {
-            Ok((resp, lease)) => {
+            Ok((resp, lease, slot)) => {
                 x.cluster
                     .report(host, outlier::Outcome::Status(resp.status().as_u16()));
                 // Looked for only where it can matter (a cluster with health checks).
@@ -340,7 +346,7 @@ fn finish(outcome: Outcome, x: &Exchange<'_>) -> Result<Box<Answer>, LocalReply>
                 timeout: matches!(e, ConnectError::Timeout),
             })
         }
-        Outcome::Failed(UpstreamError::PendingOverflow) => {
+        Outcome::Failed(UpstreamError::PendingOverflow | UpstreamError::ActiveOverflow) => {
             stats.response(503);
             Err(LocalReply::Overflow { retried })
         }
@@ -358,7 +364,9 @@ fn outlier_outcome(e: &UpstreamError) -> Option<outlier::Outcome> {
             Some(outlier::Outcome::ConnectFailed)
         }
         UpstreamError::Reset(_) => Some(outlier::Outcome::Reset),
-        UpstreamError::RequestBody(_) | UpstreamError::PendingOverflow => None,
+        UpstreamError::RequestBody(_)
+        | UpstreamError::PendingOverflow
+        | UpstreamError::ActiveOverflow => None,
     }
 }
 
@@ -366,7 +374,9 @@ fn outlier_outcome(e: &UpstreamError) -> Option<outlier::Outcome> {
 /// fault or an overflow, never retried).
 fn failure(e: &UpstreamError) -> Option<Failure> {
     match e {
-        UpstreamError::PendingOverflow | UpstreamError::RequestBody(_) => None,
+        UpstreamError::PendingOverflow
+        | UpstreamError::ActiveOverflow
+        | UpstreamError::RequestBody(_) => None,
         UpstreamError::Connect(_) | UpstreamError::Handshake(_) => Some(Failure::ConnectFailure),
         UpstreamError::Reset(r) if r.refused => Some(Failure::RefusedStream),
         UpstreamError::Reset(r) => Some(Failure::Reset { sent: r.sent }),

@@ -19,6 +19,7 @@ use super::{
     attempts, grpc_timeout, hash_policy, headers, mirror, timeouts, upgrade, Downstream,
     HttpContext,
 };
+use crate::config::circuit_breakers::Priority;
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::route::{ClusterTarget, Forward, HostRewrite, PathMatch, Route};
 use crate::config::stream_duration::StreamDuration;
@@ -233,6 +234,7 @@ pub async fn forward<'r>(
     let exchange = attempts::Exchange {
         cluster: &cluster,
         proto,
+        priority: fwd.priority,
         down,
         hcm_stats: &ctx.stats,
         limits,
@@ -326,24 +328,28 @@ pub async fn forward<'r>(
     )))
 }
 
-/// Sends on a pooled connection; a request that a stale pooled connection never wrote is
-/// sent once more on a fresh one.
-pub(super) async fn send(
+/// Sends on a pooled connection once `admit` lets the request use it (`None`: the
+/// connection goes back unused and the request fails with `ActiveOverflow`); a request
+/// that a stale pooled connection never wrote is sent once more on a fresh one.
+pub(super) async fn send<T>(
     req: BoxedRequest,
     cluster: &Arc<ClusterState>,
     host: &crate::upstream::host::Host,
-    proto: Proto,
+    (proto, priority): (Proto, Priority),
     down: &Downstream,
-    mut connected: impl FnMut(&crate::upstream::pool::Lease),
-) -> Result<(Response<ResponseBody>, crate::upstream::pool::Lease), UpstreamError> {
+    mut admit: impl FnMut(&crate::upstream::pool::Lease) -> Option<T>,
+) -> Result<(Response<ResponseBody>, crate::upstream::pool::Lease, T), UpstreamError> {
     /// Pooled connections tried before giving up on ones that turn out to be closed.
     const ATTEMPTS: usize = 3;
     let mut req = req;
     for attempt in 1..=ATTEMPTS {
-        let mut lease = down.pools.acquire(cluster, host, proto).await?;
-        connected(&lease);
+        let mut lease = down.pools.acquire(cluster, host, proto, priority).await?;
+        let Some(admitted) = admit(&lease) else {
+            lease.release();
+            return Err(UpstreamError::ActiveOverflow);
+        };
         match lease.send(req).await {
-            Ok(resp) => return Ok((resp, lease)),
+            Ok(resp) => return Ok((resp, lease, admitted)),
             Err(SendError::NotSent(r)) if attempt < ATTEMPTS => req = r,
             Err(SendError::NotSent(_)) => break,
             Err(SendError::Failed(e)) => return Err(e),

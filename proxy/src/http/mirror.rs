@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::body::{BodyTimers, PooledBody, RequestBody};
 use super::{Downstream, HttpContext};
+use crate::config::circuit_breakers::Priority;
 use crate::config::route::{Forward, MirrorTarget};
 use crate::upstream::pool::{BoxError, Proto, ProxyBody};
 
@@ -73,7 +74,10 @@ pub fn spawn_mirrors(
         let pools = down.pools.clone();
         tokio::spawn(async move {
             let req = Box::new(Request::from_parts(p, body));
-            let Ok(mut lease) = pools.acquire(&cluster, &host, proto).await else {
+            let Ok(mut lease) = pools
+                .acquire(&cluster, &host, proto, Priority::Default)
+                .await
+            else {
                 return;
             };
             cluster.stats.upstream_rq_total.inc();

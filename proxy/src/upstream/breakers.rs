@@ -1,14 +1,15 @@
-//! A cluster's circuit breakers, shared by every worker as Envoy's are: upstream
-//! connections (`max_connections`), requests waiting for a connection
-//! (`max_pending_requests`), outstanding requests (`max_requests`) and concurrent
-//! retries (`max_retries`, or a `retry_budget` over the active requests). A slot is
-//! taken with `try_*` and given back when its guard drops; the
-//! `circuit_breakers.default.*` gauges follow.
+//! A cluster's circuit breakers, shared by every worker as Envoy's are, one set per
+//! routing priority: upstream connections (`max_connections`), requests waiting for a
+//! connection (`max_pending_requests`), outstanding requests (`max_requests`),
+//! concurrent retries (`max_retries`, or a `retry_budget` over the active requests) and
+//! connection pools (unlimited: `max_connection_pools` is refused; counted for the
+//! `remaining_cx_pools` gauge). A slot is taken with `try_*` and given back when its
+//! guard drops; the `circuit_breakers.<priority>.*` gauges follow.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::config::circuit_breakers::Thresholds;
+use crate::config::circuit_breakers::{CircuitBreakers, Priority, Thresholds};
 use crate::stats::{self, Gauge, Store};
 
 #[derive(Debug)]
@@ -18,13 +19,42 @@ pub struct Breakers {
     pending: AtomicU32,
     requests: AtomicU32,
     retries: AtomicU32,
+    /// Connection pools (a worker's connections to one host at this priority), while
+    /// they have a connection open or opening.
+    pools: AtomicU32,
     stats: BreakerStats,
 }
 
-/// `circuit_breakers.default.*`
+/// A cluster's circuit breakers for each routing priority.
+#[derive(Debug)]
+pub struct ClusterBreakers {
+    default: Arc<Breakers>,
+    high: Arc<Breakers>,
+}
+
+impl ClusterBreakers {
+    pub fn new(config: &CircuitBreakers, store: &Store, cluster: &str) -> ClusterBreakers {
+        ClusterBreakers {
+            default: Breakers::new(config.default, store, cluster, Priority::Default),
+            high: Breakers::new(config.high, store, cluster, Priority::High),
+        }
+    }
+
+    /// The breakers that requests routed at priority `p` count against.
+    pub fn at(&self, p: Priority) -> &Arc<Breakers> {
+        match p {
+            Priority::Default => &self.default,
+            Priority::High => &self.high,
+        }
+    }
+}
+
+/// `circuit_breakers.<priority>.*`
 #[derive(Debug)]
 struct BreakerStats {
     cx_open: Gauge,
+    /// Always 0: pools are not limited.
+    cx_pool_open: Gauge,
     rq_pending_open: Gauge,
     rq_open: Gauge,
     rq_retry_open: Gauge,
@@ -38,12 +68,15 @@ struct Remaining {
     pending: Gauge,
     rq: Gauge,
     retries: Gauge,
+    /// `u64::MAX` (Envoy's unlimited `max_connection_pools`) less the pools open.
+    cx_pools: Gauge,
 }
 
-/// `circuit_breakers.default.*`; the `remaining_*` gauges (the last four) only with
+/// `circuit_breakers.<priority>.*`; the `remaining_*` gauges (the last five) only with
 /// `track_remaining`.
-static BREAKER_STATS: [stats::Def; 8] = [
+static BREAKER_STATS: [stats::Def; 10] = [
     stats::gauge("cx_open"),
+    stats::gauge("cx_pool_open"),
     stats::gauge("rq_pending_open"),
     stats::gauge("rq_open"),
     stats::gauge("rq_retry_open"),
@@ -51,15 +84,17 @@ static BREAKER_STATS: [stats::Def; 8] = [
     stats::gauge("remaining_pending"),
     stats::gauge("remaining_rq"),
     stats::gauge("remaining_retries"),
+    stats::gauge("remaining_cx_pools"),
 ];
 
 /// What kind of slot.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Connection,
     Pending,
     Request,
     Retry,
+    Pool,
 }
 
 /// A held slot; dropping it gives the slot back.
@@ -78,14 +113,14 @@ impl Drop for Slot {
 }
 
 impl Breakers {
-    pub fn new(limits: Thresholds, store: &Store, cluster: &str) -> Arc<Breakers> {
+    fn new(limits: Thresholds, store: &Store, cluster: &str, p: Priority) -> Arc<Breakers> {
         let defs: &'static [stats::Def] = if limits.track_remaining {
             &BREAKER_STATS
         } else {
-            &BREAKER_STATS[..4]
+            &BREAKER_STATS[..5]
         };
         let b = store.block(
-            &format!("cluster.{cluster}.circuit_breakers.default."),
+            &format!("cluster.{cluster}.circuit_breakers.{}.", p.name()),
             defs,
         );
         let g = |s: &str| b.gauge(s);
@@ -95,8 +130,10 @@ impl Breakers {
             pending: AtomicU32::new(0),
             requests: AtomicU32::new(0),
             retries: AtomicU32::new(0),
+            pools: AtomicU32::new(0),
             stats: BreakerStats {
                 cx_open: g("cx_open"),
+                cx_pool_open: g("cx_pool_open"),
                 rq_pending_open: g("rq_pending_open"),
                 rq_open: g("rq_open"),
                 rq_retry_open: g("rq_retry_open"),
@@ -105,6 +142,7 @@ impl Breakers {
                     pending: g("remaining_pending"),
                     rq: g("remaining_rq"),
                     retries: g("remaining_retries"),
+                    cx_pools: g("remaining_cx_pools"),
                 }),
             },
         });
@@ -112,6 +150,7 @@ impl Breakers {
         // zero that nothing ever takes reads as closed.
         for g in [
             &b.stats.cx_open,
+            &b.stats.cx_pool_open,
             &b.stats.rq_pending_open,
             &b.stats.rq_open,
             &b.stats.rq_retry_open,
@@ -124,7 +163,18 @@ impl Breakers {
             r.rq.set(i64::from(limits.max_requests));
             r.retries.set(i64::from(b.retry_limit()));
         }
+        b.publish(Kind::Pool);
         b
+    }
+
+    /// A connection pool's slot, held while the pool has a connection open or opening.
+    pub fn pool(self: &Arc<Self>) -> Slot {
+        self.pools.fetch_add(1, Ordering::AcqRel);
+        self.publish(Kind::Pool);
+        Slot {
+            breakers: self.clone(),
+            kind: Kind::Pool,
+        }
     }
 
     /// A connection slot, or `None` at `max_connections` (overflow).
@@ -165,6 +215,7 @@ impl Breakers {
             Kind::Pending => &self.pending,
             Kind::Request => &self.requests,
             Kind::Retry => &self.retries,
+            Kind::Pool => &self.pools,
         }
     }
 
@@ -174,6 +225,7 @@ impl Breakers {
             Kind::Pending => self.limits.max_pending_requests,
             Kind::Request => self.limits.max_requests,
             Kind::Retry => self.retry_limit(),
+            Kind::Pool => u32::MAX,
         }
     }
 
@@ -208,12 +260,21 @@ impl Breakers {
     /// Envoy updates them when that resource is taken or given back).
     fn publish(&self, kind: Kind) {
         let n = self.counter(kind).load(Ordering::Acquire);
+        if kind == Kind::Pool {
+            // Unlimited, as Envoy's default: never open; the remainder of u64::MAX (the
+            // gauge holds its bits; rendered unsigned, as Envoy's gauges are).
+            if let Some(r) = &self.stats.remaining {
+                r.cx_pools.set((u64::MAX - u64::from(n)) as i64);
+            }
+            return;
+        }
         let max = self.limit(kind);
         let open = match kind {
             Kind::Connection => &self.stats.cx_open,
             Kind::Pending => &self.stats.rq_pending_open,
             Kind::Request => &self.stats.rq_open,
             Kind::Retry => &self.stats.rq_retry_open,
+            Kind::Pool => &self.stats.cx_pool_open,
         };
         open.set(i64::from(n >= max));
         if let Some(r) = &self.stats.remaining {
@@ -222,6 +283,7 @@ impl Breakers {
                 Kind::Pending => &r.pending,
                 Kind::Request => &r.rq,
                 Kind::Retry => &r.retries,
+                Kind::Pool => &r.cx_pools,
             };
             g.set(i64::from(max.saturating_sub(n)));
         }
@@ -242,7 +304,7 @@ mod tests {
             track_remaining: true,
             ..Thresholds::default()
         };
-        let b = Breakers::new(limits, &store, "c");
+        let b = Breakers::new(limits, &store, "c", Priority::Default);
         let (r1, r2) = (b.try_request().expect("1"), b.try_request().expect("2"));
         assert!(b.try_request().is_none(), "third overflows");
         assert_eq!(
@@ -284,7 +346,7 @@ mod tests {
             track_remaining: true,
             ..Thresholds::default()
         };
-        let b = Breakers::new(limits, &store, "c");
+        let b = Breakers::new(limits, &store, "c", Priority::Default);
         let gauge = |n: &str| {
             store
                 .gauge(&format!("cluster.c.circuit_breakers.default.{n}"))
@@ -313,7 +375,7 @@ mod tests {
             }),
             ..Thresholds::default()
         };
-        let b = Breakers::new(limits, &store, "c");
+        let b = Breakers::new(limits, &store, "c", Priority::Default);
         let held: Vec<Slot> = (0..6).filter_map(|_| b.try_request()).collect();
         let retries: Vec<Slot> = (0..10).filter_map(|_| b.try_retry()).collect();
         assert_eq!((held.len(), retries.len()), (6, 3), "50% of 6 active");

@@ -12,7 +12,7 @@ use crate::config::cluster::{Cluster, Discovery};
 use crate::config::common::HostAddress;
 use crate::drain::Drain;
 use crate::stats::{self, Counter, Gauge, Store};
-use crate::upstream::breakers::Breakers;
+use crate::upstream::breakers::ClusterBreakers;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::host::{carry_over, flags, keep_removed_healthy, removal_due};
 pub use crate::upstream::host::{Host, HostAddr, HostEntry};
@@ -166,7 +166,7 @@ pub struct ClusterState {
     /// Serializes view rebuilds (host updates and health changes).
     rebuild: std::sync::Mutex<()>,
     pub stats: ClusterStats,
-    pub breakers: Arc<Breakers>,
+    pub breakers: ClusterBreakers,
     /// Boxed: most clusters have none, and a mesh has thousands of clusters.
     pub outlier: Option<Box<Detector>>,
     /// Active health checking (its task is [`crate::upstream::health::health_loop`]).
@@ -178,7 +178,7 @@ pub struct ClusterState {
 impl ClusterState {
     pub fn new(config: Cluster, store: &Store) -> Self {
         let stats = ClusterStats::new(store, &config.name);
-        let breakers = Breakers::new(config.breakers, store, &config.name);
+        let breakers = ClusterBreakers::new(&config.breakers, store, &config.name);
         let outlier = config
             .outlier
             .clone()

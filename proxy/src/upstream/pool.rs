@@ -6,8 +6,8 @@
 //! checked for a close or stray bytes when it is taken. HTTP/2 connections (hyper's, with
 //! a task of their own) are shared by all streams of the worker.
 //!
-//! Circuit breakers, as Envoy's pools apply them: a request that finds no idle
-//! connection waits as *pending* (`max_pending_requests`, else 503 overflow) while a
+//! Pools are per host, protocol and routing priority. Circuit breakers, as Envoy's
+//! pools apply them: a request that finds no idle connection waits as *pending* (`max_pending_requests`, else 503 overflow) while a
 //! connection opens, if `max_connections` allows one (or the worker has none to the
 //! host), or until a busy one comes free.
 
@@ -22,10 +22,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::breakers::Slot;
+use super::breakers::{Breakers, Slot};
 use super::cluster::{ClusterState, Host, HostAddr};
 use super::connect::{self, ConnectError};
 use super::h1;
+use crate::config::circuit_breakers::Priority;
 use crate::http::body::BoxedRequest;
 use crate::stats::GaugeGuard;
 use tokio::sync::oneshot;
@@ -48,6 +49,8 @@ struct Key {
     cluster: Arc<str>,
     addr: HostAddr,
     proto: Proto,
+    /// Each routing priority has its own pools, as in Envoy.
+    priority: Priority,
 }
 
 enum Sender {
@@ -76,12 +79,31 @@ struct Idle {
     local: Option<SocketAddr>,
 }
 
+/// A pool's place in its circuit breakers' pool count (`remaining_cx_pools`): taken
+/// by its first connection, held by each connection open or opening, given back with
+/// the last (Envoy removes a pool when its last connection closes).
+#[derive(Default)]
+pub(super) struct PoolCount(Weak<Slot>);
+
+impl PoolCount {
+    /// A share of the pool's place, taken from `breakers` if no connection holds it.
+    pub(super) fn share(&mut self, breakers: &Arc<Breakers>) -> Arc<Slot> {
+        if let Some(held) = self.0.upgrade() {
+            return held;
+        }
+        let held = Arc::new(breakers.pool());
+        self.0 = Arc::downgrade(&held);
+        held
+    }
+}
+
 /// A worker's HTTP/1.1 connections to one host.
 #[derive(Default)]
 struct H1Host {
     idle: Vec<Idle>,
     /// Connections open or opening.
     open: u32,
+    pool: PoolCount,
     /// Pending requests, first come first served.
     waiters: VecDeque<oneshot::Sender<Handoff>>,
 }
@@ -158,11 +180,13 @@ enum H1Next {
     Wait(oneshot::Receiver<Handoff>),
 }
 
-/// Counts a connection in its host's `open` until dropped (when the connection closes
-/// or fails to open), then wakes a pending request to try again.
+/// Counts a connection in its host's `open` (and its pool in the pool count) until
+/// dropped (when the connection closes or fails to open), then wakes a pending request
+/// to try again.
 pub struct OpenConn {
     pools: Weak<Pools>,
     key: Key,
+    _pool: Arc<Slot>,
 }
 
 impl OpenConn {
@@ -258,6 +282,9 @@ pub enum UpstreamError {
     /// `max_pending_requests` reached: the request was not sent.
     #[error("too many requests waiting for a connection")]
     PendingOverflow,
+    /// `max_requests` reached when the request had its connection: it was not sent.
+    #[error("too many requests outstanding")]
+    ActiveOverflow,
 }
 
 /// The upstream stream was reset, or its connection closed, before a response head.
@@ -373,11 +400,13 @@ impl Pools {
         cluster: &ClusterState,
         host: &Host,
         proto: Proto,
+        priority: Priority,
     ) -> Result<Lease, UpstreamError> {
         let key = Key {
             cluster: cluster.name.clone(),
             addr: host.addr.clone(),
             proto,
+            priority,
         };
         let max_uses = cluster.config.max_requests_per_connection;
         let lease = |key, sender, uses, local| Lease {
@@ -399,7 +428,7 @@ impl Pools {
         }
         // No connection to use: the request is pending until one opens or comes free.
         let stats = &cluster.stats;
-        let Some(_pending) = cluster.breakers.try_pending() else {
+        let Some(_pending) = cluster.breakers.at(priority).try_pending() else {
             stats.upstream_rq_pending_overflow.inc();
             return Err(UpstreamError::PendingOverflow);
         };
@@ -452,13 +481,15 @@ impl Pools {
                 key: key.clone(),
             };
             // Streams share the connection: it is opened even at the connection limit.
-            let slot = cluster.breakers.try_connection().unwrap_or_else(|| {
+            let breakers = cluster.breakers.at(key.priority);
+            let slot = breakers.try_connection().unwrap_or_else(|| {
                 cluster.stats.upstream_cx_overflow.inc();
-                cluster.breakers.force_connection()
+                breakers.force_connection()
             });
+            let pool = self.h2_pool_share(key, breakers);
             // Boxed: connecting is rare, and its (large) future would otherwise make
             // every request's future larger.
-            return match Box::pin(connect_h2(cluster, host, slot)).await {
+            return match Box::pin(connect_h2(cluster, host, (slot, pool))).await {
                 Ok((sender, local)) => {
                     let own = opening.finish(|h| h.opened(sender.clone(), local, max_uses));
                     Ok(own.unwrap_or(SharedH2 {
@@ -508,9 +539,10 @@ impl Pools {
         if let Some(idle) = h.usable() {
             return H1Next::Idle(idle);
         }
-        let slot = cluster.breakers.try_connection().or_else(|| {
+        let breakers = cluster.breakers.at(key.priority);
+        let slot = breakers.try_connection().or_else(|| {
             cluster.stats.upstream_cx_overflow.inc();
-            (h.open == 0).then(|| cluster.breakers.force_connection())
+            (h.open == 0).then(|| breakers.force_connection())
         });
         match slot {
             Some(slot) => {
@@ -520,6 +552,7 @@ impl Pools {
                     OpenConn {
                         pools: Arc::downgrade(self),
                         key: key.clone(),
+                        _pool: h.pool.share(breakers),
                     },
                 )
             }
@@ -559,6 +592,12 @@ impl Pools {
     fn take_idle_h1(&self, key: &Key) -> Option<Idle> {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         map.get_mut(key)?.usable()
+    }
+
+    /// A share of the HTTP/2 pool's place in the pool count, for a connection opening.
+    fn h2_pool_share(&self, key: &Key, breakers: &Arc<Breakers>) -> Arc<Slot> {
+        let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone()).or_default().pool.share(breakers)
     }
 
     /// The worker's HTTP/2 connection to the host, counted for one more stream.
@@ -641,12 +680,12 @@ async fn connect_h1(
     }
 }
 
-/// Opens an HTTP/2 connection (its task holds the circuit-breaker `slot` until it
-/// closes).
+/// Opens an HTTP/2 connection (its task holds the circuit-breaker `slot` and its share
+/// of the pool's place until it closes).
 async fn connect_h2(
     cluster: &ClusterState,
     host: &Host,
-    slot: Slot,
+    slot: (Slot, Arc<Slot>),
 ) -> Result<(http2::SendRequest<ProxyBody>, Option<SocketAddr>), UpstreamError> {
     let (io, active, local) = connect_io(cluster, host).await?;
     let window = cluster.config.per_connection_buffer_limit_bytes.max(65_535);

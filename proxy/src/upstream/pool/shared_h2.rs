@@ -39,6 +39,8 @@ pub(super) struct H2Host {
     conn: Option<SharedH2>,
     /// `Some` while a request opens the connection: those waiting for it.
     opening: Option<Vec<oneshot::Sender<H2Handoff>>>,
+    /// The pool's place in the pool count, shared by its connections.
+    pub pool: super::PoolCount,
 }
 
 impl H2Host {
