@@ -143,7 +143,7 @@ async fn route(req: Request<Incoming>, server: &Arc<Server>) -> AdminResponse {
         }
         "/server_info" => json(info::server_info(server)),
         "/stats" => stats::stats(server, &q),
-        "/stats/prometheus" => stats::prometheus(server),
+        "/stats/prometheus" => stats::prometheus(server, &q),
         "/config_dump" => json(server.config_dump()),
         "/clusters" => info::clusters(server, &q),
         "/listeners" => info::listeners(server, &q),

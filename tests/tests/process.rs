@@ -334,7 +334,7 @@ async fn admin_api_on_a_real_process() {
         prom.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"up\"} 3"),
         "{prom}"
     );
-    assert!(prom.contains("envoy_cluster_upstream_rq_xx{envoy_cluster_name=\"up\",envoy_response_code_class=\"2\"} 3"), "{prom}");
+    assert!(prom.contains("envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"up\"} 3"), "{prom}");
 
     let dump: serde_json::Value = serde_json::from_str(&p.admin_get("/config_dump").1).unwrap();
     let types: Vec<&str> = dump["configs"]

@@ -1,4 +1,5 @@
-//! `/stats` (Envoy text, `?filter=`, `?usedonly`, `?format=json`) and `/stats/prometheus`.
+//! `/stats` (Envoy text, `?filter=`, `?usedonly`, `?format=json`) and `/stats/prometheus`
+//! (`?filter=`, `?usedonly`).
 
 use std::fmt::Write;
 
@@ -8,21 +9,46 @@ use serde_json::json;
 use super::{json, text, AdminResponse, Query};
 use crate::server::Server;
 
+/// Which stats a query asks for: `filter` (a regular expression on the stat name) and
+/// `usedonly`.
+struct Selection {
+    filter: Option<regex::Regex>,
+    used_only: bool,
+}
+
+impl Selection {
+    /// The selection, or the 400 answer to a bad expression.
+    fn of(q: &Query) -> Result<Selection, Box<AdminResponse>> {
+        let filter = match q.get("filter").filter(|f| !f.is_empty()) {
+            Some(f) => Some(regex::Regex::new(f).map_err(|e| {
+                Box::new(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid re2 regex: {e}\n"),
+                ))
+            })?),
+            None => None,
+        };
+        Ok(Selection {
+            filter,
+            used_only: q.has("usedonly"),
+        })
+    }
+
+    fn keeps(&self, s: &crate::stats::Sample) -> bool {
+        (!self.used_only || s.used) && self.filter.as_ref().is_none_or(|f| f.is_match(&s.name))
+    }
+}
+
 pub fn stats(server: &Server, q: &Query) -> AdminResponse {
-    let filter = match q.get("filter").filter(|f| !f.is_empty()) {
-        Some(f) => match regex::Regex::new(f) {
-            Ok(r) => Some(r),
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid re2 regex: {e}\n")),
-        },
-        None => None,
+    let selection = match Selection::of(q) {
+        Ok(s) => s,
+        Err(bad) => return *bad,
     };
-    let used_only = q.has("usedonly");
     let samples: Vec<_> = server
         .stats
         .snapshot()
         .into_iter()
-        .filter(|s| !used_only || s.used)
-        .filter(|s| filter.as_ref().is_none_or(|f| f.is_match(&s.name)))
+        .filter(|s| selection.keeps(s))
         .collect();
     match q.get("format") {
         Some("json") => {
@@ -32,7 +58,7 @@ pub fn stats(server: &Server, q: &Query) -> AdminResponse {
                 .collect();
             json(json!({"stats": stats}))
         }
-        Some("prometheus") => prometheus(server),
+        Some("prometheus") => prometheus(server, q),
         Some(other) if other != "text" => text(
             StatusCode::BAD_REQUEST,
             format!("usage: /stats?format=json|prometheus|text, not {other}\n"),
@@ -47,8 +73,14 @@ pub fn stats(server: &Server, q: &Query) -> AdminResponse {
     }
 }
 
-pub fn prometheus(server: &Server) -> AdminResponse {
+/// `/stats/prometheus` (with `filter` and `usedonly`, on the stat names, as Envoy's).
+pub fn prometheus(server: &Server, q: &Query) -> AdminResponse {
+    let selection = match Selection::of(q) {
+        Ok(s) => s,
+        Err(bad) => return *bad,
+    };
     let mut samples = server.stats.snapshot_with(true);
+    samples.retain(|s| selection.keeps(s));
     samples.sort_by(|a, b| a.prom_name.cmp(&b.prom_name));
     let mut out = String::new();
     let mut last_name = String::new();
@@ -63,11 +95,8 @@ pub fn prometheus(server: &Server) -> AdminResponse {
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
             .collect();
-        if labels.is_empty() {
-            let _ = writeln!(out, "{} {}", s.prom_name, s.value);
-        } else {
-            let _ = writeln!(out, "{}{{{}}} {}", s.prom_name, labels.join(","), s.value);
-        }
+        // Braces even without tags, as Envoy writes them.
+        let _ = writeln!(out, "{}{{{}}} {}", s.prom_name, labels.join(","), s.value);
     }
     text(StatusCode::OK, out)
 }
