@@ -376,6 +376,12 @@ async fn eds_removed_hosts_stay_while_healthy_as_envoy() {
             endpoints_of("web_ignore", &[a.addr, b.addr]),
         ]
     };
+    let only_a = || {
+        vec![
+            endpoints_of("web", &[a.addr]),
+            endpoints_of("web_ignore", &[a.addr]),
+        ]
+    };
     cp.set(ResourceType::ClusterLoadAssignment, both_hosts());
     let (envoy, remora) = start_over_ads(
         &cp,
@@ -388,13 +394,7 @@ async fn eds_removed_hosts_stay_while_healthy_as_envoy() {
     both(&envoy, &remora, "cluster.web_ignore.membership_healthy", 2).await;
 
     // EDS drops b: it stays in `web` (healthy, pending removal), leaves `web_ignore`.
-    cp.set(
-        ResourceType::ClusterLoadAssignment,
-        vec![
-            endpoints_of("web", &[a.addr]),
-            endpoints_of("web_ignore", &[a.addr]),
-        ],
-    );
+    cp.set(ResourceType::ClusterLoadAssignment, only_a());
     both(&envoy, &remora, "cluster.web_ignore.membership_total", 1).await;
     let e = eds_view(&envoy, b.addr).await;
     let r = eds_view(&remora, b.addr).await;
@@ -421,13 +421,7 @@ async fn eds_removed_hosts_stay_while_healthy_as_envoy() {
     assert_eq!(e, r, "envoy vs remora after b came back");
 
     // Removed again, then failing its check: it leaves.
-    cp.set(
-        ResourceType::ClusterLoadAssignment,
-        vec![
-            endpoints_of("web", &[a.addr]),
-            endpoints_of("web_ignore", &[a.addr]),
-        ],
-    );
+    cp.set(ResourceType::ClusterLoadAssignment, only_a());
     both(&envoy, &remora, "cluster.web_ignore.membership_total", 1).await;
     b.set_health(503);
     both(&envoy, &remora, "cluster.web.membership_total", 1).await;

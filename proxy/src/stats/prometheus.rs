@@ -152,8 +152,13 @@ static EXTRACTORS: LazyLock<Extractors> = LazyLock::new(|| Extractors {
 });
 
 impl Extractor {
-    /// The tag's value and the byte range to cut from `name`, if it matches.
-    fn extract<'n>(&self, name: &'n str) -> Option<(&'n str, std::ops::Range<usize>)> {
+    /// The tag's value and the byte range to cut from `name` (whose dot-separated
+    /// `tokens` are given), if it matches.
+    fn extract<'n>(
+        &self,
+        name: &'n str,
+        tokens: &[&'n str],
+    ) -> Option<(&'n str, std::ops::Range<usize>)> {
         match &self.rule {
             Rule::Regex { re, not } => {
                 let caps = re.captures(name)?;
@@ -164,8 +169,7 @@ impl Extractor {
                 Some((value.as_str(), cut.range()))
             }
             Rule::Tokens(pattern) => {
-                let tokens: Vec<&str> = name.split('.').collect();
-                let at = match_tokens(&tokens, pattern)?;
+                let at = match_tokens(tokens, pattern)?;
                 let start: usize = tokens[..at].iter().map(|t| t.len() + 1).sum();
                 let value = tokens[at];
                 // The value's token and the dot after it; the dot before it when last.
@@ -182,15 +186,22 @@ impl Extractor {
 
 /// The index of the token that `$` matches, if `tokens` match `pattern`.
 fn match_tokens(tokens: &[&str], pattern: &[&str]) -> Option<usize> {
+    matches(tokens, pattern).flatten()
+}
+
+/// Whether `tokens` match `pattern` (`None`: no) and, if they do, the index of the
+/// token `$` matched (`Some(None)`: this part of the pattern has no `$`).
+fn matches(tokens: &[&str], pattern: &[&str]) -> Option<Option<usize>> {
     let (mut i, mut captured) = (0, None);
     for (p, want) in pattern.iter().enumerate() {
         match *want {
             // One or more tokens: at the end, whatever is left (at least one).
-            "**" if p + 1 == pattern.len() => return (i < tokens.len()).then_some(captured?),
+            "**" if p + 1 == pattern.len() => return (i < tokens.len()).then_some(captured),
+            // Zero or more tokens, then the rest of the pattern.
             "**" => {
-                return (i..tokens.len()).find_map(|from| {
-                    let rest = match_tokens(&tokens[from..], &pattern[p + 1..])?;
-                    Some(captured.unwrap_or(from + rest))
+                return (i..=tokens.len()).find_map(|from| {
+                    let rest = matches(&tokens[from..], &pattern[p + 1..])?;
+                    Some(captured.or(rest.map(|r| from + r)))
                 })
             }
             "$" => captured = Some(i),
@@ -203,7 +214,7 @@ fn match_tokens(tokens: &[&str], pattern: &[&str]) -> Option<usize> {
         }
         i += 1;
     }
-    (i == tokens.len()).then_some(captured?)
+    (i == tokens.len()).then_some(captured)
 }
 
 /// The Prometheus metric name of the stat `name` and its tags, in Envoy's order.
@@ -218,12 +229,13 @@ pub(super) fn prometheus_name(name: &str) -> (String, Vec<(&'static str, String)
         .unwrap_or_default();
     let mut tags: Vec<(&'static str, String)> = Vec::new();
     let mut cuts: Vec<std::ops::Range<usize>> = Vec::new();
+    let tokens: Vec<&str> = name.split('.').collect();
     for x in e.any.iter().chain(own) {
         // A tag is extracted once (the first extractor that finds it).
         if tags.iter().any(|(t, _)| *t == x.tag) {
             continue;
         }
-        if let Some((value, cut)) = x.extract(name) {
+        if let Some((value, cut)) = x.extract(name, &tokens) {
             tags.push((x.tag, value.to_string()));
             cuts.push(cut);
         }
@@ -344,6 +356,14 @@ mod tests {
         assert_eq!(
             match_tokens(&t("a.x.b.b.c.d"), &["a", "**", "b", "c", "$"]),
             Some(5)
+        );
+        // `$` before a `**` that is not last (Envoy's Mongo collection pattern).
+        assert_eq!(
+            match_tokens(
+                &t("mongo.p.collection.users.x.query.total"),
+                &["mongo", "*", "collection", "$", "**", "query", "*"]
+            ),
+            Some(3)
         );
     }
 }

@@ -88,7 +88,7 @@ static BREAKER_STATS: [stats::Def; 10] = [
 ];
 
 /// What kind of slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Kind {
     Connection,
     Pending,
@@ -163,6 +163,7 @@ impl Breakers {
             r.rq.set(i64::from(limits.max_requests));
             r.retries.set(i64::from(b.retry_limit()));
         }
+        // No pool is open: the remainder is the whole (unlimited) pool count.
         b.publish(Kind::Pool);
         b
     }
@@ -219,13 +220,14 @@ impl Breakers {
         }
     }
 
-    fn limit(&self, kind: Kind) -> u32 {
+    /// The limit; pools are unlimited, which Envoy counts as 2^64−1.
+    fn limit(&self, kind: Kind) -> u64 {
         match kind {
-            Kind::Connection => self.limits.max_connections,
-            Kind::Pending => self.limits.max_pending_requests,
-            Kind::Request => self.limits.max_requests,
-            Kind::Retry => self.retry_limit(),
-            Kind::Pool => u32::MAX,
+            Kind::Connection => u64::from(self.limits.max_connections),
+            Kind::Pending => u64::from(self.limits.max_pending_requests),
+            Kind::Request => u64::from(self.limits.max_requests),
+            Kind::Retry => u64::from(self.retry_limit()),
+            Kind::Pool => u64::MAX,
         }
     }
 
@@ -244,7 +246,7 @@ impl Breakers {
         let taken = self
             .counter(kind)
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
+                (u64::from(n) < limit).then_some(n + 1)
             })
             .is_ok();
         if taken {
@@ -259,15 +261,7 @@ impl Breakers {
     /// Updates the gauges of one resource from its counter (each resource's only, as
     /// Envoy updates them when that resource is taken or given back).
     fn publish(&self, kind: Kind) {
-        let n = self.counter(kind).load(Ordering::Acquire);
-        if kind == Kind::Pool {
-            // Unlimited, as Envoy's default: never open; the remainder of u64::MAX (the
-            // gauge holds its bits; rendered unsigned, as Envoy's gauges are).
-            if let Some(r) = &self.stats.remaining {
-                r.cx_pools.set((u64::MAX - u64::from(n)) as i64);
-            }
-            return;
-        }
+        let n = u64::from(self.counter(kind).load(Ordering::Acquire));
         let max = self.limit(kind);
         let open = match kind {
             Kind::Connection => &self.stats.cx_open,
@@ -285,7 +279,8 @@ impl Breakers {
                 Kind::Retry => &r.retries,
                 Kind::Pool => &r.cx_pools,
             };
-            g.set(i64::from(max.saturating_sub(n)));
+            // The gauge keeps the u64's bits (rendered unsigned, as Envoy's gauges are).
+            g.set(max.saturating_sub(n) as i64);
         }
     }
 }

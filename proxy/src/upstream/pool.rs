@@ -7,9 +7,10 @@
 //! a task of their own) are shared by all streams of the worker.
 //!
 //! Pools are per host, protocol and routing priority. Circuit breakers, as Envoy's
-//! pools apply them: a request that finds no idle connection waits as *pending* (`max_pending_requests`, else 503 overflow) while a
-//! connection opens, if `max_connections` allows one (or the worker has none to the
-//! host), or until a busy one comes free.
+//! pools apply them: a request that finds no idle connection waits as *pending*
+//! (`max_pending_requests`, else 503 overflow) while a connection opens, if
+//! `max_connections` allows one (or the worker has none to the host), or until a busy
+//! one comes free.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -680,12 +681,12 @@ async fn connect_h1(
     }
 }
 
-/// Opens an HTTP/2 connection (its task holds the circuit-breaker `slot` and its share
-/// of the pool's place until it closes).
+/// Opens an HTTP/2 connection; its task holds `held` (the circuit-breaker slot and the
+/// share of the pool's place) until it closes.
 async fn connect_h2(
     cluster: &ClusterState,
     host: &Host,
-    slot: (Slot, Arc<Slot>),
+    held: (Slot, Arc<Slot>),
 ) -> Result<(http2::SendRequest<ProxyBody>, Option<SocketAddr>), UpstreamError> {
     let (io, active, local) = connect_io(cluster, host).await?;
     let window = cluster.config.per_connection_buffer_limit_bytes.max(65_535);
@@ -696,7 +697,7 @@ async fn connect_h2(
         .await
         .map_err(UpstreamError::Handshake)?;
     tokio::spawn(async move {
-        let _held = (active, slot);
+        let _held = (active, held);
         let _ = conn.await;
     });
     Ok((sender, local))
